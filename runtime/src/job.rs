@@ -1,0 +1,417 @@
+//! What a job is: its identity, the options it is dispatched with, its
+//! states, and the record kept of it. Shared by every backend.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+
+/// Milliseconds since the Unix epoch: the only time format stored in job
+/// records, so every backend (and Redis scripts) agree on it.
+pub type UnixMillis = u64;
+
+/// Longest allowed queue name, in bytes.
+pub const MAX_QUEUE_NAME_LEN: usize = 64;
+
+/// Largest payload accepted by `dispatch`, in bytes of JSON text (1 MiB).
+///
+/// Payloads are copied into every attempt's sandbox and, with Redis, stored
+/// on the server; big data belongs in object storage with its URL in the
+/// payload.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Attempts a job gets when its dispatch does not say (the seeds' default).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+
+/// Priority of a job whose dispatch does not say (the seeds' default).
+pub const DEFAULT_PRIORITY: i32 = 1;
+
+/// A queue's name: 1 to 64 of `a-z`, `0-9`, `-` and `_`, starting with a
+/// letter or digit.
+///
+/// Lowercase only, so a name maps to one handler file on every file system
+/// (`my-queue` is served by `my_queue_job.wasm`), and free of `:`, `{` and
+/// `}`, which structure job ids and Redis keys.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct QueueName(String);
+
+impl QueueName {
+    /// Validates `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self, InputError> {
+        let name = name.into();
+        let valid_start = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let valid_rest = name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if name.len() > MAX_QUEUE_NAME_LEN || !valid_start || !valid_rest {
+            return Err(InputError::QueueName(name));
+        }
+        Ok(QueueName(name))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The file name of the handler module serving this queue under the
+    /// naming rule: queue `my-queue` is crate `my-queue-job`, whose cargo
+    /// artifact is `my_queue_job.wasm`.
+    pub fn handler_file_name(&self) -> String {
+        format!("{}_job.wasm", self.0.replace('-', "_"))
+    }
+}
+
+impl fmt::Display for QueueName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for QueueName {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        QueueName::new(s)
+    }
+}
+
+impl From<QueueName> for String {
+    fn from(q: QueueName) -> String {
+        q.0
+    }
+}
+
+impl FromStr for QueueName {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        QueueName::new(s)
+    }
+}
+
+/// A job's id: its queue and a number unique within that queue, written
+/// `queue:number` (for example `hello:17`), so an id alone finds its job.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId {
+    queue: QueueName,
+    seq: u64,
+}
+
+impl JobId {
+    /// The id of job number `seq` of `queue`.
+    pub fn new(queue: QueueName, seq: u64) -> Self {
+        JobId { queue, seq }
+    }
+    /// The queue the job belongs to.
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+    /// The job's number within its queue; increasing in dispatch order.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.queue, self.seq)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InputError::JobId(s.to_string());
+        let (queue, seq) = s.rsplit_once(':').ok_or_else(bad)?;
+        let queue = QueueName::new(queue).map_err(|_| bad())?;
+        let seq = seq.parse().map_err(|_| bad())?;
+        Ok(JobId { queue, seq })
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> String {
+        id.to_string()
+    }
+}
+
+/// A payload: JSON text, validated and size-checked once at construction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Payload(String);
+
+impl Payload {
+    /// Checks that `json` is one JSON document of at most
+    /// [`MAX_PAYLOAD_BYTES`].
+    pub fn new(json: impl Into<String>) -> Result<Self, InputError> {
+        let json = json.into();
+        if json.len() > MAX_PAYLOAD_BYTES {
+            return Err(InputError::PayloadTooLarge {
+                size: json.len(),
+                limit: MAX_PAYLOAD_BYTES,
+            });
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
+            return Err(InputError::PayloadJson(e.to_string()));
+        }
+        Ok(Payload(json))
+    }
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Payload {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Payload::new(s)
+    }
+}
+
+impl From<Payload> for String {
+    fn from(p: Payload) -> String {
+        p.0
+    }
+}
+
+/// When a job may first run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunAt {
+    /// As soon as a worker is free.
+    #[default]
+    Now,
+    /// This long after dispatch (the seeds' `pushOnLater` with seconds).
+    #[serde(with = "duration_ms")]
+    After(Duration),
+    /// At this time (the seeds' `pushOnLater` with a date).
+    At(UnixMillis),
+}
+
+/// How a job is dispatched; `Default` gives the seeds' defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchOptions {
+    /// Higher runs first; FIFO within one priority. Default 1.
+    pub priority: i32,
+    /// When the job may first run. Default now.
+    pub run_at: RunAt,
+    /// Attempts in all, at least 1. Default 4.
+    pub max_attempts: u32,
+    /// While a job with this key is pending, scheduled or running in the
+    /// same queue, dispatching another returns the existing job's id.
+    pub unique_key: Option<String>,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        DispatchOptions {
+            priority: DEFAULT_PRIORITY,
+            run_at: RunAt::Now,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            unique_key: None,
+        }
+    }
+}
+
+/// A job to dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewJob {
+    /// Where it goes.
+    pub queue: QueueName,
+    /// What the handler gets.
+    pub payload: Payload,
+    /// How.
+    pub options: DispatchOptions,
+}
+
+impl NewJob {
+    /// A job with default options.
+    pub fn new(queue: QueueName, payload: Payload) -> Self {
+        NewJob {
+            queue,
+            payload,
+            options: DispatchOptions::default(),
+        }
+    }
+}
+
+/// Where a job is in its life. Done jobs are removed and only counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Ready to run.
+    Pending,
+    /// Waiting for its time: delayed at dispatch, or waiting to retry.
+    Scheduled,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Out of attempts or failed explicitly; kept until retried or deleted.
+    Failed,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 4] = [
+        JobState::Pending,
+        JobState::Scheduled,
+        JobState::Running,
+        JobState::Failed,
+    ];
+
+    /// The lowercase name used in the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Scheduled => "scheduled",
+            JobState::Running => "running",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| InputError::JobState(s.to_string()))
+    }
+}
+
+/// One attempt of a job, as recorded on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// 1-based.
+    pub number: u32,
+    /// When a worker claimed it.
+    pub started_at: UnixMillis,
+    /// When it ended; `None` while running.
+    pub ended_at: Option<UnixMillis>,
+    /// `done`, or the reason it did not finish (`timeout after 100ms`...).
+    pub outcome: Option<String>,
+}
+
+/// Everything known about a job that is not done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Its id (which names its queue).
+    pub id: JobId,
+    /// The handler's input.
+    pub payload: Payload,
+    /// Its state.
+    pub state: JobState,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts it gets in all.
+    pub max_attempts: u32,
+    /// Its unique key, if dispatched with one.
+    pub unique_key: Option<String>,
+    /// When it was dispatched.
+    pub created_at: UnixMillis,
+    /// When it becomes runnable (scheduled jobs); otherwise when it last did.
+    pub run_at: UnixMillis,
+    /// The last attempt's error, if it had one.
+    pub error: Option<String>,
+    /// Every attempt so far, oldest first.
+    pub history: Vec<AttemptRecord>,
+    /// The log captured from the last finished attempt (log lines, stdout,
+    /// stderr), bounded by the queue's output limit.
+    pub log: String,
+}
+
+/// Serde for a `Duration` as whole milliseconds.
+pub(crate) mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_follow_the_documented_alphabet() {
+        for ok in ["hello", "my-queue-name", "q_1", "9lives"] {
+            assert!(QueueName::new(ok).is_ok(), "{ok}");
+        }
+        let too_long = "a".repeat(MAX_QUEUE_NAME_LEN + 1);
+        for bad in [
+            "",
+            "-x",
+            "Hello",
+            "a:b",
+            "a b",
+            "{x}",
+            "é",
+            too_long.as_str(),
+        ] {
+            assert!(QueueName::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn handler_file_name_follows_the_cargo_rule() {
+        let q = QueueName::new("my-queue-name").expect("valid");
+        assert_eq!(q.handler_file_name(), "my_queue_name_job.wasm");
+    }
+
+    #[test]
+    fn job_ids_round_trip_through_text() {
+        let id: JobId = "my-queue:42".parse().expect("valid id");
+        assert_eq!(id.queue().as_str(), "my-queue");
+        assert_eq!(id.seq(), 42);
+        assert_eq!(id.to_string(), "my-queue:42");
+        for bad in ["", "q", "q:", ":1", "q:x", "Q:1"] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn payloads_must_be_one_json_document_within_the_limit() {
+        assert!(Payload::new(r#"{"a": [1, 2]}"#).is_ok());
+        assert!(Payload::new("null").is_ok());
+        assert!(matches!(Payload::new("{"), Err(InputError::PayloadJson(_))));
+        assert!(matches!(
+            Payload::new("1 2"),
+            Err(InputError::PayloadJson(_))
+        ));
+        let big = format!("\"{}\"", "x".repeat(MAX_PAYLOAD_BYTES));
+        assert!(matches!(
+            Payload::new(big),
+            Err(InputError::PayloadTooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,666 @@
+//! The queue contract as tests: every [`QueueBackend`] must pass all of
+//! these, unchanged. A backend's test module runs them with
+//! [`queue_conformance!`](crate::queue_conformance), giving a factory that
+//! makes a fresh, empty backend reading time from the given clock:
+//!
+//! ```ignore
+//! async fn make(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+//!     Arc::new(MemoryBackend::new(clock))
+//! }
+//! runtime::queue_conformance!(make);
+//! ```
+//!
+//! Time is a [`ManualClock`], so due times and lease expiry are exact and
+//! no test sleeps. These functions panic on a broken promise: they are
+//! tests.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Ack, Completion, ManualClock, Page, QueueBackend};
+use crate::job::{DispatchOptions, JobId, JobState, NewJob, Payload, QueueName, RunAt};
+
+/// Where every test's clock starts: an arbitrary fixed time (2026-01-01).
+pub const START: u64 = 1_767_225_600_000;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Generates one `#[tokio::test]` per conformance test, each calling
+/// `$factory(clock).await` for a fresh backend.
+#[macro_export]
+macro_rules! queue_conformance {
+    ($factory:path) => {
+        $crate::queue_conformance!(@each $factory;
+            dispatch_then_claim_runs_the_job_under_a_lease,
+            higher_priority_first_then_fifo,
+            delayed_jobs_wait_until_due,
+            run_at_an_absolute_time,
+            unique_key_returns_the_live_job,
+            done_removes_and_counts_and_enqueues_followups,
+            retry_schedules_then_fails_when_attempts_run_out,
+            retry_with_zero_delay_is_pending_at_once,
+            fail_is_final_and_keeps_error_and_log,
+            release_hands_back_without_counting_an_attempt,
+            expired_lease_requeues_and_fences_the_old_holder,
+            expired_lease_on_last_attempt_fails_as_worker_lost,
+            renew_extends_only_the_current_lease,
+            list_by_state_with_paging_and_counts,
+            retry_a_failed_job_with_fresh_attempts,
+            delete_and_purge,
+            claim_respects_max_and_queue_order,
+            dispatch_many_keeps_order,
+            invalid_dispatch_is_rejected,
+            wait_for_work_wakes_on_dispatch,
+            wait_for_work_returns_when_a_delayed_job_is_due,
+            history_records_each_attempt
+        );
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $name() {
+                let clock = ::std::sync::Arc::new($crate::queue::ManualClock::new(
+                    $crate::queue::conformance::START,
+                ));
+                let backend = $factory(clock.clone()).await;
+                $crate::queue::conformance::$name(backend, clock).await;
+            }
+        )*
+    };
+}
+
+type Backend = Arc<dyn QueueBackend>;
+type Clock = Arc<ManualClock>;
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).expect("valid queue name")
+}
+
+fn job(queue: &str, payload: &str) -> NewJob {
+    NewJob::new(q(queue), Payload::new(payload).expect("valid payload"))
+}
+
+fn with(queue: &str, payload: &str, options: DispatchOptions) -> NewJob {
+    NewJob {
+        options,
+        ..job(queue, payload)
+    }
+}
+
+async fn claim_one(b: &Backend, queue: &str) -> Option<super::Claim> {
+    let mut claims = b.claim(&[q(queue)], 1, LEASE).await.expect("claim");
+    claims.pop()
+}
+
+async fn state_of(b: &Backend, id: &JobId) -> Option<JobState> {
+    b.get(id).await.expect("get").map(|r| r.state)
+}
+
+/// A dispatched job is pending; a claim returns it running, attempt 1,
+/// under a lease of the asked length.
+pub async fn dispatch_then_claim_runs_the_job_under_a_lease(b: Backend, _c: Clock) {
+    let id = b
+        .dispatch(job("mail", r#"{"to":"a@b"}"#))
+        .await
+        .expect("dispatch");
+    assert_eq!(id.queue().as_str(), "mail");
+    assert_eq!(state_of(&b, &id).await, Some(JobState::Pending));
+    let claim = claim_one(&b, "mail").await.expect("a job");
+    assert_eq!(claim.job.id, id);
+    assert_eq!(claim.job.payload.as_str(), r#"{"to":"a@b"}"#);
+    assert_eq!(claim.job.state, JobState::Running);
+    assert_eq!(claim.job.attempts, 1);
+    assert_eq!(claim.job.max_attempts, 4);
+    assert_eq!(claim.lease.id, id);
+    assert_eq!(claim.lease.expires_at, START + 30_000);
+    assert_eq!(state_of(&b, &id).await, Some(JobState::Running));
+    assert!(
+        claim_one(&b, "mail").await.is_none(),
+        "a running job is not claimed twice"
+    );
+}
+
+/// Higher priority runs first; FIFO within one priority.
+pub async fn higher_priority_first_then_fifo(b: Backend, _c: Clock) {
+    let prio = |p| DispatchOptions {
+        priority: p,
+        ..Default::default()
+    };
+    let low1 = b.dispatch(with("q", "1", prio(0))).await.expect("dispatch");
+    let mid1 = b.dispatch(with("q", "2", prio(1))).await.expect("dispatch");
+    let high = b.dispatch(with("q", "3", prio(9))).await.expect("dispatch");
+    let mid2 = b.dispatch(with("q", "4", prio(1))).await.expect("dispatch");
+    let low2 = b
+        .dispatch(with("q", "5", prio(-3)))
+        .await
+        .expect("dispatch");
+    let mut order = Vec::new();
+    while let Some(c) = claim_one(&b, "q").await {
+        order.push(c.job.id);
+    }
+    assert_eq!(order, vec![high, mid1, mid2, low1, low2]);
+}
+
+/// A job dispatched with a delay is scheduled and not claimable until due.
+pub async fn delayed_jobs_wait_until_due(b: Backend, c: Clock) {
+    let later = DispatchOptions {
+        run_at: RunAt::After(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let id = b.dispatch(with("q", "1", later)).await.expect("dispatch");
+    assert_eq!(state_of(&b, &id).await, Some(JobState::Scheduled));
+    assert!(claim_one(&b, "q").await.is_none());
+    c.advance(Duration::from_millis(9_999));
+    assert!(claim_one(&b, "q").await.is_none());
+    c.advance(Duration::from_millis(1));
+    assert_eq!(claim_one(&b, "q").await.map(|c| c.job.id), Some(id));
+}
+
+/// `run_at` with an absolute time; a time in the past is pending at once.
+pub async fn run_at_an_absolute_time(b: Backend, c: Clock) {
+    let at = |t| DispatchOptions {
+        run_at: RunAt::At(t),
+        ..Default::default()
+    };
+    let future = b
+        .dispatch(with("q", "1", at(START + 5_000)))
+        .await
+        .expect("dispatch");
+    let past = b
+        .dispatch(with("q", "2", at(START - 5_000)))
+        .await
+        .expect("dispatch");
+    assert_eq!(state_of(&b, &future).await, Some(JobState::Scheduled));
+    assert_eq!(state_of(&b, &past).await, Some(JobState::Pending));
+    assert_eq!(claim_one(&b, "q").await.map(|c| c.job.id), Some(past));
+    c.advance(Duration::from_secs(5));
+    assert_eq!(claim_one(&b, "q").await.map(|c| c.job.id), Some(future));
+}
+
+/// A unique key held by a pending, scheduled or running job returns that
+/// job; once the job is done, the key is free again. Keys are per queue.
+pub async fn unique_key_returns_the_live_job(b: Backend, _c: Clock) {
+    let keyed = |k: &str| DispatchOptions {
+        unique_key: Some(k.to_string()),
+        ..Default::default()
+    };
+    let first = b
+        .dispatch(with("q", "1", keyed("k")))
+        .await
+        .expect("dispatch");
+    let again = b
+        .dispatch(with("q", "2", keyed("k")))
+        .await
+        .expect("dispatch");
+    assert_eq!(first, again);
+    let other_queue = b
+        .dispatch(with("r", "3", keyed("k")))
+        .await
+        .expect("dispatch");
+    assert_ne!(first, other_queue);
+    let claim = claim_one(&b, "q").await.expect("a job");
+    assert_eq!(
+        claim.job.payload.as_str(),
+        "1",
+        "the duplicate was not enqueued"
+    );
+    let while_running = b
+        .dispatch(with("q", "4", keyed("k")))
+        .await
+        .expect("dispatch");
+    assert_eq!(while_running, first);
+    let ack = b
+        .complete(
+            &claim.lease,
+            Completion::Done { followups: vec![] },
+            String::new(),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(None));
+    let after_done = b
+        .dispatch(with("q", "5", keyed("k")))
+        .await
+        .expect("dispatch");
+    assert_ne!(after_done, first);
+    assert_eq!(b.counts(&q("q")).await.expect("counts").pending, 1);
+}
+
+/// Done removes the job, counts it, and enqueues the follow-ups.
+pub async fn done_removes_and_counts_and_enqueues_followups(b: Backend, _c: Clock) {
+    let id = b.dispatch(job("render", "{}")).await.expect("dispatch");
+    let claim = claim_one(&b, "render").await.expect("a job");
+    let followups = vec![job("send", r#"{"n":1}"#), job("send", r#"{"n":2}"#)];
+    let ack = b
+        .complete(&claim.lease, Completion::Done { followups }, "log".into())
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(None));
+    assert_eq!(b.get(&id).await.expect("get"), None);
+    let counts = b.counts(&q("render")).await.expect("counts");
+    assert_eq!((counts.done, counts.pending, counts.running), (1, 0, 0));
+    let sends = b
+        .list(&q("send"), JobState::Pending, Page::default())
+        .await
+        .expect("list");
+    let payloads: Vec<_> = sends.iter().map(|r| r.payload.as_str()).collect();
+    assert_eq!(payloads, vec![r#"{"n":1}"#, r#"{"n":2}"#]);
+    let again = b
+        .complete(
+            &claim.lease,
+            Completion::Done { followups: vec![] },
+            String::new(),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(again, Ack::Stale, "a second ack changes nothing");
+    assert_eq!(b.counts(&q("render")).await.expect("counts").done, 1);
+}
+
+/// Retry schedules the job after the delay with the error recorded; the
+/// last attempt's retry fails it.
+pub async fn retry_schedules_then_fails_when_attempts_run_out(b: Backend, c: Clock) {
+    let two = DispatchOptions {
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let id = b.dispatch(with("q", "1", two)).await.expect("dispatch");
+    let first = claim_one(&b, "q").await.expect("a job");
+    let retry = |e: &str| Completion::Retry {
+        error: e.to_string(),
+        delay: Duration::from_secs(3),
+    };
+    let ack = b
+        .complete(&first.lease, retry("boom 1"), "l1".into())
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(Some(JobState::Scheduled)));
+    let rec = b.get(&id).await.expect("get").expect("exists");
+    assert_eq!(
+        (rec.state, rec.run_at),
+        (JobState::Scheduled, START + 3_000)
+    );
+    assert_eq!(rec.error.as_deref(), Some("boom 1"));
+    assert!(claim_one(&b, "q").await.is_none());
+    c.advance(Duration::from_secs(3));
+    let second = claim_one(&b, "q").await.expect("due again");
+    assert_eq!(second.job.attempts, 2);
+    let ack = b
+        .complete(&second.lease, retry("boom 2"), "l2".into())
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(Some(JobState::Failed)));
+    let rec = b.get(&id).await.expect("get").expect("kept");
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.error.as_deref(), Some("boom 2"));
+    assert_eq!(rec.log, "l2");
+    assert_eq!(rec.attempts, 2);
+}
+
+/// A retry without delay makes the job pending at once.
+pub async fn retry_with_zero_delay_is_pending_at_once(b: Backend, _c: Clock) {
+    let id = b.dispatch(job("q", "1")).await.expect("dispatch");
+    let claim = claim_one(&b, "q").await.expect("a job");
+    let now = Completion::Retry {
+        error: "again".into(),
+        delay: Duration::ZERO,
+    };
+    let ack = b
+        .complete(&claim.lease, now, String::new())
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(Some(JobState::Pending)));
+    assert_eq!(
+        claim_one(&b, "q").await.map(|c| (c.job.id, c.job.attempts)),
+        Some((id, 2))
+    );
+}
+
+/// Fail is final whatever attempts remain; error and log are kept.
+pub async fn fail_is_final_and_keeps_error_and_log(b: Backend, _c: Clock) {
+    let id = b.dispatch(job("q", "1")).await.expect("dispatch");
+    let claim = claim_one(&b, "q").await.expect("a job");
+    let fail = Completion::Fail {
+        error: "panic: boom".into(),
+    };
+    let ack = b
+        .complete(&claim.lease, fail, "line 1\nline 2\n".into())
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(Some(JobState::Failed)));
+    let rec = b.get(&id).await.expect("get").expect("kept");
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(rec.attempts, 1);
+    assert_eq!(rec.error.as_deref(), Some("panic: boom"));
+    assert_eq!(rec.log, "line 1\nline 2\n");
+    assert!(claim_one(&b, "q").await.is_none());
+    assert_eq!(b.counts(&q("q")).await.expect("counts").failed, 1);
+}
+
+/// Release (a worker stopping) hands the job back; the attempt is not counted.
+pub async fn release_hands_back_without_counting_an_attempt(b: Backend, _c: Clock) {
+    let id = b.dispatch(job("q", "1")).await.expect("dispatch");
+    let claim = claim_one(&b, "q").await.expect("a job");
+    let ack = b
+        .complete(&claim.lease, Completion::Release, String::new())
+        .await
+        .expect("complete");
+    assert_eq!(ack, Ack::Applied(Some(JobState::Pending)));
+    let rec = b.get(&id).await.expect("get").expect("exists");
+    assert_eq!((rec.state, rec.attempts), (JobState::Pending, 0));
+    assert!(rec.history.is_empty());
+    let again = claim_one(&b, "q").await.expect("claimable again");
+    assert_eq!(again.job.attempts, 1);
+}
+
+/// An expired lease puts the job back (attempt counted, reason recorded);
+/// the old holder's ack is then stale and changes nothing.
+pub async fn expired_lease_requeues_and_fences_the_old_holder(b: Backend, c: Clock) {
+    let id = b.dispatch(job("q", "1")).await.expect("dispatch");
+    let old = claim_one(&b, "q").await.expect("a job");
+    c.advance(LEASE + Duration::from_millis(1));
+    let new = claim_one(&b, "q").await.expect("reclaimed after expiry");
+    assert_eq!(new.job.id, id);
+    assert_eq!(new.job.attempts, 2);
+    assert_ne!(new.lease.token, old.lease.token);
+    assert_eq!(
+        new.job.error.as_deref(),
+        Some("worker lost: lease expired during attempt 1")
+    );
+    let late = b
+        .complete(
+            &old.lease,
+            Completion::Done {
+                followups: vec![job("x", "1")],
+            },
+            String::new(),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(late, Ack::Stale);
+    assert_eq!(state_of(&b, &id).await, Some(JobState::Running));
+    assert_eq!(
+        b.counts(&q("x")).await.expect("counts").pending,
+        0,
+        "stale follow-ups dropped"
+    );
+    let ok = b
+        .complete(
+            &new.lease,
+            Completion::Done { followups: vec![] },
+            String::new(),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(ok, Ack::Applied(None));
+}
+
+/// A lease expiring on the last attempt fails the job as `worker lost`.
+pub async fn expired_lease_on_last_attempt_fails_as_worker_lost(b: Backend, c: Clock) {
+    let once = DispatchOptions {
+        max_attempts: 1,
+        ..Default::default()
+    };
+    let id = b.dispatch(with("q", "1", once)).await.expect("dispatch");
+    let _claim = claim_one(&b, "q").await.expect("a job");
+    c.advance(LEASE + Duration::from_millis(1));
+    assert!(claim_one(&b, "q").await.is_none());
+    let rec = b.get(&id).await.expect("get").expect("kept");
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("worker lost: lease expired during attempt 1")
+    );
+}
+
+/// Renewing extends the current lease; a stale lease cannot be renewed.
+pub async fn renew_extends_only_the_current_lease(b: Backend, c: Clock) {
+    b.dispatch(job("q", "1")).await.expect("dispatch");
+    let claim = claim_one(&b, "q").await.expect("a job");
+    c.advance(Duration::from_secs(20));
+    let renewed = b
+        .renew(&claim.lease, LEASE)
+        .await
+        .expect("renew")
+        .expect("still current");
+    assert_eq!(renewed.expires_at, START + 20_000 + 30_000);
+    c.advance(Duration::from_secs(20));
+    assert!(
+        claim_one(&b, "q").await.is_none(),
+        "renewed lease has not expired"
+    );
+    c.advance(Duration::from_secs(11));
+    let taken = claim_one(&b, "q").await.expect("expired now");
+    assert!(b.renew(&renewed, LEASE).await.expect("renew").is_none());
+    assert!(b.renew(&taken.lease, LEASE).await.expect("renew").is_some());
+}
+
+/// Listing by state pages in claim order; counts match.
+pub async fn list_by_state_with_paging_and_counts(b: Backend, _c: Clock) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            b.dispatch(job("q", &i.to_string()))
+                .await
+                .expect("dispatch"),
+        );
+    }
+    let later = DispatchOptions {
+        run_at: RunAt::After(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    b.dispatch(with("q", "9", later)).await.expect("dispatch");
+    let running = claim_one(&b, "q").await.expect("a job");
+    let page = |offset, limit| Page { offset, limit };
+    let listed = b
+        .list(&q("q"), JobState::Pending, page(1, 2))
+        .await
+        .expect("list");
+    let listed: Vec<_> = listed.into_iter().map(|r| r.id).collect();
+    assert_eq!(listed, ids[2..4].to_vec());
+    let all = b
+        .list(&q("q"), JobState::Pending, page(0, 100))
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|r| r.state == JobState::Pending));
+    let run = b
+        .list(&q("q"), JobState::Running, page(0, 10))
+        .await
+        .expect("list");
+    assert_eq!(
+        run.into_iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![running.job.id]
+    );
+    let counts = b.counts(&q("q")).await.expect("counts");
+    assert_eq!(
+        (
+            counts.pending,
+            counts.scheduled,
+            counts.running,
+            counts.failed,
+            counts.done
+        ),
+        (4, 1, 1, 0, 0)
+    );
+    assert_eq!(
+        b.counts(&q("nothing")).await.expect("counts"),
+        Default::default()
+    );
+    assert_eq!(b.queues().await.expect("queues"), vec![q("q")]);
+    assert!(
+        b.list(&q("nothing"), JobState::Failed, page(0, 10))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+/// A failed job can be retried with a fresh set of attempts; other states
+/// cannot.
+pub async fn retry_a_failed_job_with_fresh_attempts(b: Backend, _c: Clock) {
+    let id = b.dispatch(job("q", "1")).await.expect("dispatch");
+    assert!(b.retry(&id).await.is_err(), "a pending job is not retried");
+    let claim = claim_one(&b, "q").await.expect("a job");
+    let fail = Completion::Fail { error: "no".into() };
+    b.complete(&claim.lease, fail, String::new())
+        .await
+        .expect("complete");
+    b.retry(&id).await.expect("retry a failed job");
+    let rec = b.get(&id).await.expect("get").expect("exists");
+    assert_eq!((rec.state, rec.attempts), (JobState::Pending, 0));
+    let again = claim_one(&b, "q").await.expect("claimable");
+    assert_eq!(again.job.attempts, 1);
+    assert_eq!(
+        again.job.history.len(),
+        2,
+        "history of the earlier run is kept"
+    );
+    let missing = JobId::new(q("q"), 999);
+    assert!(b.retry(&missing).await.is_err());
+}
+
+/// Delete removes any job but a running one; purge empties a queue but for
+/// its running jobs.
+pub async fn delete_and_purge(b: Backend, _c: Clock) {
+    let a = b.dispatch(job("q", "1")).await.expect("dispatch");
+    let run = b.dispatch(job("q", "2")).await.expect("dispatch");
+    let claim = claim_one(&b, "q").await.expect("a job");
+    assert_eq!(claim.job.id, a);
+    assert!(b.delete(&a).await.is_err(), "a running job is not deleted");
+    assert!(b.delete(&run).await.expect("delete"));
+    assert!(!b.delete(&run).await.expect("delete"), "already gone");
+    for i in 0..3 {
+        b.dispatch(job("q", &i.to_string()))
+            .await
+            .expect("dispatch");
+    }
+    assert_eq!(b.purge(&q("q")).await.expect("purge"), 3);
+    let counts = b.counts(&q("q")).await.expect("counts");
+    assert_eq!((counts.pending, counts.running), (0, 1));
+    assert_eq!(b.purge(&q("nothing")).await.expect("purge"), 0);
+}
+
+/// A claim takes at most `max` jobs, from earlier queues first.
+pub async fn claim_respects_max_and_queue_order(b: Backend, _c: Clock) {
+    for i in 0..3 {
+        b.dispatch(job("a", &i.to_string()))
+            .await
+            .expect("dispatch");
+        b.dispatch(job("b", &i.to_string()))
+            .await
+            .expect("dispatch");
+    }
+    let claims = b.claim(&[q("b"), q("a")], 4, LEASE).await.expect("claim");
+    let queues: Vec<_> = claims.iter().map(|c| c.job.id.queue().as_str()).collect();
+    assert_eq!(queues, vec!["b", "b", "b", "a"]);
+    assert!(
+        b.claim(&[q("a")], 0, LEASE)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}
+
+/// dispatch_many enqueues in order and returns ids in order.
+pub async fn dispatch_many_keeps_order(b: Backend, _c: Clock) {
+    let jobs = (0..10).map(|i| job("bulk", &i.to_string())).collect();
+    let ids = b.dispatch_many(jobs).await.expect("dispatch_many");
+    assert_eq!(ids.len(), 10);
+    let claims = b.claim(&[q("bulk")], 10, LEASE).await.expect("claim");
+    let payloads: Vec<_> = claims
+        .iter()
+        .map(|c| c.job.payload.as_str().to_string())
+        .collect();
+    assert_eq!(payloads, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        claims.into_iter().map(|c| c.job.id).collect::<Vec<_>>(),
+        ids
+    );
+}
+
+/// Zero attempts is rejected and nothing is enqueued.
+pub async fn invalid_dispatch_is_rejected(b: Backend, _c: Clock) {
+    let zero = DispatchOptions {
+        max_attempts: 0,
+        ..Default::default()
+    };
+    assert!(b.dispatch(with("q", "1", zero.clone())).await.is_err());
+    assert!(
+        b.dispatch_many(vec![job("q", "1"), with("q", "2", zero)])
+            .await
+            .is_err()
+    );
+    assert_eq!(b.counts(&q("q")).await.expect("counts").pending, 0);
+}
+
+/// An idle waiter wakes when a job is dispatched, long before its timeout.
+pub async fn wait_for_work_wakes_on_dispatch(b: Backend, _c: Clock) {
+    let waiter = {
+        let b = b.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            b.wait_for_work(&[q("idle")], Duration::from_secs(60))
+                .await
+                .expect("wait");
+            started.elapsed()
+        })
+    };
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    b.dispatch(job("idle", "1")).await.expect("dispatch");
+    let waited = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("woken well before the 60 s timeout")
+        .expect("join");
+    assert!(waited < Duration::from_secs(20));
+}
+
+/// With a delayed job already due, waiting returns at once.
+pub async fn wait_for_work_returns_when_a_delayed_job_is_due(b: Backend, c: Clock) {
+    let later = DispatchOptions {
+        run_at: RunAt::After(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    b.dispatch(with("q", "1", later)).await.expect("dispatch");
+    c.advance(Duration::from_secs(5));
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        b.wait_for_work(&[q("q")], Duration::from_secs(60)),
+    )
+    .await
+    .expect("returns at once for a due job")
+    .expect("wait");
+    assert!(claim_one(&b, "q").await.is_some());
+}
+
+/// Each attempt is recorded with its start, end and outcome.
+pub async fn history_records_each_attempt(b: Backend, c: Clock) {
+    let id = b.dispatch(job("q", "1")).await.expect("dispatch");
+    let first = claim_one(&b, "q").await.expect("a job");
+    c.advance(Duration::from_millis(250));
+    let retry = Completion::Retry {
+        error: "timeout after 100ms".into(),
+        delay: Duration::ZERO,
+    };
+    b.complete(&first.lease, retry, String::new())
+        .await
+        .expect("complete");
+    c.advance(Duration::from_millis(750));
+    let second = claim_one(&b, "q").await.expect("a job");
+    let rec = b.get(&id).await.expect("get").expect("exists");
+    assert_eq!(rec.history.len(), 2);
+    let (a, b2) = (&rec.history[0], &rec.history[1]);
+    assert_eq!(
+        (a.number, a.started_at, a.ended_at),
+        (1, START, Some(START + 250))
+    );
+    assert_eq!(a.outcome.as_deref(), Some("timeout after 100ms"));
+    assert_eq!(
+        (b2.number, b2.started_at, b2.ended_at),
+        (2, START + 1_000, None)
+    );
+    assert_eq!(second.job.history, rec.history);
+}

@@ -1,0 +1,607 @@
+//! The embedded in-memory backend: the default for development, tests and
+//! single-process use. One mutex over plain ordered sets; every trait method
+//! is one critical section, which is what makes each step atomic. Nothing is
+//! persisted: jobs live as long as the process.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use super::clock::millis;
+use super::{Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, SystemClock};
+use crate::error::{InputError, QueueError};
+use crate::job::{AttemptRecord, JobId, JobRecord, JobState, NewJob, QueueName, RunAt, UnixMillis};
+
+/// The in-memory queue backend.
+#[derive(Debug)]
+pub struct MemoryBackend {
+    inner: Mutex<Inner>,
+    clock: Arc<dyn Clock>,
+    /// Woken on every change that can make work runnable.
+    work: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queues: BTreeMap<QueueName, Queue>,
+}
+
+/// One queue: jobs by number, and one ordered index per state.
+#[derive(Debug, Default)]
+struct Queue {
+    last_seq: u64,
+    jobs: HashMap<u64, Entry>,
+    /// Highest priority first, then dispatch order.
+    pending: BTreeSet<(Reverse<i32>, u64)>,
+    /// By due time.
+    scheduled: BTreeSet<(UnixMillis, u64)>,
+    /// By lease expiry.
+    running: BTreeSet<(UnixMillis, u64)>,
+    /// By the time they failed.
+    failed: BTreeSet<(UnixMillis, u64)>,
+    /// Unique key -> job holding it (pending, scheduled or running).
+    unique: HashMap<String, u64>,
+    done: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: JobRecord,
+    /// Fencing token of the current (or last) claim.
+    token: u64,
+    /// Lease expiry while running.
+    lease_expires: UnixMillis,
+    /// When it failed, while failed.
+    failed_at: UnixMillis,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend::new(Arc::new(SystemClock))
+    }
+}
+
+impl MemoryBackend {
+    /// An empty backend reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        MemoryBackend {
+            inner: Mutex::new(Inner::default()),
+            clock,
+            work: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-moved job: every
+        // method validates before it mutates. Keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Queue {
+    fn index_key(&self, seq: u64) -> Option<(JobState, IndexKey)> {
+        let e = self.jobs.get(&seq)?;
+        Some((e.record.state, e.index_key(seq)))
+    }
+
+    /// Removes `seq` from the index of its state.
+    fn unindex(&mut self, seq: u64) {
+        if let Some((state, key)) = self.index_key(seq) {
+            match (state, key) {
+                (JobState::Pending, IndexKey::Priority(p)) => self.pending.remove(&(p, seq)),
+                (JobState::Scheduled, IndexKey::Time(t)) => self.scheduled.remove(&(t, seq)),
+                (JobState::Running, IndexKey::Time(t)) => self.running.remove(&(t, seq)),
+                (JobState::Failed, IndexKey::Time(t)) => self.failed.remove(&(t, seq)),
+                _ => false,
+            };
+        }
+    }
+
+    /// Adds `seq` to the index of its (already updated) state.
+    fn index(&mut self, seq: u64) {
+        if let Some((state, key)) = self.index_key(seq) {
+            match (state, key) {
+                (JobState::Pending, IndexKey::Priority(p)) => self.pending.insert((p, seq)),
+                (JobState::Scheduled, IndexKey::Time(t)) => self.scheduled.insert((t, seq)),
+                (JobState::Running, IndexKey::Time(t)) => self.running.insert((t, seq)),
+                (JobState::Failed, IndexKey::Time(t)) => self.failed.insert((t, seq)),
+                _ => false,
+            };
+        }
+    }
+
+    fn release_unique(&mut self, seq: u64) {
+        if let Some(key) = self
+            .jobs
+            .get(&seq)
+            .and_then(|e| e.record.unique_key.clone())
+            && self.unique.get(&key) == Some(&seq)
+        {
+            self.unique.remove(&key);
+        }
+    }
+
+    /// Moves due scheduled jobs to pending and takes back expired leases.
+    fn promote(&mut self, now: UnixMillis) {
+        while let Some(&(due, seq)) = self.scheduled.first() {
+            if due > now {
+                break;
+            }
+            self.unindex(seq);
+            if let Some(e) = self.jobs.get_mut(&seq) {
+                e.record.state = JobState::Pending;
+            }
+            self.index(seq);
+        }
+        while let Some(&(expires, seq)) = self.running.first() {
+            if expires > now {
+                break;
+            }
+            self.unindex(seq);
+            let Some(e) = self.jobs.get_mut(&seq) else {
+                continue;
+            };
+            let attempt = e.record.attempts;
+            let reason = format!("worker lost: lease expired during attempt {attempt}");
+            finish_attempt(&mut e.record, now, &reason);
+            e.record.error = Some(reason);
+            if e.record.attempts >= e.record.max_attempts {
+                e.record.state = JobState::Failed;
+                e.failed_at = now;
+                self.release_unique(seq);
+            } else {
+                e.record.state = JobState::Pending;
+            }
+            self.index(seq);
+        }
+    }
+
+    fn next_wake(&self) -> Option<UnixMillis> {
+        let due = self.scheduled.first().map(|&(t, _)| t);
+        let expiry = self.running.first().map(|&(t, _)| t);
+        due.into_iter().chain(expiry).min()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum IndexKey {
+    Priority(Reverse<i32>),
+    Time(UnixMillis),
+}
+
+impl Entry {
+    fn index_key(&self, _seq: u64) -> IndexKey {
+        match self.record.state {
+            JobState::Pending => IndexKey::Priority(Reverse(self.record.priority)),
+            JobState::Scheduled => IndexKey::Time(self.record.run_at),
+            JobState::Running => IndexKey::Time(self.lease_expires),
+            JobState::Failed => IndexKey::Time(self.failed_at),
+        }
+    }
+}
+
+fn finish_attempt(record: &mut JobRecord, now: UnixMillis, outcome: &str) {
+    if let Some(last) = record.history.last_mut()
+        && last.ended_at.is_none()
+    {
+        last.ended_at = Some(now);
+        last.outcome = Some(outcome.to_string());
+    }
+}
+
+impl Inner {
+    fn queue_of(&mut self, id: &JobId) -> Option<&mut Queue> {
+        self.queues.get_mut(id.queue())
+    }
+
+    fn dispatch(&mut self, job: NewJob, now: UnixMillis) -> Result<JobId, QueueError> {
+        if job.options.max_attempts == 0 {
+            return Err(InputError::ZeroAttempts.into());
+        }
+        let q = self.queues.entry(job.queue.clone()).or_default();
+        if let Some(key) = &job.options.unique_key
+            && let Some(&seq) = q.unique.get(key)
+        {
+            return Ok(JobId::new(job.queue, seq));
+        }
+        q.last_seq += 1;
+        let seq = q.last_seq;
+        let run_at = match job.options.run_at {
+            RunAt::Now => now,
+            RunAt::After(d) => now.saturating_add(millis(d)),
+            RunAt::At(t) => t,
+        };
+        let state = if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Pending
+        };
+        let id = JobId::new(job.queue, seq);
+        if let Some(key) = &job.options.unique_key {
+            q.unique.insert(key.clone(), seq);
+        }
+        let record = JobRecord {
+            id: id.clone(),
+            payload: job.payload,
+            state,
+            priority: job.options.priority,
+            attempts: 0,
+            max_attempts: job.options.max_attempts,
+            unique_key: job.options.unique_key,
+            created_at: now,
+            run_at,
+            error: None,
+            history: Vec::new(),
+            log: String::new(),
+        };
+        q.jobs.insert(
+            seq,
+            Entry {
+                record,
+                token: 0,
+                lease_expires: 0,
+                failed_at: 0,
+            },
+        );
+        q.index(seq);
+        Ok(id)
+    }
+}
+
+#[async_trait]
+impl QueueBackend for MemoryBackend {
+    async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
+        let id = self.lock().dispatch(job, self.clock.now())?;
+        self.work.notify_waiters();
+        Ok(id)
+    }
+
+    async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError> {
+        if jobs.iter().any(|j| j.options.max_attempts == 0) {
+            return Err(InputError::ZeroAttempts.into());
+        }
+        let now = self.clock.now();
+        let ids = {
+            let mut inner = self.lock();
+            jobs.into_iter()
+                .map(|job| inner.dispatch(job, now))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        self.work.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn claim(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, QueueError> {
+        let now = self.clock.now();
+        let expires_at = now.saturating_add(millis(lease));
+        let mut claims = Vec::new();
+        let mut inner = self.lock();
+        for name in queues {
+            let Some(q) = inner.queues.get_mut(name) else {
+                continue;
+            };
+            q.promote(now);
+            while claims.len() < max {
+                let Some((_, seq)) = q.pending.pop_first() else {
+                    break;
+                };
+                let Some(e) = q.jobs.get_mut(&seq) else {
+                    continue;
+                };
+                e.record.state = JobState::Running;
+                e.record.attempts += 1;
+                e.record.history.push(AttemptRecord {
+                    number: e.record.attempts,
+                    started_at: now,
+                    ended_at: None,
+                    outcome: None,
+                });
+                e.token += 1;
+                e.lease_expires = expires_at;
+                let lease = Lease {
+                    id: e.record.id.clone(),
+                    token: e.token,
+                    expires_at,
+                };
+                claims.push(Claim {
+                    job: e.record.clone(),
+                    lease,
+                });
+                q.running.insert((expires_at, seq));
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn wait_for_work(
+        &self,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        let notified = self.work.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a dispatch after the look still wakes us.
+        notified.as_mut().enable();
+        let now = self.clock.now();
+        let mut wait = timeout;
+        {
+            let inner = self.lock();
+            for q in queues.iter().filter_map(|name| inner.queues.get(name)) {
+                if !q.pending.is_empty() {
+                    return Ok(());
+                }
+                if let Some(at) = q.next_wake() {
+                    wait = wait.min(Duration::from_millis(at.saturating_sub(now)));
+                }
+            }
+        }
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        Ok(())
+    }
+
+    async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let Some(q) = inner.queue_of(&lease.id) else {
+            return Ok(None);
+        };
+        let seq = lease.id.seq();
+        match q.jobs.get(&seq) {
+            Some(e) if e.record.state == JobState::Running && e.token == lease.token => {}
+            _ => return Ok(None),
+        }
+        q.unindex(seq);
+        let expires_at = now.saturating_add(millis(extend));
+        if let Some(e) = q.jobs.get_mut(&seq) {
+            e.lease_expires = expires_at;
+        }
+        q.index(seq);
+        Ok(Some(Lease {
+            expires_at,
+            ..lease.clone()
+        }))
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        completion: Completion,
+        log: String,
+    ) -> Result<Ack, QueueError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let seq = lease.id.seq();
+        let Some(q) = inner.queue_of(&lease.id) else {
+            return Ok(Ack::Stale);
+        };
+        match q.jobs.get(&seq) {
+            Some(e) if e.record.state == JobState::Running && e.token == lease.token => {}
+            _ => return Ok(Ack::Stale),
+        }
+        q.unindex(seq);
+        let followups = match completion {
+            Completion::Done { followups } => {
+                q.release_unique(seq);
+                q.jobs.remove(&seq);
+                q.done += 1;
+                followups
+            }
+            Completion::Release => {
+                let Some(e) = q.jobs.get_mut(&seq) else {
+                    return Ok(Ack::Stale);
+                };
+                e.record.attempts = e.record.attempts.saturating_sub(1);
+                e.record.history.pop();
+                e.record.state = JobState::Pending;
+                q.index(seq);
+                drop(inner);
+                self.work.notify_waiters();
+                return Ok(Ack::Applied(Some(JobState::Pending)));
+            }
+            Completion::Retry { error, delay } => {
+                let Some(e) = q.jobs.get_mut(&seq) else {
+                    return Ok(Ack::Stale);
+                };
+                finish_attempt(&mut e.record, now, &error);
+                e.record.error = Some(error);
+                e.record.log = log;
+                let out_of_attempts = e.record.attempts >= e.record.max_attempts;
+                if out_of_attempts {
+                    e.record.state = JobState::Failed;
+                    e.failed_at = now;
+                } else if delay.is_zero() {
+                    e.record.state = JobState::Pending;
+                    e.record.run_at = now;
+                } else {
+                    e.record.state = JobState::Scheduled;
+                    e.record.run_at = now.saturating_add(millis(delay));
+                }
+                let state = e.record.state;
+                if out_of_attempts {
+                    q.release_unique(seq);
+                }
+                q.index(seq);
+                drop(inner);
+                self.work.notify_waiters();
+                return Ok(Ack::Applied(Some(state)));
+            }
+            Completion::Fail { error } => {
+                let Some(e) = q.jobs.get_mut(&seq) else {
+                    return Ok(Ack::Stale);
+                };
+                finish_attempt(&mut e.record, now, &error);
+                e.record.error = Some(error);
+                e.record.log = log;
+                e.record.state = JobState::Failed;
+                e.failed_at = now;
+                q.release_unique(seq);
+                q.index(seq);
+                return Ok(Ack::Applied(Some(JobState::Failed)));
+            }
+        };
+        let notify = !followups.is_empty();
+        for job in followups {
+            inner.dispatch(job, now)?;
+        }
+        drop(inner);
+        if notify {
+            self.work.notify_waiters();
+        }
+        Ok(Ack::Applied(None))
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
+        let mut inner = self.lock();
+        Ok(inner
+            .queue_of(id)
+            .and_then(|q| q.jobs.get(&id.seq()))
+            .map(|e| e.record.clone()))
+    }
+
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        page: Page,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let inner = self.lock();
+        let Some(q) = inner.queues.get(queue) else {
+            return Ok(Vec::new());
+        };
+        let seqs: Box<dyn Iterator<Item = u64>> = match state {
+            JobState::Pending => Box::new(q.pending.iter().map(|&(_, s)| s)),
+            JobState::Scheduled => Box::new(q.scheduled.iter().map(|&(_, s)| s)),
+            JobState::Running => Box::new(q.running.iter().map(|&(_, s)| s)),
+            JobState::Failed => Box::new(q.failed.iter().map(|&(_, s)| s)),
+        };
+        Ok(seqs
+            .skip(page.offset)
+            .take(page.limit)
+            .filter_map(|s| q.jobs.get(&s).map(|e| e.record.clone()))
+            .collect())
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<StateCounts, QueueError> {
+        let inner = self.lock();
+        Ok(inner
+            .queues
+            .get(queue)
+            .map_or_else(StateCounts::default, |q| StateCounts {
+                pending: q.pending.len() as u64,
+                scheduled: q.scheduled.len() as u64,
+                running: q.running.len() as u64,
+                failed: q.failed.len() as u64,
+                done: q.done,
+            }))
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        Ok(self.lock().queues.keys().cloned().collect())
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<(), QueueError> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        let q = inner
+            .queue_of(id)
+            .ok_or_else(|| QueueError::NoSuchJob(id.clone()))?;
+        let seq = id.seq();
+        let e = q
+            .jobs
+            .get(&seq)
+            .ok_or_else(|| QueueError::NoSuchJob(id.clone()))?;
+        if e.record.state != JobState::Failed {
+            return Err(QueueError::WrongState {
+                id: id.clone(),
+                state: e.record.state,
+                action: "retry",
+                expected: "failed",
+            });
+        }
+        q.unindex(seq);
+        let key = {
+            let Some(e) = q.jobs.get_mut(&seq) else {
+                return Err(QueueError::NoSuchJob(id.clone()));
+            };
+            e.record.state = JobState::Pending;
+            e.record.attempts = 0;
+            e.record.run_at = now;
+            e.record.unique_key.clone()
+        };
+        if let Some(key) = key {
+            q.unique.entry(key).or_insert(seq);
+        }
+        q.index(seq);
+        drop(inner);
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn delete(&self, id: &JobId) -> Result<bool, QueueError> {
+        let mut inner = self.lock();
+        let Some(q) = inner.queue_of(id) else {
+            return Ok(false);
+        };
+        let seq = id.seq();
+        match q.jobs.get(&seq).map(|e| e.record.state) {
+            None => Ok(false),
+            Some(JobState::Running) => Err(QueueError::WrongState {
+                id: id.clone(),
+                state: JobState::Running,
+                action: "delete",
+                expected: "pending, scheduled or failed",
+            }),
+            Some(_) => {
+                q.unindex(seq);
+                q.release_unique(seq);
+                q.jobs.remove(&seq);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        let mut inner = self.lock();
+        let Some(q) = inner.queues.get_mut(queue) else {
+            return Ok(0);
+        };
+        let doomed: Vec<u64> = q
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.state != JobState::Running)
+            .map(|(&s, _)| s)
+            .collect();
+        for &seq in &doomed {
+            q.unindex(seq);
+            q.release_unique(seq);
+            q.jobs.remove(&seq);
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::MemoryBackend;
+    use crate::queue::{ManualClock, QueueBackend};
+
+    async fn make(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+        Arc::new(MemoryBackend::new(clock))
+    }
+
+    crate::queue_conformance!(make);
+}

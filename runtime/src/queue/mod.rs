@@ -1,0 +1,201 @@
+//! The queue contract: one async trait, [`QueueBackend`], with an in-memory
+//! implementation here ([`memory`]) and a Redis one to come. What the trait
+//! promises is exactly what [`conformance`] checks, against every backend.
+
+pub mod clock;
+pub mod conformance;
+pub mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::QueueError;
+use crate::job::{JobId, JobRecord, JobState, NewJob, QueueName, UnixMillis};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use memory::MemoryBackend;
+
+/// A worker's hold on a running job. Only the holder of the current lease
+/// can complete the job: every claim gets a new `token` (a fencing token),
+/// so a worker whose lease expired and whose job was claimed again cannot
+/// overwrite the newer state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The job held.
+    pub id: JobId,
+    /// Increases with every claim of this job.
+    pub token: u64,
+    /// When the lease runs out unless renewed.
+    pub expires_at: UnixMillis,
+}
+
+/// A job handed to a worker: its record (state `running`, `attempts`
+/// counting this attempt) and the lease it runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The job as claimed.
+    pub job: JobRecord,
+    /// The worker's hold on it.
+    pub lease: Lease,
+}
+
+/// How an attempt ended, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Finished: remove the job, count it, and enqueue its follow-ups.
+    Done {
+        /// Jobs the handler dispatched during the attempt.
+        followups: Vec<NewJob>,
+    },
+    /// Did not finish: run again after `delay` if attempts remain, else
+    /// fail with `error`.
+    Retry {
+        /// Why; recorded on the job.
+        error: String,
+        /// How long to wait before the next attempt.
+        delay: Duration,
+    },
+    /// Failed for good, whatever attempts remain.
+    Fail {
+        /// Why; recorded on the job.
+        error: String,
+    },
+    /// Not run to the end through no fault of the job (the worker is
+    /// stopping): back to pending, and this attempt is not counted.
+    Release,
+}
+
+/// What completing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// The job's new state; `None` means done and removed.
+    Applied(Option<JobState>),
+    /// The lease had expired and the job was claimed again or moved on:
+    /// nothing was changed.
+    Stale,
+}
+
+/// Jobs per state in one queue, and how many are done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// Ready to run.
+    pub pending: u64,
+    /// Delayed or waiting to retry.
+    pub scheduled: u64,
+    /// Held by workers.
+    pub running: u64,
+    /// Failed and kept.
+    pub failed: u64,
+    /// Finished and removed since the backend started (memory) or ever (Redis).
+    pub done: u64,
+}
+
+impl StateCounts {
+    /// The count of one state.
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Pending => self.pending,
+            JobState::Scheduled => self.scheduled,
+            JobState::Running => self.running,
+            JobState::Failed => self.failed,
+        }
+    }
+}
+
+/// A window into a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// How many to skip.
+    pub offset: usize,
+    /// How many at most.
+    pub limit: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page {
+            offset: 0,
+            limit: 50,
+        }
+    }
+}
+
+/// A queue server. Every method is one atomic step: no other caller sees a
+/// job half-moved.
+///
+/// Ordering: within a queue, higher priority first, then dispatch order.
+/// A job is at least once: a claim holds it under a [`Lease`]; if the lease
+/// expires the job goes back to pending (its attempt counted) or, out of
+/// attempts, to failed with the reason `worker lost`.
+#[async_trait]
+pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// Enqueue one job. With a unique key held by a job of the same queue
+    /// that is pending, scheduled or running, returns that job's id and
+    /// enqueues nothing.
+    async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError>;
+
+    /// Enqueue many jobs in one step; ids in the same order.
+    async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError>;
+
+    /// Take up to `max` runnable jobs from `queues` (earlier queues first),
+    /// each under a lease of `lease` from now. First makes due scheduled
+    /// jobs pending and takes back jobs whose lease expired.
+    async fn claim(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, QueueError>;
+
+    /// Wait until `queues` may have runnable work (a dispatch, a scheduled
+    /// job coming due, a lease expiring) or `timeout` passes. May return
+    /// early; callers claim and wait again.
+    async fn wait_for_work(
+        &self,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+
+    /// Extend a lease to `lease` from now. `None` if it is no longer the
+    /// current lease of a running job.
+    async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError>;
+
+    /// Record how an attempt ended, with the log captured from it. Ignored
+    /// ([`Ack::Stale`]) unless `lease` is still the job's current lease.
+    async fn complete(
+        &self,
+        lease: &Lease,
+        completion: Completion,
+        log: String,
+    ) -> Result<Ack, QueueError>;
+
+    /// One job, if it exists (done jobs do not).
+    async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError>;
+
+    /// Jobs of one state in one queue, in the order they will be taken
+    /// (pending: priority then age; scheduled: due time; running: lease
+    /// expiry; failed: when they failed).
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        page: Page,
+    ) -> Result<Vec<JobRecord>, QueueError>;
+
+    /// Counts per state of one queue.
+    async fn counts(&self, queue: &QueueName) -> Result<StateCounts, QueueError>;
+
+    /// Every queue that has or had jobs.
+    async fn queues(&self) -> Result<Vec<QueueName>, QueueError>;
+
+    /// Put a failed job back to pending with a fresh set of attempts.
+    async fn retry(&self, id: &JobId) -> Result<(), QueueError>;
+
+    /// Remove a job in any state but running. `false` if there was none.
+    async fn delete(&self, id: &JobId) -> Result<bool, QueueError>;
+
+    /// Remove every job of a queue that is not running; returns how many.
+    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError>;
+}
