@@ -295,8 +295,9 @@ impl DispatchOptions {
 
 /// Dispatch a follow-up job to `queue` with default options; returns its id.
 ///
-/// Follow-ups are enqueued when this attempt ends done, and dropped if it
-/// retries or fails, so a retried job never dispatches twice.
+/// The follow-up is enqueued at once. If this attempt then fails and is
+/// retried, the retry dispatches again: give follow-ups a
+/// [`DispatchOptions::unique_key`] when that matters.
 ///
 /// ```
 /// fn handle(job: guest_sdk::Job) -> guest_sdk::Result {

@@ -1,11 +1,34 @@
 //! `runtime`: a WebAssembly-sandboxed job executor.
 //!
+//! Applications dispatch jobs (a queue name and a JSON payload); workers run
+//! each attempt in a fresh WebAssembly instance of the queue's handler
+//! module, so a handler that panics, traps, loops or eats memory fails only
+//! its own job.
+//!
 //! # Layout
 //!
 //! - [`job`]: what a job is: ids, queue names, payloads, options, states, records.
-//! - [`queue`]: the queue contract ([`queue::QueueBackend`]), the in-memory
+//! - [`queue`]: the queue contract ([`QueueBackend`]), the in-memory
 //!   backend, and the conformance suite every backend passes.
+//! - [`sandbox`]: the wasmtime engine, module loading and caching, the host
+//!   side of the handler world, limits, and running one attempt.
+//! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
+//! - [`retry`]: backoff between attempts.
+//! - [`config`]: the TOML configuration and per-queue settings.
+//! - [`Runtime`]: the above put together, for embedding.
+//! - `cli` (private): the `runtime` binary's subcommands, thin over the above.
 
+pub mod config;
 pub mod error;
+mod executor;
 pub mod job;
 pub mod queue;
+pub mod retry;
+pub mod sandbox;
+pub mod worker;
+
+pub use error::{InputError, LoadError, QueueError};
+pub use executor::Runtime;
+pub use job::{DispatchOptions, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt};
+pub use queue::{MemoryBackend, QueueBackend};
+pub use worker::{Worker, WorkerConfig};

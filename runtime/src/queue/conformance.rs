@@ -38,7 +38,7 @@ macro_rules! queue_conformance {
             delayed_jobs_wait_until_due,
             run_at_an_absolute_time,
             unique_key_returns_the_live_job,
-            done_removes_and_counts_and_enqueues_followups,
+            done_removes_and_counts,
             retry_schedules_then_fails_when_attempts_run_out,
             retry_with_zero_delay_is_pending_at_once,
             fail_is_final_and_keeps_error_and_log,
@@ -212,11 +212,7 @@ pub async fn unique_key_returns_the_live_job(b: Backend, _c: Clock) {
         .expect("dispatch");
     assert_eq!(while_running, first);
     let ack = b
-        .complete(
-            &claim.lease,
-            Completion::Done { followups: vec![] },
-            String::new(),
-        )
+        .complete(&claim.lease, Completion::Done, String::new())
         .await
         .expect("complete");
     assert_eq!(ack, Ack::Applied(None));
@@ -228,31 +224,20 @@ pub async fn unique_key_returns_the_live_job(b: Backend, _c: Clock) {
     assert_eq!(b.counts(&q("q")).await.expect("counts").pending, 1);
 }
 
-/// Done removes the job, counts it, and enqueues the follow-ups.
-pub async fn done_removes_and_counts_and_enqueues_followups(b: Backend, _c: Clock) {
+/// Done removes the job and counts it; a second ack is stale.
+pub async fn done_removes_and_counts(b: Backend, _c: Clock) {
     let id = b.dispatch(job("render", "{}")).await.expect("dispatch");
     let claim = claim_one(&b, "render").await.expect("a job");
-    let followups = vec![job("send", r#"{"n":1}"#), job("send", r#"{"n":2}"#)];
     let ack = b
-        .complete(&claim.lease, Completion::Done { followups }, "log".into())
+        .complete(&claim.lease, Completion::Done, "log".into())
         .await
         .expect("complete");
     assert_eq!(ack, Ack::Applied(None));
     assert_eq!(b.get(&id).await.expect("get"), None);
     let counts = b.counts(&q("render")).await.expect("counts");
     assert_eq!((counts.done, counts.pending, counts.running), (1, 0, 0));
-    let sends = b
-        .list(&q("send"), JobState::Pending, Page::default())
-        .await
-        .expect("list");
-    let payloads: Vec<_> = sends.iter().map(|r| r.payload.as_str()).collect();
-    assert_eq!(payloads, vec![r#"{"n":1}"#, r#"{"n":2}"#]);
     let again = b
-        .complete(
-            &claim.lease,
-            Completion::Done { followups: vec![] },
-            String::new(),
-        )
+        .complete(&claim.lease, Completion::Done, String::new())
         .await
         .expect("complete");
     assert_eq!(again, Ack::Stale, "a second ack changes nothing");
@@ -370,28 +355,18 @@ pub async fn expired_lease_requeues_and_fences_the_old_holder(b: Backend, c: Clo
         Some("worker lost: lease expired during attempt 1")
     );
     let late = b
-        .complete(
-            &old.lease,
-            Completion::Done {
-                followups: vec![job("x", "1")],
-            },
-            String::new(),
-        )
+        .complete(&old.lease, Completion::Done, String::new())
         .await
         .expect("complete");
     assert_eq!(late, Ack::Stale);
+    let late_fail = Completion::Fail {
+        error: "late".into(),
+    };
+    let late = b.complete(&old.lease, late_fail, String::new()).await;
+    assert_eq!(late.expect("complete"), Ack::Stale);
     assert_eq!(state_of(&b, &id).await, Some(JobState::Running));
-    assert_eq!(
-        b.counts(&q("x")).await.expect("counts").pending,
-        0,
-        "stale follow-ups dropped"
-    );
     let ok = b
-        .complete(
-            &new.lease,
-            Completion::Done { followups: vec![] },
-            String::new(),
-        )
+        .complete(&new.lease, Completion::Done, String::new())
         .await
         .expect("complete");
     assert_eq!(ok, Ack::Applied(None));

@@ -85,7 +85,7 @@ impl MemoryBackend {
 impl Queue {
     fn index_key(&self, seq: u64) -> Option<(JobState, IndexKey)> {
         let e = self.jobs.get(&seq)?;
-        Some((e.record.state, e.index_key(seq)))
+        Some((e.record.state, e.index_key()))
     }
 
     /// Removes `seq` from the index of its state.
@@ -174,7 +174,7 @@ enum IndexKey {
 }
 
 impl Entry {
-    fn index_key(&self, _seq: u64) -> IndexKey {
+    fn index_key(&self) -> IndexKey {
         match self.record.state {
             JobState::Pending => IndexKey::Priority(Reverse(self.record.priority)),
             JobState::Scheduled => IndexKey::Time(self.record.run_at),
@@ -391,12 +391,12 @@ impl QueueBackend for MemoryBackend {
             _ => return Ok(Ack::Stale),
         }
         q.unindex(seq);
-        let followups = match completion {
-            Completion::Done { followups } => {
+        match completion {
+            Completion::Done => {
                 q.release_unique(seq);
                 q.jobs.remove(&seq);
                 q.done += 1;
-                followups
+                Ok(Ack::Applied(None))
             }
             Completion::Release => {
                 let Some(e) = q.jobs.get_mut(&seq) else {
@@ -408,7 +408,7 @@ impl QueueBackend for MemoryBackend {
                 q.index(seq);
                 drop(inner);
                 self.work.notify_waiters();
-                return Ok(Ack::Applied(Some(JobState::Pending)));
+                Ok(Ack::Applied(Some(JobState::Pending)))
             }
             Completion::Retry { error, delay } => {
                 let Some(e) = q.jobs.get_mut(&seq) else {
@@ -435,7 +435,7 @@ impl QueueBackend for MemoryBackend {
                 q.index(seq);
                 drop(inner);
                 self.work.notify_waiters();
-                return Ok(Ack::Applied(Some(state)));
+                Ok(Ack::Applied(Some(state)))
             }
             Completion::Fail { error } => {
                 let Some(e) = q.jobs.get_mut(&seq) else {
@@ -448,18 +448,9 @@ impl QueueBackend for MemoryBackend {
                 e.failed_at = now;
                 q.release_unique(seq);
                 q.index(seq);
-                return Ok(Ack::Applied(Some(JobState::Failed)));
+                Ok(Ack::Applied(Some(JobState::Failed)))
             }
-        };
-        let notify = !followups.is_empty();
-        for job in followups {
-            inner.dispatch(job, now)?;
         }
-        drop(inner);
-        if notify {
-            self.work.notify_waiters();
-        }
-        Ok(Ack::Applied(None))
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {

@@ -44,11 +44,8 @@ pub struct Claim {
 /// How an attempt ended, as a worker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
-    /// Finished: remove the job, count it, and enqueue its follow-ups.
-    Done {
-        /// Jobs the handler dispatched during the attempt.
-        followups: Vec<NewJob>,
-    },
+    /// Finished: remove the job and count it.
+    Done,
     /// Did not finish: run again after `delay` if attempts remain, else
     /// fail with `error`.
     Retry {

@@ -1,0 +1,310 @@
+//! Configuration as data: a TOML file (`runtime.toml`), validated at start
+//! with errors that name the key, and overridable by flags and environment
+//! variables (`RUNTIME_HANDLERS`, `RUNTIME_CACHE_DIR`, ...).
+//!
+//! ```toml
+//! handlers = "handlers"          # where `<queue>_job.wasm` files live
+//!
+//! [defaults]                     # limits for every queue
+//! timeout_ms = 30000
+//! memory_mib = 64
+//!
+//! [queues.resize-image]          # one queue's overrides
+//! module = "/opt/handlers/resizer.wasm"
+//! timeout_ms = 120000
+//! memory_mib = 256
+//! ```
+//!
+//! Unknown keys are errors, so a typo does not silently fall back to a
+//! default. Per-queue sections are plain tables so that, later, they can sit
+//! under a tenant.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::job::QueueName;
+use crate::retry::Backoff;
+use crate::sandbox::{Limits, SandboxConfig};
+
+/// Where handler modules are looked up when neither flag, environment nor
+/// config says: `handlers` in the current directory.
+pub const DEFAULT_HANDLERS_DIR: &str = "handlers";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory of handler modules (`<queue>_job.wasm`).
+    pub handlers: Option<PathBuf>,
+    /// Directory for compiled-module cache entries.
+    pub cache_dir: Option<PathBuf>,
+    /// Engine-wide settings.
+    #[serde(default)]
+    pub sandbox: SandboxSection,
+    /// Settings for every queue.
+    #[serde(default)]
+    pub defaults: QueueSection,
+    /// Per-queue overrides, by queue name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSection>,
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// Instances alive at once; at least the worker concurrency. Default 256.
+    pub max_instances: Option<u32>,
+    /// WebAssembly stack per call, KiB. Default 512.
+    pub max_wasm_stack_kib: Option<usize>,
+}
+
+/// Settings of a queue (or, under `[defaults]`, of all queues). Every key is
+/// optional; unset keys inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSection {
+    /// The handler module, instead of the naming rule (queues only).
+    pub module: Option<PathBuf>,
+    /// Wall-clock time per attempt, ms.
+    pub timeout_ms: Option<u64>,
+    /// Linear memory per instance, MiB.
+    pub memory_mib: Option<u64>,
+    /// Fuel budget per attempt.
+    pub fuel: Option<u64>,
+    /// Output (log, stdout, stderr) kept per attempt, KiB.
+    pub output_kib: Option<u64>,
+    /// Follow-up dispatches per attempt.
+    pub max_dispatches: Option<u32>,
+    /// First retry's nominal delay, ms.
+    pub backoff_base_ms: Option<u64>,
+    /// Longest retry delay, ms.
+    pub backoff_cap_ms: Option<u64>,
+}
+
+/// One queue's settings with every default applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// Module path from config, if mapped.
+    pub module: Option<PathBuf>,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Retry delays.
+    pub backoff: Backoff,
+}
+
+/// A configuration problem, naming the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {message}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and line.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {key}: {message}")]
+    Value {
+        /// The dotted key, e.g. `queues.hello.timeout_ms`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.defaults.module.is_some() {
+            return Err(ConfigError::Value {
+                key: "defaults.module".into(),
+                message: "a module belongs to one queue: set it under [queues.<name>]".into(),
+            });
+        }
+        self.defaults.validate("defaults")?;
+        for (name, section) in &self.queues {
+            QueueName::new(name.as_str()).map_err(|e| ConfigError::Value {
+                key: format!("queues.{name}"),
+                message: e.to_string(),
+            })?;
+            section.validate(&format!("queues.{name}"))?;
+        }
+        Ok(())
+    }
+
+    /// The settings of `queue`: its section over `[defaults]` over the
+    /// built-in defaults.
+    pub fn queue(&self, queue: &QueueName) -> QueueSettings {
+        let base = QueueSettings {
+            module: None,
+            limits: Limits::default(),
+            backoff: Backoff::default(),
+        };
+        let with_defaults = self.defaults.apply(base);
+        match self.queues.get(queue.as_str()) {
+            Some(section) => section.apply(with_defaults),
+            None => with_defaults,
+        }
+    }
+
+    /// Engine settings that fit every configured queue.
+    pub fn sandbox(&self) -> SandboxConfig {
+        let defaults = SandboxConfig::default();
+        let sections = || std::iter::once(&self.defaults).chain(self.queues.values());
+        let max_memory = sections()
+            .filter_map(|s| s.memory_mib)
+            .map(|mib| mib.saturating_mul(1 << 20))
+            .fold(Limits::default().memory, u64::max);
+        SandboxConfig {
+            max_instances: self.sandbox.max_instances.unwrap_or(defaults.max_instances),
+            max_memory,
+            max_wasm_stack: self
+                .sandbox
+                .max_wasm_stack_kib
+                .map_or(defaults.max_wasm_stack, |k| k.saturating_mul(1024)),
+            fuel: sections().any(|s| s.fuel.is_some()),
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+}
+
+impl QueueSection {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let positive = |name: &str, value: Option<u64>| match value {
+            Some(0) => Err(ConfigError::Value {
+                key: format!("{key}.{name}"),
+                message: "must be greater than 0".into(),
+            }),
+            _ => Ok(()),
+        };
+        positive("timeout_ms", self.timeout_ms)?;
+        positive("memory_mib", self.memory_mib)?;
+        positive("fuel", self.fuel)?;
+        positive("output_kib", self.output_kib)?;
+        if let (Some(base), Some(cap)) = (self.backoff_base_ms, self.backoff_cap_ms)
+            && base > cap
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.backoff_base_ms"),
+                message: format!("{base} is more than backoff_cap_ms ({cap})"),
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(&self, mut s: QueueSettings) -> QueueSettings {
+        if let Some(module) = &self.module {
+            s.module = Some(module.clone());
+        }
+        if let Some(ms) = self.timeout_ms {
+            s.limits.timeout = Duration::from_millis(ms);
+        }
+        if let Some(mib) = self.memory_mib {
+            s.limits.memory = mib.saturating_mul(1 << 20);
+        }
+        if let Some(fuel) = self.fuel {
+            s.limits.fuel = Some(fuel);
+        }
+        if let Some(kib) = self.output_kib {
+            s.limits.output = usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = self.max_dispatches {
+            s.limits.dispatches = n;
+        }
+        if let Some(ms) = self.backoff_base_ms {
+            s.backoff.base = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.backoff_cap_ms {
+            s.backoff.cap = Duration::from_millis(ms);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(name: &str) -> QueueName {
+        QueueName::new(name).expect("valid")
+    }
+
+    #[test]
+    fn queue_sections_override_defaults_which_override_built_ins() {
+        let config = Config::parse(
+            r#"
+            [defaults]
+            timeout_ms = 5000
+            [queues.big]
+            memory_mib = 256
+            module = "x/big.wasm"
+            "#,
+        )
+        .expect("valid config");
+        let big = config.queue(&q("big"));
+        assert_eq!(big.limits.timeout, Duration::from_secs(5));
+        assert_eq!(big.limits.memory, 256 << 20);
+        assert_eq!(big.module, Some(PathBuf::from("x/big.wasm")));
+        let other = config.queue(&q("other"));
+        assert_eq!(other.limits.memory, 64 << 20);
+        assert_eq!(other.module, None);
+        assert_eq!(
+            config.sandbox().max_memory,
+            256 << 20,
+            "pool fits the biggest"
+        );
+        assert!(!config.sandbox().fuel);
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let typo = Config::parse("[defaults]\ntimeout = 5").expect_err("unknown key");
+        assert!(
+            typo.to_string().contains("unknown field `timeout`"),
+            "{typo}"
+        );
+        let zero = Config::parse("[queues.a]\ntimeout_ms = 0").expect_err("zero");
+        assert!(zero.to_string().contains("queues.a.timeout_ms"), "{zero}");
+        let name = Config::parse("[queues.Bad]\ntimeout_ms = 1").expect_err("bad name");
+        assert!(name.to_string().contains("queues.Bad"), "{name}");
+        let module = Config::parse("[defaults]\nmodule = \"x\"").expect_err("module");
+        assert!(module.to_string().contains("defaults.module"), "{module}");
+    }
+}

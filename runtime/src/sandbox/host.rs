@@ -1,0 +1,190 @@
+//! The host side of the handler world: the per-attempt state kept in each
+//! `Store`, and the imports (`log`, `dispatch`) handlers call.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::Bytes;
+use super::output::JobOutput;
+use crate::job::{DispatchOptions, NewJob, Payload, QueueName, RunAt};
+use crate::queue::QueueBackend;
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "handler",
+    imports: {
+        "runtime:job/dispatch.dispatch": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+});
+
+pub(crate) use runtime::job::types::{Job as WitJob, Outcome as WitOutcome};
+
+/// Longest panic message or reason kept from a guest, in bytes.
+pub(crate) const MAX_REASON_BYTES: usize = 2048;
+
+/// Everything one attempt's `Store` holds. Dropped with the store at the
+/// end of the attempt: nothing here outlives one job.
+pub(crate) struct HostState {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub output: JobOutput,
+    pub limiter: MemoryLimiter,
+    /// The message of a panic the guest reported before trapping.
+    pub panic: Option<String>,
+    /// Where follow-up jobs go; `None` where dispatch is unavailable.
+    pub dispatcher: Option<Arc<dyn QueueBackend>>,
+    pub dispatch_limit: u32,
+    pub dispatch_calls: u32,
+    pub dispatch_exceeded: bool,
+    /// When the attempt's wall-clock time runs out.
+    pub deadline: Instant,
+    pub timed_out: bool,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Caps linear memory (and table) growth, remembering whether the cap was
+/// hit so the job's reason can name it.
+#[derive(Debug)]
+pub(crate) struct MemoryLimiter {
+    pub max_bytes: usize,
+    pub exceeded: bool,
+}
+
+/// Elements a table may grow to: Rust guests stay far below; a table bomb
+/// hits it long before the host notices.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_bytes {
+            self.exceeded = true;
+            return Err(wasmtime::format_err!(
+                "memory limit {} exceeded",
+                Bytes(self.max_bytes as u64)
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl runtime::job::types::Host for HostState {}
+
+impl runtime::job::log::Host for HostState {
+    fn log(&mut self, level: runtime::job::log::Level, message: String) -> wasmtime::Result<()> {
+        use runtime::job::log::Level;
+        let level = match level {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        };
+        self.output
+            .line(level, &message)
+            .map_err(wasmtime::Error::new)
+    }
+
+    fn report_panic(&mut self, message: String) -> wasmtime::Result<()> {
+        self.panic = Some(truncate(message, MAX_REASON_BYTES));
+        Ok(())
+    }
+}
+
+impl runtime::job::dispatch::Host for HostState {
+    async fn dispatch(
+        &mut self,
+        queue: String,
+        payload: String,
+        options: runtime::job::dispatch::DispatchOptions,
+    ) -> wasmtime::Result<Result<String, String>> {
+        self.dispatch_calls += 1;
+        if self.dispatch_calls > self.dispatch_limit {
+            self.dispatch_exceeded = true;
+            return Err(wasmtime::format_err!(
+                "dispatch limit {} per job exceeded",
+                self.dispatch_limit
+            ));
+        }
+        let Some(backend) = self.dispatcher.clone() else {
+            return Ok(Err("dispatch is not available in this context".into()));
+        };
+        let job = match follow_up(queue, payload, options) {
+            Ok(job) => job,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(backend
+            .dispatch(job)
+            .await
+            .map(|id| id.to_string())
+            .map_err(|e| format!("dispatch failed: {e}")))
+    }
+}
+
+/// Validates a guest's dispatch into a job, or a readable error for it.
+fn follow_up(
+    queue: String,
+    payload: String,
+    options: runtime::job::dispatch::DispatchOptions,
+) -> Result<NewJob, String> {
+    let queue = QueueName::new(queue).map_err(|e| e.to_string())?;
+    let payload = Payload::new(payload).map_err(|e| e.to_string())?;
+    let defaults = DispatchOptions::default();
+    let max_attempts = options.max_attempts.unwrap_or(defaults.max_attempts);
+    if max_attempts == 0 {
+        return Err("max attempts must be at least 1".into());
+    }
+    Ok(NewJob {
+        queue,
+        payload,
+        options: DispatchOptions {
+            priority: options.priority.unwrap_or(defaults.priority),
+            run_at: options
+                .delay_ms
+                .map_or(RunAt::Now, |ms| RunAt::After(Duration::from_millis(ms))),
+            max_attempts,
+            unique_key: options.unique_key,
+        },
+    })
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, saying so.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let total = s.len();
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s.push_str(&format!("... ({} more bytes)", total - cut));
+    s
+}

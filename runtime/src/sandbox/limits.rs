@@ -1,0 +1,99 @@
+//! Per-queue limits on a handler, each with the abuse it stops.
+//!
+//! Every limit ends only the offending attempt, with a reason that names
+//! the limit; the worker and all other jobs carry on. Set them per queue in
+//! config (see [`crate::config`]); these are the defaults.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What one attempt of a handler may use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock time for one attempt. Stops infinite loops and handlers
+    /// that sleep or wait forever (also while blocked in a WASI call).
+    /// Default 30 s. Reason: `timeout after 30s`.
+    pub timeout: Duration,
+    /// Linear memory of the instance, in bytes. Stops memory bombs from
+    /// taking the host's memory. Default 64 MiB.
+    /// Reason: `memory limit 64 MiB exceeded`.
+    pub memory: u64,
+    /// Optional budget of WebAssembly fuel (roughly, instructions), for
+    /// deterministic CPU accounting. Off by default: turning it on for any
+    /// queue makes all guest code somewhat slower. Reason:
+    /// `fuel budget 1000000 exhausted`.
+    pub fuel: Option<u64>,
+    /// Bytes of output kept per attempt: log lines, stdout and stderr
+    /// together. Stops a handler from filling the host's memory or the
+    /// queue server with output. Default 64 KiB.
+    /// Reason: `output limit 64 KiB exceeded`.
+    pub output: usize,
+    /// Follow-up jobs one attempt may dispatch. Stops dispatch floods.
+    /// Default 100. Reason: `dispatch limit 100 per job exceeded`.
+    pub dispatches: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(30),
+            memory: 64 * MIB,
+            fuel: None,
+            output: 64 * 1024,
+            dispatches: 100,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Bytes written the way people read them: `64 MiB`, `512 KiB`, `100 bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bytes(pub u64);
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        if n >= MIB && n % MIB == 0 {
+            write!(f, "{} MiB", n / MIB)
+        } else if n >= 1024 && n % 1024 == 0 {
+            write!(f, "{} KiB", n / 1024)
+        } else {
+            write!(f, "{n} bytes")
+        }
+    }
+}
+
+/// A duration written the way people read it: `30s`, `100ms`, `1.5s`.
+#[derive(Debug, Clone, Copy)]
+pub struct Millis(pub Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms >= 1000 && ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else if ms >= 1000 {
+            write!(f, "{:.1}s", self.0.as_secs_f64())
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_naturally() {
+        assert_eq!(Bytes(64 * MIB).to_string(), "64 MiB");
+        assert_eq!(Bytes(64 * 1024).to_string(), "64 KiB");
+        assert_eq!(Bytes(1000).to_string(), "1000 bytes");
+        assert_eq!(Millis(Duration::from_millis(100)).to_string(), "100ms");
+        assert_eq!(Millis(Duration::from_secs(30)).to_string(), "30s");
+        assert_eq!(Millis(Duration::from_millis(1500)).to_string(), "1.5s");
+    }
+}

@@ -1,0 +1,429 @@
+//! The sandbox: one wasmtime [`Engine`] per process, each handler module
+//! compiled once (and cached on disk), and a fresh `Store` and instance for
+//! every attempt of every job.
+//!
+//! Cheap fresh instances come from the pooling allocator with
+//! `pagemap_scan` and keep-resident memory (see WASMTIME-NOTES), an
+//! [`InstancePre`](wasmtime::component::InstancePre) per module, and epoch
+//! interruption driven by one ticker thread. Every way a guest can misbehave
+//! ends in a [`RunOutcome::Crashed`] with a readable reason, never a panic
+//! or an error of the host.
+
+mod cache;
+mod host;
+pub mod limits;
+pub mod output;
+pub mod registry;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::error::LoadError;
+use crate::job::JobRecord;
+use crate::queue::QueueBackend;
+use host::{HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob, WitOutcome};
+pub use limits::Limits;
+use limits::{Bytes, Millis};
+use output::JobOutput;
+pub use registry::HandlerRegistry;
+
+/// Engine-wide settings, fixed for the life of the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// Instances that may exist at once (the pool's size): at least the
+    /// worker's concurrency. Default 256.
+    pub max_instances: u32,
+    /// The largest memory limit of any queue; pool slots are this big.
+    /// Default 64 MiB.
+    pub max_memory: u64,
+    /// WebAssembly stack per call; deeper recursion traps as
+    /// `stack overflow`. Default 512 KiB.
+    pub max_wasm_stack: usize,
+    /// Whether any queue uses a fuel budget (costs all guests some speed).
+    pub fuel: bool,
+    /// Where compiled modules are cached; `None` compiles on every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            max_instances: 256,
+            max_memory: Limits::default().memory,
+            max_wasm_stack: 512 * 1024,
+            fuel: false,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Milliseconds between epoch ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Ticks between checks of a running guest's deadline, which are also the
+/// points where a busy guest yields its thread to other jobs.
+const CHECK_EVERY_TICKS: u64 = 10;
+
+/// The compiled-code side of the executor: engine, linker, module cache.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Option<cache::ModuleCache>,
+    fuel: bool,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("cache", &self.cache)
+            .field("fuel", &self.fuel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded handler module, ready to instantiate.
+#[derive(Clone)]
+pub struct Handler {
+    pre: HandlerPre<HostState>,
+    path: PathBuf,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("path", &self.path)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    /// The module file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+}
+
+/// What `runtime check` reports about a module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleReport {
+    /// Interfaces and functions it imports.
+    pub imports: Vec<String>,
+    /// Interfaces and functions it exports.
+    pub exports: Vec<String>,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The handler finished the job.
+    Done,
+    /// The handler asked to run again (after `delay`, or the backoff).
+    Retry {
+        /// Why.
+        reason: String,
+        /// Its own delay, if it asked for one.
+        delay: Option<Duration>,
+    },
+    /// The handler failed the job for good.
+    Fail {
+        /// Why.
+        reason: String,
+    },
+    /// The attempt was stopped: trap, panic, timeout, a limit. Retried with
+    /// backoff while attempts remain.
+    Crashed {
+        /// Why, e.g. `timeout after 100ms`, `panic: boom`.
+        reason: String,
+    },
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Its log: log lines, stdout and stderr.
+    pub log: String,
+    /// Wall-clock time, instantiation included.
+    pub elapsed: Duration,
+}
+
+impl Sandbox {
+    /// Builds the engine, starts its epoch ticker, and links the host.
+    pub fn new(config: &SandboxConfig) -> Result<Self, LoadError> {
+        let engine_error = |e: wasmtime::Error| LoadError::Invalid {
+            path: PathBuf::from("<engine>"),
+            message: format!("cannot configure the WebAssembly engine: {e:#}"),
+        };
+        let n = config.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX))
+            .table_elements(host::MAX_TABLE_ELEMENTS)
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(4 << 20)
+            .table_keep_resident(4 << 20);
+        let mut wasm = Config::new();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .consume_fuel(config.fuel)
+            .max_wasm_stack(config.max_wasm_stack)
+            .concurrency_support(false);
+        let engine = Engine::new(&wasm).map_err(engine_error)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        host::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_error)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| engine_error(wasmtime::Error::new(e)))?;
+        }
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| cache::ModuleCache::new(dir, &engine));
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache,
+            fuel: config.fuel,
+            ticker_stop,
+        })
+    }
+
+    fn compile(&self, path: &Path) -> Result<Component, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        check_header(path, &bytes)?;
+        if let Some(cache) = &self.cache {
+            return cache.load_or_compile(&self.engine, path, &bytes);
+        }
+        cache::compile(&self.engine, path, &bytes)
+    }
+
+    /// Loads a handler module: compiles it (or loads it from the cache),
+    /// checks that it implements the handler world and that this host
+    /// provides everything it imports.
+    pub fn load(&self, path: &Path, limits: Limits) -> Result<Handler, LoadError> {
+        let component = self.compile(path)?;
+        let wrong_shape = |e: wasmtime::Error| LoadError::WrongShape {
+            path: path.to_path_buf(),
+            message: format!("{e:#}"),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_shape)?;
+        let pre = HandlerPre::new(instance_pre).map_err(wrong_shape)?;
+        Ok(Handler {
+            pre,
+            path: path.to_path_buf(),
+            limits,
+        })
+    }
+
+    /// Compiles a module and lists its imports and exports, without
+    /// requiring that it fits the world (see [`Sandbox::load`] for that).
+    pub fn inspect(&self, path: &Path) -> Result<ModuleReport, LoadError> {
+        let component = self.compile(path)?;
+        let ty = component.component_type();
+        Ok(ModuleReport {
+            imports: ty
+                .imports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            exports: ty
+                .exports(&self.engine)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+        })
+    }
+
+    /// Runs one attempt of `job` in a fresh instance of `handler`.
+    /// Follow-up jobs the handler dispatches go to `dispatcher`.
+    pub async fn run(
+        &self,
+        handler: &Handler,
+        job: &JobRecord,
+        dispatcher: Option<Arc<dyn QueueBackend>>,
+    ) -> RunReport {
+        let started = Instant::now();
+        let limits = &handler.limits;
+        let output = JobOutput::new(limits.output);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
+        let state = HostState {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            output: output.clone(),
+            limiter: MemoryLimiter {
+                max_bytes: usize::try_from(limits.memory).unwrap_or(usize::MAX),
+                exceeded: false,
+            },
+            panic: None,
+            dispatcher,
+            dispatch_limit: limits.dispatches,
+            dispatch_calls: 0,
+            dispatch_exceeded: false,
+            deadline: started + limits.timeout,
+            timed_out: false,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        if self.fuel {
+            // Without a budget of its own, a queue's guests run unmetered.
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        store.set_epoch_deadline(ticks_until(store.data().deadline));
+        store.epoch_deadline_callback(|mut ctx| {
+            let deadline = ctx.data().deadline;
+            if Instant::now() >= deadline {
+                ctx.data_mut().timed_out = true;
+                return Err(wasmtime::format_err!("deadline reached"));
+            }
+            Ok(UpdateDeadline::Yield(ticks_until(deadline)))
+        });
+        let wit_job = WitJob {
+            id: job.id.to_string(),
+            queue: job.id.queue().to_string(),
+            payload: job.payload.as_str().to_string(),
+            attempt: job.attempts,
+            max_attempts: job.max_attempts,
+        };
+        let result = {
+            let call = async {
+                let instance = handler.pre.instantiate_async(&mut store).await?;
+                instance.call_handle(&mut store, &wit_job).await
+            };
+            // Epochs stop guest code; this also stops a guest blocked in a
+            // host call (a WASI sleep or poll), by dropping the call.
+            tokio::time::timeout(limits.timeout, call).await
+        };
+        let outcome = match result {
+            Ok(Ok(outcome)) => match outcome {
+                WitOutcome::Done => RunOutcome::Done,
+                WitOutcome::Retry(r) => RunOutcome::Retry {
+                    reason: host::truncate(r.reason, MAX_REASON_BYTES),
+                    delay: r.delay_ms.map(Duration::from_millis),
+                },
+                WitOutcome::Fail(reason) => RunOutcome::Fail {
+                    reason: host::truncate(reason, MAX_REASON_BYTES),
+                },
+            },
+            Ok(Err(error)) => RunOutcome::Crashed {
+                reason: crash_reason(store.data(), limits, &error),
+            },
+            Err(_elapsed) => RunOutcome::Crashed {
+                reason: format!("timeout after {}", Millis(limits.timeout)),
+            },
+        };
+        drop(store);
+        RunReport {
+            outcome,
+            log: output.text(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// Epoch ticks until the next deadline check: at most [`CHECK_EVERY_TICKS`],
+/// and no later than the deadline itself.
+fn ticks_until(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ticks = u64::try_from(left.as_millis() / TICK.as_millis()).unwrap_or(u64::MAX);
+    ticks.clamp(1, CHECK_EVERY_TICKS)
+}
+
+/// The job's reason for an attempt that ended in an error: the limit it hit
+/// if any, else the panic it reported, else the trap.
+fn crash_reason(state: &HostState, limits: &Limits, error: &wasmtime::Error) -> String {
+    if state.timed_out {
+        return format!("timeout after {}", Millis(limits.timeout));
+    }
+    if state.limiter.exceeded {
+        return format!("memory limit {} exceeded", Bytes(limits.memory));
+    }
+    if state.output.exceeded() {
+        return format!("output limit {} exceeded", Bytes(limits.output as u64));
+    }
+    if state.dispatch_exceeded {
+        return format!("dispatch limit {} per job exceeded", limits.dispatches);
+    }
+    if let Some(message) = &state.panic {
+        return format!("panic: {message}");
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("exited with status {}", exit.0);
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => "stack overflow".to_string(),
+        Some(Trap::OutOfFuel) => match limits.fuel {
+            Some(fuel) => format!("fuel budget {fuel} exhausted"),
+            None => "fuel exhausted".to_string(),
+        },
+        Some(Trap::UnreachableCodeReached) => "trap: unreachable".to_string(),
+        Some(trap) => {
+            let text = trap.to_string();
+            format!("trap: {}", text.trim_start_matches("wasm trap: "))
+        }
+        None => host::truncate(format!("error: {error:#}"), MAX_REASON_BYTES),
+    }
+}
+
+/// The first eight bytes tell a component from a core module from garbage;
+/// say which, since the compiler's own message for the latter two is terse.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_VERSION: &[u8] = &[1, 0, 0, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(LoadError::Invalid {
+            path: path.to_path_buf(),
+            message: "not a WebAssembly file (it does not start with the \\0asm magic number)"
+                .into(),
+        });
+    }
+    if &bytes[4..8] == CORE_VERSION {
+        return Err(LoadError::WrongShape {
+            path: path.to_path_buf(),
+            message: "it is a core WebAssembly module, not a component; build the handler with `cargo build --target wasm32-wasip2`, which produces a component".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The worker loop: claim jobs in batches, run each in a fresh sandbox
+//! instance with up to `concurrency` in flight, renew their leases while
+//! they run, and record how each attempt ended.
+//!
+//! Shutdown is a future passed in (as in mini-redis): when it resolves the
+//! worker stops claiming, lets in-flight jobs finish within the grace
+//! period, then hands the rest back to the queue without counting the
+//! attempt.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::error::QueueError;
+use crate::job::{JobRecord, JobState, QueueName};
+use crate::queue::{Ack, Claim, Completion, QueueBackend};
+use crate::sandbox::{HandlerRegistry, RunOutcome, RunReport};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Queues to serve, earlier first; empty means every queue the backend
+    /// knows (the in-memory sync mode uses this).
+    pub queues: Vec<QueueName>,
+    /// Jobs in flight at once. Default 16.
+    pub concurrency: usize,
+    /// Most jobs taken in one claim. Default 32.
+    pub batch: usize,
+    /// Lease per claim, renewed every third of it while the job runs.
+    /// Default 30 s.
+    pub lease: Duration,
+    /// Stop after claiming this many jobs (the seeds' cron mode).
+    pub max_jobs: Option<u64>,
+    /// Stop when nothing is pending, scheduled or in flight.
+    pub drain: bool,
+    /// How long in-flight jobs may run on after shutdown before they are
+    /// handed back. Default 10 s.
+    pub grace: Duration,
+    /// Retry at once instead of after the backoff (the sync mode).
+    pub retry_at_once: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queues: Vec::new(),
+            concurrency: 16,
+            batch: 32,
+            lease: Duration::from_secs(30),
+            max_jobs: None,
+            drain: false,
+            grace: Duration::from_secs(10),
+            retry_at_once: false,
+        }
+    }
+}
+
+/// One finished attempt, as reported to an observer.
+#[derive(Debug, Clone)]
+pub struct JobEvent {
+    /// The job as claimed (`attempts` counts this attempt).
+    pub job: JobRecord,
+    /// What the sandbox reported; `None` if the job was handed back.
+    pub report: Option<RunReport>,
+    /// What recording it did: the job's new state (`None`: done), or stale.
+    pub ack: Ack,
+}
+
+/// Counts over a worker's run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Jobs claimed.
+    pub claimed: u64,
+    /// Attempts that finished the job.
+    pub done: u64,
+    /// Attempts that will run again.
+    pub retried: u64,
+    /// Attempts that failed their job for good.
+    pub failed: u64,
+    /// Jobs handed back at shutdown.
+    pub released: u64,
+    /// Acks refused because the lease had moved on.
+    pub stale: u64,
+}
+
+impl WorkerStats {
+    fn add(&mut self, ack: Ack, released: bool) {
+        match ack {
+            Ack::Stale => self.stale += 1,
+            _ if released => self.released += 1,
+            Ack::Applied(None) => self.done += 1,
+            Ack::Applied(Some(JobState::Failed)) => self.failed += 1,
+            Ack::Applied(Some(_)) => self.retried += 1,
+        }
+    }
+}
+
+/// A worker over one backend and one handler registry.
+#[derive(Debug)]
+pub struct Worker {
+    backend: Arc<dyn QueueBackend>,
+    registry: Arc<HandlerRegistry>,
+    config: WorkerConfig,
+    events: Option<mpsc::UnboundedSender<JobEvent>>,
+}
+
+/// What one job task returns.
+struct Finished {
+    ack: Ack,
+    released: bool,
+}
+
+impl Worker {
+    /// A worker; nothing runs until [`Worker::run`].
+    pub fn new(
+        backend: Arc<dyn QueueBackend>,
+        registry: Arc<HandlerRegistry>,
+        config: WorkerConfig,
+    ) -> Self {
+        Worker {
+            backend,
+            registry,
+            config,
+            events: None,
+        }
+    }
+
+    /// Sends a [`JobEvent`] for every finished attempt to `events`.
+    pub fn with_events(mut self, events: mpsc::UnboundedSender<JobEvent>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        if self.config.queues.is_empty() {
+            self.backend.queues().await
+        } else {
+            Ok(self.config.queues.clone())
+        }
+    }
+
+    async fn nothing_left(&self, queues: &[QueueName]) -> Result<bool, QueueError> {
+        for q in queues {
+            let c = self.backend.counts(q).await?;
+            if c.pending + c.scheduled > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs until `shutdown` resolves (or, with `max_jobs` or `drain`, until
+    /// the work is done). Returns what it did; fails only if the backend does.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerStats, QueueError> {
+        let concurrency = self.config.concurrency.max(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut inflight: JoinSet<Finished> = JoinSet::new();
+        let mut stats = WorkerStats::default();
+        tokio::pin!(shutdown);
+        let mut shutting_down = false;
+        loop {
+            while let Some(done) = inflight.try_join_next() {
+                record(&mut stats, done);
+            }
+            let budget = self
+                .config
+                .max_jobs
+                .map_or(u64::MAX, |m| m.saturating_sub(stats.claimed));
+            if budget == 0 {
+                break;
+            }
+            let room = concurrency - inflight.len().min(concurrency);
+            let queues = self.queues().await?;
+            if room > 0 {
+                let n = room
+                    .min(self.config.batch.max(1))
+                    .min(usize::try_from(budget).unwrap_or(usize::MAX));
+                let claims = self.backend.claim(&queues, n, self.config.lease).await?;
+                if !claims.is_empty() {
+                    stats.claimed += claims.len() as u64;
+                    for claim in claims {
+                        inflight.spawn(self.job_task(claim, stop_rx.clone()));
+                    }
+                    continue;
+                }
+                if self.config.drain && inflight.is_empty() && self.nothing_left(&queues).await? {
+                    break;
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => {
+                    shutting_down = true;
+                    break;
+                }
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    record(&mut stats, done);
+                }
+                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if room > 0 => {
+                    waited?;
+                }
+            }
+        }
+        if shutting_down {
+            let grace = tokio::time::sleep(self.config.grace);
+            tokio::pin!(grace);
+            loop {
+                tokio::select! {
+                    next = inflight.join_next() => match next {
+                        Some(done) => record(&mut stats, done),
+                        None => break,
+                    },
+                    () = &mut grace => {
+                        let _ = stop_tx.send(true);
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some(done) = inflight.join_next().await {
+            record(&mut stats, done);
+        }
+        Ok(stats)
+    }
+
+    /// The task running one claimed job to its ack.
+    fn job_task(
+        &self,
+        claim: Claim,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = Finished> + Send + 'static {
+        let backend = self.backend.clone();
+        let registry = self.registry.clone();
+        let events = self.events.clone();
+        let lease_len = self.config.lease;
+        let retry_at_once = self.config.retry_at_once;
+        async move {
+            let Claim { job, lease } = claim;
+            let queue = job.id.queue().clone();
+            let settings = registry.settings(&queue);
+            let run = async {
+                match registry.handler(&queue) {
+                    Ok(handler) => {
+                        registry
+                            .sandbox()
+                            .run(&handler, &job, Some(backend.clone()))
+                            .await
+                    }
+                    // Retried like a crash: the module may be deployed later.
+                    Err(e) => RunReport {
+                        outcome: RunOutcome::Crashed {
+                            reason: e.to_string(),
+                        },
+                        log: String::new(),
+                        elapsed: Duration::ZERO,
+                    },
+                }
+            };
+            let renew = async {
+                let mut current = lease.clone();
+                loop {
+                    tokio::time::sleep(lease_len / 3).await;
+                    match backend.renew(&current, lease_len).await {
+                        Ok(Some(renewed)) => current = renewed,
+                        // Lost: the ack will be stale; nothing more to do.
+                        Ok(None) => std::future::pending::<()>().await,
+                        Err(_) => continue,
+                    }
+                }
+            };
+            let handed_back = async {
+                while !*stop.borrow_and_update() {
+                    if stop.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let report = tokio::select! {
+                report = run => Some(report),
+                () = renew => None,
+                () = handed_back => None,
+            };
+            let (completion, log) = match &report {
+                None => (Completion::Release, String::new()),
+                Some(report) => {
+                    let backoff = |delay: Option<Duration>| {
+                        if retry_at_once {
+                            Duration::ZERO
+                        } else {
+                            delay.unwrap_or_else(|| settings.backoff.delay(job.attempts))
+                        }
+                    };
+                    let completion = match &report.outcome {
+                        RunOutcome::Done => Completion::Done,
+                        RunOutcome::Retry { reason, delay } => Completion::Retry {
+                            error: reason.clone(),
+                            delay: backoff(*delay),
+                        },
+                        RunOutcome::Fail { reason } => Completion::Fail {
+                            error: reason.clone(),
+                        },
+                        RunOutcome::Crashed { reason } => Completion::Retry {
+                            error: reason.clone(),
+                            delay: backoff(None),
+                        },
+                    };
+                    (completion, report.log.clone())
+                }
+            };
+            let released = report.is_none();
+            let ack = backend
+                .complete(&lease, completion, log)
+                .await
+                .unwrap_or(Ack::Stale);
+            if let Some(events) = events {
+                let _ = events.send(JobEvent { job, report, ack });
+            }
+            Finished { ack, released }
+        }
+    }
+}
+
+fn record(stats: &mut WorkerStats, done: Result<Finished, tokio::task::JoinError>) {
+    match done {
+        Ok(f) => stats.add(f.ack, f.released),
+        // A job task cannot panic on guest input; count it as stale if a
+        // host bug ever makes one, rather than taking the worker down.
+        Err(_) => stats.stale += 1,
+    }
+}
