@@ -1,1 +1,143 @@
+//! Helpers for the end-to-end tests. Each test file says what belongs in it:
+//!
+//! - `tests/sandbox.rs`: hostile and well-behaved guests run through the
+//!   library (runtime + in-memory backend + worker), asserting final state
+//!   and exact reason, and that the worker carries on.
+//! - `tests/cli.rs`: the real `runtime` binary, run as a user runs it.
+//! - `tests/invariants.rs`: properties of the code base itself.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The guest modules built by `build.rs`: [`guests::DIR`], one constant per
+/// hostile fixture (its queue name), and [`guests::JOBS_DIR`].
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `runtime` binary of this build (same profile as the tests).
+pub fn runtime_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/runtime
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("runtime"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (cargo build --release --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// A fresh temporary directory for one test, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory named after `name`.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "runtime-test-{name}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A finished run of the binary, which explains itself when an assertion
+/// about it fails.
+#[derive(Debug)]
+pub struct Run {
+    /// The command line.
+    pub command: String,
+    /// What it returned.
+    pub output: Output,
+}
+
+impl Run {
+    /// Exit status (-1 if killed by a signal).
+    pub fn code(&self) -> i32 {
+        self.output.status.code().unwrap_or(-1)
+    }
+    /// Standard output as text.
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    /// Standard error as text.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+    /// Panics, showing everything, unless the exit status is `code`.
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit status\ncommand: {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.command,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e})\ncommand: {}\n--- stdout\n{}\n--- stderr\n{}",
+                self.command,
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+}
+
+/// Runs `runtime ARGS` with its own cache dir and optional stdin.
+pub fn runtime(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    use std::io::Write;
+    let mut cmd = Command::new(runtime_bin());
+    cmd.args(args)
+        .env("RUNTIME_CACHE_DIR", cache)
+        .env_remove("RUNTIME_HANDLERS")
+        .env_remove("RUNTIME_CONFIG")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let command = format!("runtime {}", args.join(" "));
+    let mut child = cmd.spawn().expect("spawn runtime");
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(bytes) = stdin {
+            let _ = pipe.write_all(bytes);
+        }
+    }
+    let output = child.wait_with_output().expect("wait for runtime");
+    Run { command, output }
+}

@@ -21,7 +21,7 @@ use super::{Cli, CliResult, Exit};
 pub struct Args {
     /// Queue name: 1 to 64 of a-z, 0-9, '-', '_'.
     queue: String,
-    /// Payload: one JSON document, at most 1 MiB.
+    /// Payload: one JSON document, at most 1 MiB; `-` reads it from stdin.
     payload: String,
     /// Higher runs first.
     #[arg(long, default_value_t = runtime::job::DEFAULT_PRIORITY, allow_negative_numbers = true)]
@@ -68,7 +68,14 @@ struct JobJson {
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let queue = QueueName::new(args.queue.as_str())?;
-    let payload = Payload::new(args.payload.as_str())?;
+    let payload = if args.payload == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the payload from stdin")?;
+        Payload::new(text)?
+    } else {
+        Payload::new(args.payload.as_str())?
+    };
     if args.max_attempts == 0 {
         anyhow::bail!("--max-attempts must be at least 1");
     }
