@@ -1,0 +1,314 @@
+//! The real `runtime` binary, run as a user runs it: exit statuses, the
+//! human and JSON reports, and clear errors for bad input.
+
+use runtime_tests::{TempDir, guests, runtime};
+
+fn jobs() -> String {
+    guests::JOBS_DIR.to_string()
+}
+
+#[test]
+fn dispatch_runs_the_job_in_process_and_reports_it() {
+    let cache = TempDir::new("cli");
+    let run = runtime(
+        cache.path(),
+        &[
+            "--handlers",
+            &jobs(),
+            "dispatch",
+            "hello",
+            r#"{"name":"Ada"}"#,
+        ],
+        None,
+    );
+    run.expect_code(0);
+    let out = run.stdout();
+    assert!(out.contains("hello:1 attempt 1/4: done"), "{out}");
+    assert!(
+        out.contains("INFO Hello, Ada! (job hello:1, attempt 1 of 4)"),
+        "{out}"
+    );
+    assert!(out.contains("hello:1: done after 1 attempt"), "{out}");
+}
+
+#[test]
+fn dispatch_json_has_id_state_attempts_and_error() {
+    let cache = TempDir::new("cli");
+    let run = runtime(
+        cache.path(),
+        &[
+            "--handlers",
+            &jobs(),
+            "dispatch",
+            "hello",
+            r#"{"name":"Ada"}"#,
+            "--json",
+        ],
+        None,
+    );
+    let json = run.expect_code(0).json();
+    assert_eq!(json["id"], "hello:1");
+    assert_eq!(json["queue"], "hello");
+    assert_eq!(json["state"], "done");
+    assert_eq!(json["attempts"], 1);
+    assert!(json["error"].is_null());
+    assert!(
+        json["runs"][0]["log"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Hello, Ada!")
+    );
+}
+
+#[test]
+fn a_failing_job_exits_1_after_its_attempts_with_the_reason() {
+    let cache = TempDir::new("cli");
+    let run = runtime(
+        cache.path(),
+        &[
+            "--handlers",
+            guests::DIR,
+            "dispatch",
+            guests::PANIC,
+            r#"{"what":"out of cheese"}"#,
+            "--max-attempts",
+            "2",
+            "--json",
+        ],
+        None,
+    );
+    let json = run.expect_code(1).json();
+    assert_eq!(json["state"], "failed");
+    assert_eq!(json["attempts"], 2);
+    assert_eq!(json["error"], "panic: out of cheese");
+    assert_eq!(json["runs"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn a_runaway_job_is_stopped_by_the_configured_timeout() {
+    let cache = TempDir::new("cli");
+    let config = cache.path().join("runtime.toml");
+    std::fs::write(&config, "[queues.spin]\ntimeout_ms = 100\n").expect("write config");
+    let started = std::time::Instant::now();
+    let run = runtime(
+        cache.path(),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--handlers",
+            guests::DIR,
+            "dispatch",
+            guests::SPIN,
+            "{}",
+            "--max-attempts",
+            "1",
+        ],
+        None,
+    );
+    run.expect_code(1);
+    assert!(
+        run.stdout()
+            .contains("spin:1: failed after 1 attempt: timeout after 100ms"),
+        "{}",
+        run.stdout()
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn follow_up_jobs_run_in_sync_mode_too() {
+    let cache = TempDir::new("cli");
+    let config = cache.path().join("runtime.toml");
+    let hello = format!("{}/hello_job.wasm", guests::JOBS_DIR);
+    std::fs::write(&config, format!("[queues.hello]\nmodule = {hello:?}\n")).expect("write");
+    let payload = r#"{"dispatch":[{"queue":"hello","payload":{"name":"child"}}]}"#;
+    let run = runtime(
+        cache.path(),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--handlers",
+            guests::DIR,
+            "dispatch",
+            guests::OUTCOMES,
+            payload,
+            "--json",
+        ],
+        None,
+    );
+    let json = run.expect_code(0).json();
+    assert_eq!(json["followups"][0]["id"], "hello:1");
+    assert_eq!(json["followups"][0]["state"], "done");
+}
+
+#[test]
+fn bad_input_is_exit_2_before_anything_runs() {
+    let cache = TempDir::new("cli");
+    let handlers = jobs();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["dispatch", "hello", "{not json"],
+            "payload is not valid JSON",
+        ),
+        (&["dispatch", "Hello", "{}"], "invalid queue name \"Hello\""),
+        (&["dispatch", "a:b", "{}"], "invalid queue name"),
+        (
+            &["dispatch", "hello", "{}", "--max-attempts", "0"],
+            "--max-attempts must be at least 1",
+        ),
+        (
+            &["dispatch", "nobody", "{}"],
+            "no handler for queue nobody: looked for",
+        ),
+        (
+            &["dispatch", "hello", "{}", "--delay", "soon"],
+            "invalid value 'soon'",
+        ),
+        (&["dispatch"], "required arguments"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--handlers", handlers.as_str()];
+        all.extend_from_slice(args);
+        let run = runtime(cache.path(), &all, None);
+        run.expect_code(2);
+        assert!(
+            run.stderr().contains(expected),
+            "{args:?}: {}",
+            run.stderr()
+        );
+        assert!(
+            run.stdout().is_empty(),
+            "{args:?} ran something: {}",
+            run.stdout()
+        );
+    }
+}
+
+#[test]
+fn an_oversized_payload_is_refused() {
+    let cache = TempDir::new("cli");
+    let big = format!("\"{}\"", "x".repeat(1024 * 1024));
+    let run = runtime(
+        cache.path(),
+        &["--handlers", &jobs(), "dispatch", "hello", "-"],
+        Some(big.as_bytes()),
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("over the limit of 1048576 bytes"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn payload_can_come_from_stdin() {
+    let cache = TempDir::new("cli");
+    let run = runtime(
+        cache.path(),
+        &["--handlers", &jobs(), "dispatch", "hello", "-"],
+        Some(br#"{"name":"stdin"}"#),
+    );
+    run.expect_code(0);
+    assert!(run.stdout().contains("Hello, stdin!"), "{}", run.stdout());
+}
+
+#[test]
+fn a_config_typo_names_the_key() {
+    let cache = TempDir::new("cli");
+    let config = cache.path().join("runtime.toml");
+    std::fs::write(&config, "[defaults]\ntimeout = 5\n").expect("write config");
+    let run = runtime(
+        cache.path(),
+        &[
+            "--config",
+            &config.display().to_string(),
+            "dispatch",
+            "hello",
+            "{}",
+        ],
+        None,
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("unknown field `timeout`"),
+        "{}",
+        run.stderr()
+    );
+}
+
+#[test]
+fn check_accepts_a_handler_and_lists_its_imports() {
+    let cache = TempDir::new("cli");
+    let file = format!("{}/hello_job.wasm", guests::JOBS_DIR);
+    let run = runtime(cache.path(), &["check", &file], None);
+    run.expect_code(0);
+    let out = run.stdout();
+    assert!(out.contains("runtime:job/log@0.1.0"), "{out}");
+    assert!(out.contains("wasi:cli/stdout@"), "{out}");
+    assert!(
+        out.contains("ok: implements runtime:job/handler@0.1.0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_refuses_corrupt_and_wrong_shaped_files() {
+    let cache = TempDir::new("cli");
+    let dir = cache.path();
+    let garbage = dir.join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").expect("write");
+    let truncated = dir.join("truncated.wasm");
+    let hello = std::fs::read(format!("{}/hello_job.wasm", guests::JOBS_DIR)).expect("read hello");
+    std::fs::write(&truncated, &hello[..hello.len() / 2]).expect("write");
+    let core = dir.join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    let component = dir.join("empty-component.wasm");
+    std::fs::write(&component, b"\0asm\x0d\0\x01\0").expect("write");
+    let cases = [
+        (garbage, "not a WebAssembly file"),
+        (truncated, "is not a valid WebAssembly component"),
+        (core, "is a core WebAssembly module, not a component"),
+        (component, "does not implement the handler world"),
+        (dir.join("missing.wasm"), "cannot read handler module"),
+    ];
+    for (path, expected) in cases {
+        let run = runtime(cache.path(), &["check", &path.display().to_string()], None);
+        run.expect_code(2);
+        assert!(
+            run.stderr().contains(expected),
+            "{}: {}",
+            path.display(),
+            run.stderr()
+        );
+    }
+}
+
+#[test]
+fn a_restart_loads_the_compiled_module_from_the_cache() {
+    let cache = TempDir::new("cli");
+    let args = [
+        "--handlers",
+        guests::JOBS_DIR,
+        "dispatch",
+        "hello",
+        r#"{"name":"c"}"#,
+    ];
+    runtime(cache.path(), &args, None).expect_code(0);
+    let entries: Vec<_> = std::fs::read_dir(cache.path())
+        .expect("cache dir exists after a run")
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(entries.len(), 1, "one compiled entry for hello");
+    let modified = entries[0]
+        .metadata()
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    runtime(cache.path(), &args, None).expect_code(0);
+    let again = entries[0]
+        .metadata()
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(modified, again, "the entry was reused, not rewritten");
+}
