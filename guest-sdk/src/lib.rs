@@ -354,7 +354,7 @@ pub enum Level {
 /// Append one line to the job's log. The macros [`info!`], [`warn!`] and the
 /// others format and call this.
 ///
-/// ```
+/// ```no_run
 /// guest_sdk::log(guest_sdk::Level::Info, "starting");
 /// ```
 pub fn log(level: Level, message: &str) {
@@ -370,7 +370,7 @@ pub fn log(level: Level, message: &str) {
 
 /// Log at trace level, `format!`-style.
 ///
-/// ```
+/// ```no_run
 /// guest_sdk::trace!("step {} of {}", 1, 3);
 /// ```
 #[macro_export]
@@ -380,7 +380,7 @@ macro_rules! trace {
 
 /// Log at debug level, `format!`-style.
 ///
-/// ```
+/// ```no_run
 /// guest_sdk::debug!("payload has {} bytes", 42);
 /// ```
 #[macro_export]
@@ -390,7 +390,7 @@ macro_rules! debug {
 
 /// Log at info level, `format!`-style.
 ///
-/// ```
+/// ```no_run
 /// guest_sdk::info!("hello, {}!", "world");
 /// ```
 #[macro_export]
@@ -400,7 +400,7 @@ macro_rules! info {
 
 /// Log at warn level, `format!`-style.
 ///
-/// ```
+/// ```no_run
 /// guest_sdk::warn!("retrying in {}s", 30);
 /// ```
 #[macro_export]
@@ -410,7 +410,7 @@ macro_rules! warn {
 
 /// Log at error level, `format!`-style.
 ///
-/// ```
+/// ```no_run
 /// guest_sdk::error!("upstream answered {}", 503);
 /// ```
 #[macro_export]
