@@ -60,7 +60,15 @@ fn main() {
         "/// Directory of the built example jobs.\npub const JOBS_DIR: &str = {:?};\n",
         jobs_out.display().to_string()
     ));
-    let tests_src = read_tests(&manifest.join("tests"));
+    let tests_src = read_tests(&manifest.join("tests")) + &read_tests(&manifest.join("benches"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("tests").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("benches").display()
+    );
     for queue in &fixtures {
         let ident = queue.to_uppercase().replace('-', "_");
         if !tests_src.contains(&format!("guests::{ident}")) {

@@ -133,10 +133,8 @@ pub fn runtime(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
         .stderr(std::process::Stdio::piped());
     let command = format!("runtime {}", args.join(" "));
     let mut child = cmd.spawn().expect("spawn runtime");
-    if let Some(mut pipe) = child.stdin.take() {
-        if let Some(bytes) = stdin {
-            let _ = pipe.write_all(bytes);
-        }
+    if let (Some(mut pipe), Some(bytes)) = (child.stdin.take(), stdin) {
+        let _ = pipe.write_all(bytes);
     }
     let output = child.wait_with_output().expect("wait for runtime");
     Run { command, output }

@@ -56,9 +56,9 @@ pub struct Bytes(pub u64);
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n >= MIB && n % MIB == 0 {
+        if n >= MIB && n.is_multiple_of(MIB) {
             write!(f, "{} MiB", n / MIB)
-        } else if n >= 1024 && n % 1024 == 0 {
+        } else if n >= 1024 && n.is_multiple_of(1024) {
             write!(f, "{} KiB", n / 1024)
         } else {
             write!(f, "{n} bytes")
@@ -73,7 +73,7 @@ pub struct Millis(pub Duration);
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms >= 1000 && ms % 1000 == 0 {
+        if ms >= 1000 && ms.is_multiple_of(1000) {
             write!(f, "{}s", ms / 1000)
         } else if ms >= 1000 {
             write!(f, "{:.1}s", self.0.as_secs_f64())

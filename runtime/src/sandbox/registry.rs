@@ -21,6 +21,7 @@ pub struct HandlerRegistry {
     handlers_dir: PathBuf,
     config: Config,
     loaded: Mutex<HashMap<QueueName, Arc<Handler>>>,
+    settings: Mutex<HashMap<QueueName, Arc<QueueSettings>>>,
 }
 
 impl HandlerRegistry {
@@ -32,6 +33,7 @@ impl HandlerRegistry {
             handlers_dir,
             config,
             loaded: Mutex::new(HashMap::new()),
+            settings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -40,9 +42,13 @@ impl HandlerRegistry {
         &self.sandbox
     }
 
-    /// The settings of `queue`.
-    pub fn settings(&self, queue: &QueueName) -> QueueSettings {
-        self.config.queue(queue)
+    /// The settings of `queue` (resolved once, then shared).
+    pub fn settings(&self, queue: &QueueName) -> Arc<QueueSettings> {
+        let mut cache = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        cache
+            .entry(queue.clone())
+            .or_insert_with(|| Arc::new(self.config.queue(queue)))
+            .clone()
     }
 
     /// Where the module of `queue` is: the config's mapping, else the
@@ -50,6 +56,7 @@ impl HandlerRegistry {
     pub fn module_path(&self, queue: &QueueName) -> PathBuf {
         self.settings(queue)
             .module
+            .clone()
             .unwrap_or_else(|| self.handlers_dir.join(queue.handler_file_name()))
     }
 
@@ -66,7 +73,10 @@ impl HandlerRegistry {
                 path,
             });
         }
-        let handler = Arc::new(self.sandbox.load(&path, self.settings(queue).limits)?);
+        let handler = Arc::new(
+            self.sandbox
+                .load(&path, self.settings(queue).limits.clone())?,
+        );
         self.lock().insert(queue.clone(), handler.clone());
         Ok(handler)
     }

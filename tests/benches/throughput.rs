@@ -1,0 +1,242 @@
+//! Benchmarks (not tests): `cargo bench -p runtime-tests`.
+//!
+//! (a) The sandbox's cost per job: a fresh instance of a trivial handler
+//!     (parse a ~100-byte order, sum it), beside native Rust doing the same
+//!     work, on 1 and 2 threads.
+//! (b) In-memory end-to-end throughput: dispatch N jobs, drain them with a
+//!     worker (claim, fresh instance, call, ack) across both cores, beside
+//!     the queue alone (claim and ack, no handler) as the baseline.
+//!
+//! `BENCH_JOBS` sets N (default 100000). Figures vary with machine load:
+//! compare the ratios, which are measured in the same run.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::config::Config;
+use runtime::job::{JobId, JobRecord, JobState, NewJob, Payload, QueueName};
+use runtime::queue::{Completion, QueueBackend};
+use runtime::{MemoryBackend, Runtime, WorkerConfig};
+use runtime_tests::{TempDir, guests};
+use serde::Deserialize;
+
+const ORDER: &str = r#"{"id":42,"customer":"ada@example.com","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}]}"#;
+
+#[derive(Deserialize)]
+struct Item {
+    sku: String,
+    qty: u32,
+}
+
+#[derive(Deserialize)]
+struct Order {
+    id: u64,
+    customer: String,
+    items: Vec<Item>,
+}
+
+/// The native baseline: exactly the handler's work.
+fn native_handle(payload: &str) -> bool {
+    let Ok(order) = serde_json::from_str::<Order>(payload) else {
+        return false;
+    };
+    let units: u32 = order.items.iter().map(|i| i.qty).sum();
+    let skus: usize = order.items.iter().map(|i| i.sku.len()).sum();
+    black_box((order.id, order.customer.len(), units, skus));
+    true
+}
+
+fn runtime_for_bench(cache: &TempDir) -> Runtime {
+    let text = format!("cache_dir = {:?}\n", cache.path().display().to_string());
+    let config = Config::parse(&text).expect("config");
+    Runtime::in_memory(guests::DIR.into(), config).expect("runtime")
+}
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).expect("queue")
+}
+
+fn per_job(elapsed: Duration, jobs: usize) -> f64 {
+    elapsed.as_secs_f64() * 1e6 / jobs as f64
+}
+
+fn bench_native(threads: usize, jobs: usize) -> f64 {
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                for _ in 0..jobs / threads {
+                    assert!(native_handle(black_box(ORDER)));
+                }
+            });
+        }
+    });
+    per_job(started.elapsed(), jobs)
+}
+
+fn bench_sandbox(rt: &Runtime, threads: usize, jobs: usize) -> f64 {
+    let handler = rt
+        .registry()
+        .handler(&q(guests::NOOP))
+        .expect("noop handler");
+    let record = JobRecord {
+        id: JobId::new(q(guests::NOOP), 1),
+        payload: Payload::new(ORDER).expect("payload"),
+        state: JobState::Running,
+        priority: 1,
+        attempts: 1,
+        max_attempts: 4,
+        unique_key: None,
+        created_at: 0,
+        run_at: 0,
+        error: None,
+        history: Vec::new(),
+        log: String::new(),
+    };
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(async {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..threads {
+            let (sandbox, handler, record) = (
+                rt.registry().sandbox().clone(),
+                handler.clone(),
+                record.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..jobs / threads {
+                    let report = sandbox.run(&handler, &record, None).await;
+                    assert_eq!(report.outcome, runtime::sandbox::RunOutcome::Done);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        per_job(started.elapsed(), jobs)
+    })
+}
+
+fn jobs_to(queue: &QueueName, n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|_| NewJob::new(queue.clone(), Payload::new(ORDER).expect("payload")))
+        .collect()
+}
+
+/// The queue alone: dispatch N, then claim in batches and ack each, on two
+/// tasks: what the memory backend can do without any handler.
+fn bench_queue_only(jobs: usize) -> f64 {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(async {
+        let backend: Arc<dyn QueueBackend> = Arc::new(MemoryBackend::default());
+        let queue = q(guests::NOOP);
+        let started = Instant::now();
+        backend
+            .dispatch_many(jobs_to(&queue, jobs))
+            .await
+            .expect("dispatch");
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let (backend, queue) = (backend.clone(), queue.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let claims = backend
+                        .claim(std::slice::from_ref(&queue), 32, Duration::from_secs(30))
+                        .await
+                        .expect("claim");
+                    if claims.is_empty() {
+                        break;
+                    }
+                    for c in claims {
+                        black_box(native_handle(c.job.payload.as_str()));
+                        backend
+                            .complete(&c.lease, Completion::Done, String::new())
+                            .await
+                            .expect("ack");
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        jobs as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// Dispatch N, then drain with a worker (fresh sandbox per job).
+fn bench_end_to_end(rt: &Runtime, jobs: usize, concurrency: usize) -> f64 {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    tokio.block_on(async {
+        let queue = q(guests::NOOP);
+        let started = Instant::now();
+        rt.backend()
+            .dispatch_many(jobs_to(&queue, jobs))
+            .await
+            .expect("dispatch");
+        let worker = rt.worker(WorkerConfig {
+            queues: vec![queue],
+            concurrency,
+            batch: 64,
+            drain: true,
+            ..Default::default()
+        });
+        let stats = worker.run(std::future::pending()).await.expect("worker");
+        assert_eq!(stats.done, jobs as u64, "{stats:?}");
+        jobs as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for the list of benchmarks
+    }
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        eprintln!("note: RUST_BACKTRACE is set; wasmtime gets slower with it");
+    }
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let cache = TempDir::new("bench");
+    let rt = runtime_for_bench(&cache);
+    // Warm up: compile, fill the pool, fault in pages.
+    bench_sandbox(&rt, 2, 2_000);
+    bench_native(2, 2_000);
+
+    println!("(a) cost per job, fresh instance of a trivial handler ({jobs} jobs)");
+    println!("    threads   native µs/job   sandbox µs/job   ratio");
+    for threads in [1, 2] {
+        let native = bench_native(threads, jobs);
+        let sandbox = bench_sandbox(&rt, threads, jobs);
+        println!(
+            "    {threads:>7}   {native:>13.2}   {sandbox:>14.2}   {:>5.1}x",
+            sandbox / native
+        );
+    }
+
+    println!("(b) in-memory end to end: dispatch {jobs}, drain on 2 worker threads");
+    let queue_only = bench_queue_only(jobs);
+    println!("    queue only (claim+ack, native work) {queue_only:>12.0} jobs/s");
+    for concurrency in [16, 64] {
+        let rt = runtime_for_bench(&cache);
+        let e2e = bench_end_to_end(&rt, jobs, concurrency);
+        println!(
+            "    worker, sandbox per job, {concurrency:>2} in flight {e2e:>9.0} jobs/s ({:.2} of queue only)",
+            e2e / queue_only
+        );
+    }
+}
