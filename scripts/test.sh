@@ -16,4 +16,9 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 (cd jobs && cargo clippy --release --target wasm32-wasip2 -- -D warnings)
 (cd tests/guests && cargo clippy --release --target wasm32-wasip2 -- -D warnings)
 echo "==> cargo test"
-cargo test --release --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --release --workspace 2>&1 | tee "$log"
+# One closing line with the totals of every test binary and doc-test run.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -3,11 +3,15 @@
 //! [`queue_conformance!`](crate::queue_conformance), giving a factory that
 //! makes a fresh, empty backend reading time from the given clock:
 //!
-//! ```ignore
+//! ```no_run
+//! use std::sync::Arc;
+//! use runtime::queue::{ManualClock, MemoryBackend, QueueBackend};
+//!
 //! async fn make(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
 //!     Arc::new(MemoryBackend::new(clock))
 //! }
 //! runtime::queue_conformance!(make);
+//! # fn main() {}
 //! ```
 //!
 //! Time is a [`ManualClock`], so due times and lease expiry are exact and

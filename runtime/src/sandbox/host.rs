@@ -22,7 +22,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use runtime::job::types::{Job as WitJob, Outcome as WitOutcome};
+pub(crate) use self::runtime::job::types::{Job as WitJob, Outcome as WitOutcome};
 
 /// Longest panic message or reason kept from a guest, in bytes.
 pub(crate) const MAX_REASON_BYTES: usize = 2048;
@@ -94,11 +94,15 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
     }
 }
 
-impl runtime::job::types::Host for HostState {}
+impl self::runtime::job::types::Host for HostState {}
 
-impl runtime::job::log::Host for HostState {
-    fn log(&mut self, level: runtime::job::log::Level, message: String) -> wasmtime::Result<()> {
-        use runtime::job::log::Level;
+impl self::runtime::job::log::Host for HostState {
+    fn log(
+        &mut self,
+        level: self::runtime::job::log::Level,
+        message: String,
+    ) -> wasmtime::Result<()> {
+        use self::runtime::job::log::Level;
         let level = match level {
             Level::Trace => "TRACE",
             Level::Debug => "DEBUG",
@@ -117,12 +121,12 @@ impl runtime::job::log::Host for HostState {
     }
 }
 
-impl runtime::job::dispatch::Host for HostState {
+impl self::runtime::job::dispatch::Host for HostState {
     async fn dispatch(
         &mut self,
         queue: String,
         payload: String,
-        options: runtime::job::dispatch::DispatchOptions,
+        options: self::runtime::job::dispatch::DispatchOptions,
     ) -> wasmtime::Result<Result<String, String>> {
         self.dispatch_calls += 1;
         if self.dispatch_calls > self.dispatch_limit {
@@ -151,7 +155,7 @@ impl runtime::job::dispatch::Host for HostState {
 fn follow_up(
     queue: String,
     payload: String,
-    options: runtime::job::dispatch::DispatchOptions,
+    options: self::runtime::job::dispatch::DispatchOptions,
 ) -> Result<NewJob, String> {
     let queue = QueueName::new(queue).map_err(|e| e.to_string())?;
     let payload = Payload::new(payload).map_err(|e| e.to_string())?;
