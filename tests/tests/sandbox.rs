@@ -490,3 +490,48 @@ async fn a_missing_handler_fails_the_job_with_where_it_looked() {
     let rec = env.rt.backend().get(&id).await.expect("get").expect("kept");
     assert_eq!(rec.state, JobState::Failed);
 }
+
+#[tokio::test]
+async fn welcome_email_renders_and_queues_its_delivery() {
+    let module = format!("{}/welcome_email_job.wasm", guests::JOBS_DIR);
+    let env = env(&format!("[queues.welcome-email]\nmodule = {module:?}"));
+    let payload = r#"{"to":"ada@example.com","name":"<Ada>","product":"Acme","verify_url":"https://acme.test/v?t=1&u=2"}"#;
+    dispatch(&env.rt, "welcome-email", payload, 1).await;
+    let (stats, _) = drain_queues(&env.rt, 1, vec![q("welcome-email")]).await;
+    assert_eq!(stats.done, 1);
+    let queued = env
+        .rt
+        .backend()
+        .list(&q("send-email"), JobState::Pending, Page::default())
+        .await;
+    let queued = queued.expect("list");
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].unique_key.as_deref(),
+        Some("welcome:ada@example.com")
+    );
+    let email: serde_json::Value = serde_json::from_str(queued[0].payload.as_str()).expect("json");
+    assert_eq!(email["to"], "ada@example.com");
+    assert_eq!(email["subject"], "Welcome to Acme, <Ada>!");
+    let html = email["html"].as_str().expect("html");
+    assert!(
+        html.contains("Hi &lt;Ada&gt;,"),
+        "names are escaped in HTML: {html}"
+    );
+    assert!(
+        html.contains("https:&#x2f;&#x2f;acme.test") || html.contains("https://acme.test"),
+        "{html}"
+    );
+    assert!(email["text"].as_str().expect("text").contains("Hi <Ada>,"));
+
+    dispatch(
+        &env.rt,
+        "welcome-email",
+        r#"{"to":"nobody","name":"x","product":"y"}"#,
+        4,
+    )
+    .await;
+    let (stats, events) = drain_queues(&env.rt, 1, vec![q("welcome-email")]).await;
+    assert_eq!(stats.failed, 1, "a bad address fails at once");
+    assert_eq!(reason(&events[0]), "not an email address: \"nobody\"");
+}
