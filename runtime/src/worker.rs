@@ -173,8 +173,13 @@ impl Worker {
                 break;
             }
             let room = concurrency - inflight.len().min(concurrency);
+            // Claim in batches: with jobs in flight, wait until a batch's
+            // worth of room is free rather than claiming one job per
+            // finished one.
+            let refill = self.config.batch.min(concurrency / 2).max(1);
+            let claiming = room >= refill || (room > 0 && inflight.is_empty());
             let queues = self.queues().await?;
-            if room > 0 {
+            if claiming {
                 let n = room
                     .min(self.config.batch.max(1))
                     .min(usize::try_from(budget).unwrap_or(usize::MAX));
@@ -198,7 +203,7 @@ impl Worker {
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                     record(&mut stats, done);
                 }
-                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if room > 0 => {
+                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming => {
                     waited?;
                 }
             }

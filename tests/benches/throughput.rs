@@ -57,6 +57,15 @@ fn q(name: &str) -> QueueName {
     QueueName::new(name).expect("queue")
 }
 
+/// A multi-thread tokio runtime with `threads` workers.
+fn tokio_runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio")
+}
+
 fn per_job(elapsed: Duration, jobs: usize) -> f64 {
     elapsed.as_secs_f64() * 1e6 / jobs as f64
 }
@@ -94,11 +103,7 @@ fn bench_sandbox(rt: &Runtime, threads: usize, jobs: usize) -> f64 {
         history: Vec::new(),
         log: String::new(),
     };
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = tokio_runtime(threads);
     tokio.block_on(async {
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -131,11 +136,7 @@ fn jobs_to(queue: &QueueName, n: usize) -> Vec<NewJob> {
 /// The queue alone: dispatch N, then claim in batches and ack each, on two
 /// tasks: what the memory backend can do without any handler.
 fn bench_queue_only(jobs: usize) -> f64 {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = tokio_runtime(2);
     tokio.block_on(async {
         let backend: Arc<dyn QueueBackend> = Arc::new(MemoryBackend::default());
         let queue = q(guests::NOOP);
@@ -175,11 +176,7 @@ fn bench_queue_only(jobs: usize) -> f64 {
 
 /// Dispatch N, then drain with a worker (fresh sandbox per job).
 fn bench_end_to_end(rt: &Runtime, jobs: usize, concurrency: usize) -> f64 {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = tokio_runtime(2);
     tokio.block_on(async {
         let queue = q(guests::NOOP);
         let started = Instant::now();
