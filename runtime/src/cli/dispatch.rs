@@ -66,6 +66,21 @@ struct JobJson {
     followups: Vec<JobJson>,
 }
 
+impl JobJson {
+    /// A job not yet run.
+    fn new(id: &JobId) -> Self {
+        JobJson {
+            id: id.to_string(),
+            queue: id.queue().to_string(),
+            state: "pending",
+            attempts: 0,
+            error: None,
+            runs: Vec::new(),
+            followups: Vec::new(),
+        }
+    }
+}
+
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let queue = QueueName::new(args.queue.as_str())?;
     let payload = if args.payload == "-" {
@@ -127,15 +142,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         let entry = reports.entry(event.job.id.clone()).or_insert_with(|| {
             order.push(event.job.id.clone());
-            JobJson {
-                id: event.job.id.to_string(),
-                queue: event.job.id.queue().to_string(),
-                state: "pending",
-                attempts: 0,
-                error: None,
-                runs: Vec::new(),
-                followups: Vec::new(),
-            }
+            JobJson::new(&event.job.id)
         });
         update(entry, &event);
     }
@@ -144,13 +151,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .context("running the job")?;
 
     let mut root_json = reports.remove(&root).unwrap_or_else(|| JobJson {
-        id: root.to_string(),
-        queue: root.queue().to_string(),
-        state: "pending",
-        attempts: 0,
         error: Some("interrupted before it ran".into()),
-        runs: Vec::new(),
-        followups: Vec::new(),
+        ..JobJson::new(&root)
     });
     root_json.followups = order
         .iter()

@@ -351,7 +351,7 @@ impl Sandbox {
                 reason: crash_reason(store.data(), limits, &error),
             },
             Err(_elapsed) => RunOutcome::Crashed {
-                reason: format!("timeout after {}", Millis(limits.timeout)),
+                reason: timeout_reason(limits),
             },
         };
         drop(store);
@@ -371,11 +371,17 @@ fn ticks_until(deadline: Instant) -> u64 {
     ticks.clamp(1, CHECK_EVERY_TICKS)
 }
 
+/// The reason of an attempt stopped by its wall-clock limit, whichever of
+/// the two mechanisms (epoch check, async timeout) stopped it.
+fn timeout_reason(limits: &Limits) -> String {
+    format!("timeout after {}", Millis(limits.timeout))
+}
+
 /// The job's reason for an attempt that ended in an error: the limit it hit
 /// if any, else the panic it reported, else the trap.
 fn crash_reason(state: &HostState, limits: &Limits, error: &wasmtime::Error) -> String {
     if state.timed_out {
-        return format!("timeout after {}", Millis(limits.timeout));
+        return timeout_reason(limits);
     }
     if state.limiter.exceeded {
         return format!("memory limit {} exceeded", Bytes(limits.memory));
