@@ -37,6 +37,11 @@ pub const DEFAULT_HANDLERS_DIR: &str = "handlers";
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The queue server, e.g. `redis://127.0.0.1:6379`; unset means the
+    /// embedded in-memory backend.
+    pub backend: Option<String>,
+    /// Prefix of every Redis key (default `runtime:`).
+    pub prefix: Option<String>,
     /// Directory of handler modules (`<queue>_job.wasm`).
     pub handlers: Option<PathBuf>,
     /// Directory for compiled-module cache entries.

@@ -16,7 +16,8 @@ use tokio::task::JoinSet;
 
 use crate::error::QueueError;
 use crate::job::{JobRecord, JobState, QueueName};
-use crate::queue::{Ack, Claim, Completion, QueueBackend};
+use crate::queue::clock::millis;
+use crate::queue::{Ack, Claim, Clock, Completion, Lease, QueueBackend, SystemClock};
 use crate::sandbox::{HandlerRegistry, RunOutcome, RunReport};
 
 /// How a worker runs.
@@ -152,8 +153,25 @@ impl Worker {
         Ok(true)
     }
 
+    /// Claims up to `room` jobs (within `budget`) from the served queues;
+    /// returns the queues too.
+    async fn claim(
+        &self,
+        room: usize,
+        budget: u64,
+    ) -> Result<(Vec<QueueName>, Vec<Claim>), QueueError> {
+        let queues = self.queues().await?;
+        let n = room
+            .min(self.config.batch.max(1))
+            .min(usize::try_from(budget).unwrap_or(usize::MAX));
+        let claims = self.backend.claim(&queues, n, self.config.lease).await?;
+        Ok((queues, claims))
+    }
+
     /// Runs until `shutdown` resolves (or, with `max_jobs` or `drain`, until
-    /// the work is done). Returns what it did; fails only if the backend does.
+    /// the work is done). Returns what it did. Backend errors do not end
+    /// it: it logs them and tries again with backoff until the backend is
+    /// back.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerStats, QueueError> {
         let concurrency = self.config.concurrency.max(1);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -161,6 +179,7 @@ impl Worker {
         let mut stats = WorkerStats::default();
         tokio::pin!(shutdown);
         let mut shutting_down = false;
+        let mut outage = Outage::default();
         loop {
             while let Some(done) = inflight.try_join_next() {
                 record(&mut stats, done);
@@ -178,22 +197,47 @@ impl Worker {
             // finished one.
             let refill = self.config.batch.min(concurrency / 2).max(1);
             let claiming = room >= refill || (room > 0 && inflight.is_empty());
-            let queues = self.queues().await?;
+            let mut waited = Ok(());
+            let mut queues = Vec::new();
             if claiming {
-                let n = room
-                    .min(self.config.batch.max(1))
-                    .min(usize::try_from(budget).unwrap_or(usize::MAX));
-                let claims = self.backend.claim(&queues, n, self.config.lease).await?;
-                if !claims.is_empty() {
-                    stats.claimed += claims.len() as u64;
-                    for claim in claims {
-                        inflight.spawn(self.job_task(claim, stop_rx.clone()));
+                match self.claim(room, budget).await {
+                    Ok((_, claims)) if !claims.is_empty() => {
+                        outage.recovered();
+                        stats.claimed += claims.len() as u64;
+                        for claim in claims {
+                            inflight.spawn(self.job_task(claim, stop_rx.clone()));
+                        }
+                        continue;
                     }
-                    continue;
+                    Ok((q, _)) => {
+                        outage.recovered();
+                        queues = q;
+                        if self.config.drain && inflight.is_empty() {
+                            match self.nothing_left(&queues).await {
+                                Ok(true) => break,
+                                Ok(false) => {}
+                                Err(e) => waited = Err(e),
+                            }
+                        }
+                    }
+                    Err(e) => waited = Err(e),
                 }
-                if self.config.drain && inflight.is_empty() && self.nothing_left(&queues).await? {
-                    break;
+            }
+            if let Err(e) = waited {
+                // The backend is unreachable: wait (a job may finish or a
+                // shutdown arrive meanwhile), then try again.
+                let pause = outage.failed(&e);
+                tokio::select! {
+                    () = &mut shutdown => {
+                        shutting_down = true;
+                        break;
+                    }
+                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                        record(&mut stats, done);
+                    }
+                    () = tokio::time::sleep(pause) => {}
                 }
+                continue;
             }
             tokio::select! {
                 () = &mut shutdown => {
@@ -204,7 +248,10 @@ impl Worker {
                     record(&mut stats, done);
                 }
                 waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming => {
-                    waited?;
+                    if let Err(e) = waited {
+                        let pause = outage.failed(&e);
+                        tokio::time::sleep(pause).await;
+                    }
                 }
             }
         }
@@ -315,14 +362,70 @@ impl Worker {
                 }
             };
             let released = report.is_none();
-            let ack = backend
-                .complete(&lease, completion, log)
-                .await
-                .unwrap_or(Ack::Stale);
+            let ack = ack(&*backend, &lease, completion, log).await;
             if let Some(events) = events {
                 let _ = events.send(JobEvent { job, report, ack });
             }
             Finished { ack, released }
+        }
+    }
+}
+
+/// Records an attempt's end, retrying while the backend is unreachable, for
+/// as long as the lease lasts: past it the job is someone else's, and the
+/// ack would be stale anyway.
+async fn ack(
+    backend: &dyn QueueBackend,
+    lease: &Lease,
+    completion: Completion,
+    log: String,
+) -> Ack {
+    let mut outage = Outage::default();
+    loop {
+        match backend
+            .complete(lease, completion.clone(), log.clone())
+            .await
+        {
+            Ok(ack) => {
+                outage.recovered();
+                return ack;
+            }
+            Err(e) => {
+                let pause = outage.failed(&e);
+                let now = SystemClock.now();
+                if now.saturating_add(millis(pause)) >= lease.expires_at {
+                    tracing::warn!(job = %lease.id, "giving up recording the attempt: the lease has run out, so the job will run again");
+                    return Ack::Stale;
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+/// Backoff while the backend is unreachable: 100 ms doubling to 5 s, one
+/// warning per outage and one line when it is over.
+#[derive(Debug, Default)]
+struct Outage {
+    pause: Option<Duration>,
+}
+
+impl Outage {
+    fn failed(&mut self, e: &QueueError) -> Duration {
+        let pause = match self.pause {
+            None => {
+                tracing::warn!(error = %e, "queue backend unreachable; retrying with backoff");
+                Duration::from_millis(100)
+            }
+            Some(p) => (p * 2).min(Duration::from_secs(5)),
+        };
+        self.pause = Some(pause);
+        pause
+    }
+
+    fn recovered(&mut self) {
+        if self.pause.take().is_some() {
+            tracing::info!("queue backend reachable again");
         }
     }
 }

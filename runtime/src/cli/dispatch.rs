@@ -1,9 +1,12 @@
-//! `runtime dispatch QUEUE JSON`: with no backend configured (the seeds'
-//! default), the job runs here and now, in-process, before the command
-//! returns: each attempt straight after the last (no backoff sleeps), then
-//! any follow-up jobs it dispatched, until nothing is left.
+//! `runtime dispatch QUEUE JSON`: with a queue server configured, enqueues
+//! the job (or, with `--file`, one job per line) and prints its id. With no
+//! backend configured (the seeds' default), the job runs here and now,
+//! in-process, before the command returns: each attempt straight after the
+//! last (no backoff sleeps), then any follow-up jobs it dispatched, until
+//! nothing is left.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -11,18 +14,25 @@ use runtime::job::{DispatchOptions, JobId, NewJob, Payload, QueueName, RunAt};
 use runtime::queue::Ack;
 use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig};
-use runtime::{JobState, Runtime};
+use runtime::{JobState, QueueBackend, Runtime};
 use serde::Serialize;
 
 use super::{Cli, CliResult, Exit};
 
-/// Dispatch a job (runs it now, in-process, on the in-memory default).
+/// Dispatch a job: enqueue it on the queue server, or, on the in-memory
+/// default, run it now, in-process.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Queue name: 1 to 64 of a-z, 0-9, '-', '_'.
     queue: String,
     /// Payload: one JSON document, at most 1 MiB; `-` reads it from stdin.
-    payload: String,
+    #[arg(required_unless_present = "file")]
+    payload: Option<String>,
+    /// Enqueue one job per line of FILE (`-`: stdin), each line one JSON
+    /// payload; blank lines are skipped. All lines are checked before any
+    /// job is enqueued. Needs a queue server.
+    #[arg(long, value_name = "FILE", conflicts_with = "payload")]
+    file: Option<PathBuf>,
     /// Higher runs first.
     #[arg(long, default_value_t = runtime::job::DEFAULT_PRIORITY, allow_negative_numbers = true)]
     priority: i32,
@@ -83,14 +93,128 @@ impl JobJson {
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let queue = QueueName::new(args.queue.as_str())?;
-    let payload = if args.payload == "-" {
+    let options = options(args)?;
+    let config = cli.config()?;
+    if let Some(backend) = cli.backend(&config).await? {
+        return match &args.file {
+            Some(file) => enqueue_file(&*backend, queue, options, file, args.json).await,
+            None => enqueue(&*backend, queue, options, read_payload(args)?, args.json).await,
+        };
+    }
+    if args.file.is_some() {
+        anyhow::bail!(
+            "--file needs a queue server: pass --backend redis://host:port (on the in-memory default, dispatch runs one job per command)"
+        );
+    }
+    let payload = read_payload(args)?;
+    run_here(config, queue, payload, options, args.json).await
+}
+
+/// The payload argument, or stdin for `-`.
+fn read_payload(args: &Args) -> anyhow::Result<Payload> {
+    let arg = args.payload.as_deref().unwrap_or("-");
+    if arg == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
             .context("reading the payload from stdin")?;
-        Payload::new(text)?
+        Ok(Payload::new(text)?)
     } else {
-        Payload::new(args.payload.as_str())?
+        Ok(Payload::new(arg)?)
+    }
+}
+
+/// Enqueues one job; prints its id, or with `json` its record.
+async fn enqueue(
+    backend: &dyn QueueBackend,
+    queue: QueueName,
+    options: DispatchOptions,
+    payload: Payload,
+    json: bool,
+) -> CliResult {
+    let id = backend
+        .dispatch(NewJob {
+            queue,
+            payload,
+            options,
+        })
+        .await?;
+    if json {
+        let record = backend.get(&id).await?;
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        println!("{id}");
+    }
+    Ok(Exit::Ok)
+}
+
+/// Jobs per `dispatch_many` call: each is one script on the server, kept
+/// short so other clients are not held up.
+const BULK_CHUNK: usize = 1_000;
+
+/// Enqueues one job per line of `file`, after checking every line.
+async fn enqueue_file(
+    backend: &dyn QueueBackend,
+    queue: QueueName,
+    options: DispatchOptions,
+    file: &Path,
+    json: bool,
+) -> CliResult {
+    let text = if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading jobs from stdin")?;
+        text
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
     };
+    let mut jobs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let payload = Payload::new(line)
+            .with_context(|| format!("{} line {}: nothing was enqueued", file.display(), n + 1))?;
+        jobs.push(NewJob {
+            queue: queue.clone(),
+            payload,
+            options: options.clone(),
+        });
+    }
+    let count = jobs.len();
+    let mut first = None;
+    let mut last = None;
+    let mut pending = jobs.into_iter().peekable();
+    while pending.peek().is_some() {
+        let chunk: Vec<NewJob> = pending.by_ref().take(BULK_CHUNK).collect();
+        let ids = backend.dispatch_many(chunk).await?;
+        if first.is_none() {
+            first = ids.first().cloned();
+        }
+        last = ids.last().cloned().or(last);
+    }
+    let show = |id: &Option<JobId>| id.as_ref().map(ToString::to_string);
+    if json {
+        let summary = serde_json::json!({
+            "queue": queue.as_str(),
+            "count": count,
+            "first": show(&first),
+            "last": show(&last),
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        match (show(&first), show(&last)) {
+            (Some(a), Some(b)) => println!("dispatched {count} jobs to {queue}: {a} .. {b}"),
+            _ => println!(
+                "dispatched no jobs: {} has no payload lines",
+                file.display()
+            ),
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// The dispatch options from the flags.
+fn options(args: &Args) -> anyhow::Result<DispatchOptions> {
     if args.max_attempts == 0 {
         anyhow::bail!("--max-attempts must be at least 1");
     }
@@ -103,7 +227,22 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         ),
         (None, None) => RunAt::Now,
     };
-    let config = cli.config()?;
+    Ok(DispatchOptions {
+        priority: args.priority,
+        run_at,
+        max_attempts: args.max_attempts,
+        unique_key: args.unique_key.clone(),
+    })
+}
+
+/// The sync mode: runs the job and its follow-ups in-process.
+async fn run_here(
+    config: runtime::config::Config,
+    queue: QueueName,
+    payload: Payload,
+    options: DispatchOptions,
+    json: bool,
+) -> CliResult {
     let handlers = Cli::handlers_dir(&config);
     let rt = Runtime::in_memory(handlers, config).context("starting the sandbox")?;
     // A missing or broken module is a usage error, found before anything runs.
@@ -112,12 +251,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let job = NewJob {
         queue,
         payload,
-        options: DispatchOptions {
-            priority: args.priority,
-            run_at,
-            max_attempts: args.max_attempts,
-            unique_key: args.unique_key.clone(),
-        },
+        options,
     };
     let root = rt.dispatch(job).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -137,7 +271,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let mut reports: HashMap<JobId, JobJson> = HashMap::new();
     let mut order = Vec::new();
     while let Some(event) = rx.recv().await {
-        if !args.json {
+        if !json {
             print_event(&event);
         }
         let entry = reports.entry(event.job.id.clone()).or_insert_with(|| {
@@ -164,7 +298,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     } else {
         Exit::JobFailed
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&root_json)?);
     } else {
         print_summary(&root_json);

@@ -2,12 +2,19 @@
 
 mod check;
 mod dispatch;
+mod jobs;
+mod queues;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use runtime::QueueBackend;
 use runtime::config::{Config, DEFAULT_HANDLERS_DIR};
+use runtime::queue::SystemClock;
+use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
 
 /// A WebAssembly-sandboxed job executor.
 #[derive(Debug, Parser)]
@@ -24,6 +31,16 @@ pub struct Cli {
     /// else $XDG_CACHE_HOME/runtime or ~/.cache/runtime.
     #[arg(long, global = true, env = "RUNTIME_CACHE_DIR", value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// The queue server: redis://host:port, rediss://host:port (TLS) or
+    /// redis+unix:///path/to.sock; a cluster node's URL finds the cluster.
+    /// Default: the config's `backend`, else the embedded in-memory queue
+    /// (jobs run in-process, in `dispatch`).
+    #[arg(long, global = true, env = "RUNTIME_BACKEND", value_name = "URL")]
+    backend: Option<String>,
+    /// Prefix of every Redis key, so several systems can share one Redis.
+    /// Default: the config's `prefix`, else `runtime:`.
+    #[arg(long, global = true, env = "RUNTIME_PREFIX", value_name = "PREFIX")]
+    prefix: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +48,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Dispatch(dispatch::Args),
+    Worker(worker::Args),
+    Queues(queues::Args),
+    Jobs(jobs::Args),
     Check(check::Args),
 }
 
@@ -50,6 +70,7 @@ pub type CliResult = Result<Exit, anyhow::Error>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,6 +84,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Dispatch(args) => dispatch::run(&cli, args).await,
+            Command::Worker(args) => worker::run(&cli, args).await,
+            Command::Queues(args) => queues::run(&cli, args).await,
+            Command::Jobs(args) => jobs::run(&cli, args).await,
             Command::Check(args) => check::run(&cli, args),
         }
     });
@@ -98,6 +122,34 @@ impl Cli {
         Ok(config)
     }
 
+    /// The configured queue server, connected; `None` for the in-memory
+    /// default.
+    async fn backend(&self, config: &Config) -> anyhow::Result<Option<Arc<dyn QueueBackend>>> {
+        let Some(url) = self.backend.as_ref().or(config.backend.as_ref()) else {
+            return Ok(None);
+        };
+        let prefix = self
+            .prefix
+            .as_deref()
+            .or(config.prefix.as_deref())
+            .unwrap_or(DEFAULT_PREFIX);
+        let backend = RedisBackend::connect(url, prefix, Arc::new(SystemClock)).await?;
+        Ok(Some(Arc::new(backend)))
+    }
+
+    /// The queue server, for commands that make no sense without one.
+    async fn require_backend(
+        &self,
+        config: &Config,
+        what: &str,
+    ) -> anyhow::Result<Arc<dyn QueueBackend>> {
+        self.backend(config).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "{what} needs a queue server: pass --backend redis://host:port, set RUNTIME_BACKEND, or set `backend` in the config (the in-memory default lives only inside one `runtime dispatch`)"
+            )
+        })
+    }
+
     fn handlers_dir(config: &Config) -> PathBuf {
         config
             .handlers
@@ -111,4 +163,16 @@ fn default_cache_dir() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(base.join("runtime"))
+}
+
+/// Logs to stderr; `RUNTIME_LOG` filters (default `info`), e.g.
+/// `RUNTIME_LOG=runtime=debug`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNTIME_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

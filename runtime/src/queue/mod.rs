@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::job::{JobId, JobRecord, JobState, NewJob, QueueName, UnixMillis};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
+pub use redis::RedisBackend;
 
 /// A worker's hold on a running job. Only the holder of the current lease
 /// can complete the job: every claim gets a new `token` (a fencing token),

@@ -1,0 +1,200 @@
+//! `runtime jobs list|show|retry|delete`: inspect and repair jobs.
+
+use anyhow::Context;
+use runtime::job::UnixMillis;
+use runtime::queue::Page;
+use runtime::{JobId, JobRecord, JobState, QueueName};
+
+use super::{Cli, CliResult, Exit};
+
+/// Inspect and repair jobs (needs --backend).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Jobs of a queue in one state, in the order they will be taken.
+    List {
+        /// The queue.
+        queue: String,
+        /// pending, scheduled, running or failed.
+        #[arg(long, default_value = "pending")]
+        state: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Skip this many first.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON records.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: payload, state, attempts with their times, error and log.
+    Show {
+        /// The job id, `queue:number`.
+        id: String,
+        /// Print the JSON record.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a failed job again with a fresh set of attempts.
+    Retry {
+        /// The job id; or `--all-failed QUEUE`.
+        #[arg(required_unless_present = "all_failed")]
+        id: Option<String>,
+        /// Retry every failed job of this queue.
+        #[arg(long, value_name = "QUEUE", conflicts_with = "id")]
+        all_failed: Option<String>,
+    },
+    /// Remove a job that is not running.
+    Delete {
+        /// The job id.
+        id: String,
+    },
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let config = cli.config()?;
+    let backend = cli.require_backend(&config, "runtime jobs").await?;
+    match &args.action {
+        Action::List {
+            queue,
+            state,
+            limit,
+            offset,
+            json,
+        } => {
+            let queue = QueueName::new(queue.as_str())?;
+            let state: JobState = state.parse()?;
+            let page = Page {
+                offset: *offset,
+                limit: *limit,
+            };
+            let jobs = backend.list(&queue, state, page).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                for job in &jobs {
+                    println!("{}", one_line(job));
+                }
+                if jobs.is_empty() {
+                    println!("(no {state} jobs in {queue})");
+                }
+            }
+            Ok(Exit::Ok)
+        }
+        Action::Show { id, json } => {
+            let id: JobId = id.parse()?;
+            let Some(job) = backend.get(&id).await? else {
+                anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&job)?);
+            } else {
+                print_job(&job);
+            }
+            Ok(Exit::Ok)
+        }
+        Action::Retry { id, all_failed } => {
+            if let Some(queue) = all_failed {
+                let queue = QueueName::new(queue.as_str())?;
+                let mut retried = 0u64;
+                loop {
+                    let page = Page {
+                        offset: 0,
+                        limit: 500,
+                    };
+                    let failed = backend.list(&queue, JobState::Failed, page).await?;
+                    if failed.is_empty() {
+                        break;
+                    }
+                    for job in failed {
+                        backend
+                            .retry(&job.id)
+                            .await
+                            .with_context(|| format!("retrying {}", job.id))?;
+                        retried += 1;
+                    }
+                }
+                println!("retried {retried} failed jobs of {queue}");
+            } else if let Some(id) = id {
+                let id: JobId = id.parse()?;
+                backend.retry(&id).await?;
+                println!("{id}: pending again with a fresh set of attempts");
+            }
+            Ok(Exit::Ok)
+        }
+        Action::Delete { id } => {
+            let id: JobId = id.parse()?;
+            if !backend.delete(&id).await? {
+                anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
+            }
+            println!("{id}: deleted");
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn time(ms: UnixMillis) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn one_line(job: &JobRecord) -> String {
+    let mut line = format!(
+        "{}  {}  attempts {}/{}  priority {}  run at {}",
+        job.id,
+        job.state,
+        job.attempts,
+        job.max_attempts,
+        job.priority,
+        time(job.run_at)
+    );
+    if let Some(e) = &job.error {
+        line.push_str(&format!("  error: {e}"));
+    }
+    line
+}
+
+fn print_job(job: &JobRecord) {
+    println!("id:        {}", job.id);
+    println!("state:     {}", job.state);
+    println!("attempts:  {}/{}", job.attempts, job.max_attempts);
+    println!("priority:  {}", job.priority);
+    println!("created:   {}", time(job.created_at));
+    println!("run at:    {}", time(job.run_at));
+    if let Some(key) = &job.unique_key {
+        println!("unique:    {key}");
+    }
+    println!("payload:   {}", job.payload.as_str());
+    if let Some(e) = &job.error {
+        println!("error:     {e}");
+    }
+    for a in &job.history {
+        match (a.ended_at, &a.outcome) {
+            (Some(end), Some(outcome)) => println!(
+                "attempt {}: {} .. {} ({} ms): {}",
+                a.number,
+                time(a.started_at),
+                time(end),
+                end.saturating_sub(a.started_at),
+                if outcome.is_empty() { "done" } else { outcome }
+            ),
+            _ => println!(
+                "attempt {}: started {}, running",
+                a.number,
+                time(a.started_at)
+            ),
+        }
+    }
+    if !job.log.is_empty() {
+        println!("log of the last attempt:");
+        for line in job.log.lines() {
+            println!("  | {line}");
+        }
+    }
+}

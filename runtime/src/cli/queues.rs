@@ -1,0 +1,81 @@
+//! `runtime queues`: jobs per state per queue; `runtime queues purge Q`.
+
+use runtime::QueueName;
+use runtime::queue::StateCounts;
+
+use super::{Cli, CliResult, Exit};
+
+/// Show every queue's jobs per state (needs --backend).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Remove every job of a queue that is not running.
+    Purge {
+        /// The queue.
+        queue: String,
+    },
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let config = cli.config()?;
+    let backend = cli.require_backend(&config, "runtime queues").await?;
+    if let Some(Action::Purge { queue }) = &args.action {
+        let queue = QueueName::new(queue.as_str())?;
+        let removed = backend.purge(&queue).await?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "queue": queue.as_str(), "removed": removed })
+            );
+        } else {
+            println!("purged {queue}: {removed} jobs removed (running jobs are left to finish)");
+        }
+        return Ok(Exit::Ok);
+    }
+    let mut rows: Vec<(QueueName, StateCounts)> = Vec::new();
+    for queue in backend.queues().await? {
+        let counts = backend.counts(&queue).await?;
+        rows.push((queue, counts));
+    }
+    if args.json {
+        let map: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(q, c)| Ok((q.to_string(), serde_json::to_value(c)?)))
+            .collect::<Result<_, serde_json::Error>>()?;
+        println!("{}", serde_json::to_string_pretty(&map)?);
+        return Ok(Exit::Ok);
+    }
+    let width = rows
+        .iter()
+        .map(|(q, _)| q.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    println!(
+        "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "QUEUE", "PENDING", "SCHEDULED", "RUNNING", "FAILED", "DONE"
+    );
+    for (q, c) in &rows {
+        println!(
+            "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+            q.as_str(),
+            c.pending,
+            c.scheduled,
+            c.running,
+            c.failed,
+            c.done
+        );
+    }
+    if rows.is_empty() {
+        println!("(no queues yet)");
+    }
+    Ok(Exit::Ok)
+}

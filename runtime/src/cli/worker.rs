@@ -1,0 +1,158 @@
+//! `runtime worker QUEUE...`: run jobs from the queue server until stopped.
+//!
+//! SIGINT or SIGTERM: stop claiming, let in-flight jobs finish within the
+//! grace period, hand the rest back without counting an attempt, exit 0.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use runtime::queue::Ack;
+use runtime::sandbox::RunOutcome;
+use runtime::worker::{JobEvent, WorkerConfig};
+use runtime::{QueueName, Runtime};
+
+use super::{Cli, CliResult, Exit};
+
+/// Run jobs from the queue server (needs --backend).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Queues to serve, earlier ones first when several have work.
+    #[arg(required = true)]
+    queues: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, short = 'c', default_value_t = 16)]
+    concurrency: usize,
+    /// Run this many jobs, then exit (cron mode).
+    #[arg(long, value_name = "N")]
+    max_jobs: Option<u64>,
+    /// Exit once the queues have nothing pending, scheduled or in flight.
+    #[arg(long)]
+    drain: bool,
+    /// On SIGINT/SIGTERM, how long in-flight jobs may finish before they
+    /// are handed back: `10s`, `1m`.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    grace: Duration,
+    /// How long a claimed job is held without renewal; renewed every third
+    /// of it. A killed worker's jobs run again after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    lease: Duration,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let queues = args
+        .queues
+        .iter()
+        .map(|q| QueueName::new(q.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.concurrency == 0 {
+        anyhow::bail!("--concurrency must be at least 1");
+    }
+    if args.lease < Duration::from_millis(300) {
+        anyhow::bail!("--lease must be at least 300ms (it is renewed every third of it)");
+    }
+    let config = cli.config()?;
+    let backend = cli.require_backend(&config, "runtime worker").await?;
+    let handlers = Cli::handlers_dir(&config);
+    let max_instances = config.sandbox.max_instances;
+    let rt = Runtime::new(backend, handlers, config).context("starting the sandbox")?;
+    if let Some(max) = max_instances
+        && usize::try_from(max).unwrap_or(usize::MAX) < args.concurrency
+    {
+        anyhow::bail!(
+            "--concurrency {} is more than sandbox.max_instances {max}: raise max_instances in the config",
+            args.concurrency
+        );
+    }
+    // Load the handlers up front: a missing module is reported at start
+    // (the worker still runs: the file may be deployed later).
+    for queue in &queues {
+        if let Err(e) = rt.registry().handler(queue) {
+            tracing::warn!("{e}");
+        }
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = rt
+        .worker(WorkerConfig {
+            queues: queues.clone(),
+            concurrency: args.concurrency,
+            batch: args.concurrency.clamp(1, 64),
+            lease: args.lease,
+            max_jobs: args.max_jobs,
+            drain: args.drain,
+            grace: args.grace,
+            ..WorkerConfig::default()
+        })
+        .with_events(tx);
+    let log = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            log_event(&event);
+        }
+    });
+    let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
+    tracing::info!(
+        queues = %names.join(","),
+        concurrency = args.concurrency,
+        pid = std::process::id(),
+        "worker started"
+    );
+    let stats = worker
+        .run(shutdown_signal())
+        .await
+        .context("the worker stopped")?;
+    let _ = log.await;
+    tracing::info!(
+        claimed = stats.claimed,
+        done = stats.done,
+        retried = stats.retried,
+        failed = stats.failed,
+        released = stats.released,
+        stale = stats.stale,
+        "worker stopped"
+    );
+    Ok(Exit::Ok)
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("stopping: no new jobs; in-flight jobs finish within the grace period");
+}
+
+fn log_event(event: &JobEvent) {
+    let job = &event.job;
+    let Some(report) = &event.report else {
+        tracing::info!(job = %job.id, attempt = job.attempts, "handed back");
+        return;
+    };
+    let ms = report.elapsed.as_secs_f64() * 1000.0;
+    let state = match event.ack {
+        Ack::Stale => "stale (lease lost)",
+        Ack::Applied(None) => "done",
+        Ack::Applied(Some(s)) => s.as_str(),
+    };
+    match &report.outcome {
+        RunOutcome::Done => {
+            tracing::info!(job = %job.id, attempt = job.attempts, ms = format_args!("{ms:.1}"), "{state}");
+        }
+        RunOutcome::Retry { reason, .. }
+        | RunOutcome::Fail { reason }
+        | RunOutcome::Crashed { reason } => tracing::warn!(
+            job = %job.id,
+            attempt = job.attempts,
+            ms = format_args!("{ms:.1}"),
+            error = %reason,
+            "{state}"
+        ),
+    }
+}

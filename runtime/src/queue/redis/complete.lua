@@ -1,0 +1,48 @@
+-- Record how attempts ended: ARGV[3..] in groups of six (seq, token, kind
+-- done|retry|fail|release, error, run again at ms, log). A group whose token
+-- is not the job's current lease changes nothing ('stale'). Returns per
+-- group: 'done', 'pending', 'scheduled', 'failed' or 'stale'.
+local out = {}
+local woke = false
+for i = 3, #ARGV, 6 do
+  local seq, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local err, again, log = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local jk = jobkey(seq)
+  local st = redis.call('HMGET', jk, 'state', 'token', 'attempts', 'max_attempts')
+  local result
+  if st[1] ~= 'running' or st[2] ~= token then
+    result = 'stale'
+  else
+    redis.call('ZREM', K_RUNNING, member(seq))
+    if kind == 'done' then
+      release_unique(seq)
+      redis.call('DEL', jk, histkey(seq))
+      redis.call('HINCRBY', K_STATS, 'done', 1)
+      result = 'done'
+    elseif kind == 'release' then
+      redis.call('HINCRBY', jk, 'attempts', -1)
+      redis.call('RPOP', histkey(seq))
+      to_pending(seq)
+      result = 'pending'
+    else
+      finish_attempt(seq, err)
+      redis.call('HSET', jk, 'error', err, 'log', log)
+      if kind == 'fail' or tonumber(st[3]) >= tonumber(st[4]) then
+        to_failed(seq)
+        result = 'failed'
+      elseif tonumber(again) <= NOW then
+        redis.call('HSET', jk, 'run_at', NOW_S)
+        to_pending(seq)
+        result = 'pending'
+      else
+        redis.call('HSET', jk, 'state', 'scheduled', 'run_at', again)
+        redis.call('ZADD', K_SCHEDULED, again, member(seq))
+        result = 'scheduled'
+      end
+    end
+    if result == 'pending' or result == 'scheduled' then woke = true end
+  end
+  out[#out + 1] = result
+end
+if woke then wake() end
+return out

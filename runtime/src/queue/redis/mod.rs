@@ -1,0 +1,872 @@
+//! The Redis backend: the production queue server, shared by any number of
+//! workers on any number of machines.
+//!
+//! # Keys
+//!
+//! Every key starts with the configured prefix (default `runtime:`), so
+//! several systems can share one Redis. Every key of a queue carries the
+//! queue's Redis Cluster hash tag, `{queue}`, so one queue lives on one node
+//! and each of its state changes is a single Lua script on that node:
+//!
+//! | key                          | type | holds                                   |
+//! |------------------------------|------|-----------------------------------------|
+//! | `P{q}:pending`               | zset | score -priority, member zero-padded seq |
+//! | `P{q}:scheduled`             | zset | score due time (ms)                     |
+//! | `P{q}:running`               | zset | score lease expiry (ms)                 |
+//! | `P{q}:failed`                | zset | score time of failure (ms)              |
+//! | `P{q}:unique`                | hash | unique key -> seq of the live job       |
+//! | `P{q}:stats`                 | hash | `seq` (last job number), `done`         |
+//! | `P{q}:wake`                  | list | wake-up marker for blocked workers      |
+//! | `P{q}:job:<seq>`             | hash | the job's fields                        |
+//! | `P{q}:job:<seq>:h`           | list | one `n\|started\|ended\|outcome` per attempt |
+//! | `Pqueues`                    | set  | names of queues ever dispatched to      |
+//!
+//! # Scripts
+//!
+//! Each state change is one script from `src/queue/redis/*.lua` (with
+//! `common.lua` prepended), called by SHA with `EVALSHA` and loaded again
+//! on `NOSCRIPT` (after a restart or `SCRIPT FLUSH`). Time comes from the
+//! caller's [`Clock`] as an argument, never from the server, so the
+//! conformance suite runs unchanged on a manual clock.
+//!
+//! # Waking workers without polling
+//!
+//! A worker with nothing to do blocks in `BLPOP` on its queues' `wake`
+//! keys (one listener task and connection per queue, so a cancelled wait
+//! never swallows a marker). Dispatches push a marker; a claim that leaves
+//! work behind pushes another, so a bulk dispatch wakes one idle worker
+//! after another. The wait is also bounded by the queue's next due time or
+//! lease expiry, which a small script reports, so delayed jobs start on
+//! time without a polling loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, Value};
+use tokio::sync::Notify;
+
+use super::clock::millis;
+use super::{Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts};
+use crate::error::{InputError, QueueError};
+use crate::job::{
+    AttemptRecord, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt, UnixMillis,
+};
+
+/// The key prefix when none is configured.
+pub const DEFAULT_PREFIX: &str = "runtime:";
+
+/// How long connecting may take before Redis counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one command may take (a purge chunk or a big claim included).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one `BLPOP` blocks before the listener looks around again.
+const BLOCK: Duration = Duration::from_secs(1);
+/// Jobs removed per purge script call, so Redis is never blocked for long.
+const PURGE_CHUNK: u64 = 5_000;
+
+macro_rules! script {
+    ($name:literal) => {
+        Script::new(concat!(
+            include_str!("common.lua"),
+            include_str!(concat!($name, ".lua"))
+        ))
+    };
+}
+
+/// The scripts, each compiled into the binary and hashed once.
+struct Scripts {
+    dispatch: Script,
+    claim: Script,
+    complete: Script,
+    renew: Script,
+    peek: Script,
+    read: Script,
+    list: Script,
+    retry: Script,
+    delete: Script,
+    purge: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    dispatch: script!("dispatch"),
+    claim: script!("claim"),
+    complete: script!("complete"),
+    renew: script!("renew"),
+    peek: script!("peek"),
+    read: script!("read"),
+    list: script!("list"),
+    retry: script!("retry"),
+    delete: script!("delete"),
+    purge: script!("purge"),
+});
+
+/// A connection to a single server (reconnecting by itself) or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where to open more connections (one per blocked listener).
+#[derive(Clone)]
+enum Target {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    /// A connection for blocking commands: no response timeout shorter
+    /// than the block itself.
+    async fn blocking_conn(&self) -> Result<Conn, RedisError> {
+        match self {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(BLOCK + RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1);
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client.clone(), config).await?,
+                ))
+            }
+            Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
+        }
+    }
+}
+
+/// The Redis queue backend. Cheap to share behind an `Arc`.
+pub struct RedisBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    conn: Conn,
+    target: Target,
+    /// The URL without credentials, for messages.
+    name: String,
+    prefix: String,
+    clock: Arc<dyn Clock>,
+    /// Queues this process has registered in the `queues` set.
+    known: Mutex<HashSet<QueueName>>,
+    /// One wake-up listener per queue waited on.
+    listeners: Mutex<HashMap<QueueName, Arc<Listener>>>,
+    /// Notified when a listener pops a marker.
+    work: Notify,
+}
+
+/// A queue's wake-up listener: blocks in `BLPOP` while anyone waits.
+#[derive(Default)]
+struct Listener {
+    waiting: AtomicUsize,
+    wanted: Notify,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.shared.name)
+            .field("prefix", &self.shared.prefix)
+            .field("cluster", &matches!(self.shared.conn, Conn::Cluster(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The keys of one queue, in the order every script expects them.
+struct QueueKeys {
+    keys: [String; 7],
+    job: String,
+}
+
+/// `(seq, HGETALL fields, attempt entries)` as the scripts return a job.
+type RawRecord = (u64, HashMap<String, String>, Vec<String>);
+
+/// `url` with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl RedisBackend {
+    /// Connects to the Redis at `url` (`redis://`, `rediss://`,
+    /// `redis+unix://`), detecting a cluster, with keys under `prefix`.
+    /// Fails, naming the URL, if the server cannot be reached.
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, QueueError> {
+        let name = redact(url);
+        let fail = |message: String| QueueError::Backend {
+            backend: name.clone(),
+            message,
+        };
+        if prefix.contains(['{', '}']) {
+            return Err(fail(format!(
+                "invalid key prefix {prefix:?}: it may not contain '{{' or '}}' (queue names form the cluster hash tag)"
+            )));
+        }
+        let client = redis::Client::open(url).map_err(|e| {
+            fail(format!(
+                "invalid Redis URL: {e}; use redis://host:port, rediss://host:port or redis+unix:///path/to/redis.sock"
+            ))
+        })?;
+        let unreachable = |e: RedisError| {
+            fail(format!(
+                "cannot connect: {e}; is redis-server running there? Set the URL with --backend, RUNTIME_BACKEND or `backend` in the config"
+            ))
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_number_of_retries(2);
+        let mut single = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(unreachable)?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut single)
+            .await
+            .map_err(unreachable)?;
+        let (conn, target) = if info.contains("cluster_enabled:1") {
+            let cluster = ClusterClient::builder(vec![url])
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(BLOCK + RESPONSE_TIMEOUT)
+                .build()
+                .map_err(unreachable)?;
+            let conn = cluster.get_async_connection().await.map_err(unreachable)?;
+            (Conn::Cluster(conn), Target::Cluster(cluster))
+        } else {
+            (Conn::Single(single), Target::Single(client))
+        };
+        Ok(RedisBackend {
+            shared: Arc::new(Shared {
+                conn,
+                target,
+                name,
+                prefix: prefix.to_string(),
+                clock,
+                known: Mutex::new(HashSet::new()),
+                listeners: Mutex::new(HashMap::new()),
+                work: Notify::new(),
+            }),
+        })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// Whether the server is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.shared.conn, Conn::Cluster(_))
+    }
+
+    /// The base key of a queue: `<prefix>{<queue>}`; every key of the queue
+    /// starts with it.
+    pub fn queue_key(&self, queue: &QueueName) -> String {
+        format!("{}{{{}}}", self.shared.prefix, queue)
+    }
+
+    /// Runs a raw command on the main connection (tests and admin use it
+    /// to inspect the server).
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, QueueError> {
+        let mut conn = self.shared.conn.clone();
+        cmd.query_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: RedisError) -> QueueError {
+        QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn malformed(&self, id: &JobId, what: &str) -> QueueError {
+        QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: format!(
+                "job {id} is malformed in Redis ({what}); delete it with `runtime jobs delete {id}`"
+            ),
+        }
+    }
+
+    fn keys(&self, queue: &QueueName) -> QueueKeys {
+        let base = self.queue_key(queue);
+        let key = |suffix: &str| format!("{base}:{suffix}");
+        QueueKeys {
+            keys: [
+                key("pending"),
+                key("scheduled"),
+                key("running"),
+                key("failed"),
+                key("unique"),
+                key("stats"),
+                key("wake"),
+            ],
+            job: format!("{base}:job:"),
+        }
+    }
+
+    /// Runs `script` on `queue`'s keys with `now` and the extra `args`.
+    async fn call<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        queue: &QueueName,
+        now: UnixMillis,
+        args: impl FnOnce(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, QueueError> {
+        let k = self.keys(queue);
+        let mut inv = script.prepare_invoke();
+        for key in &k.keys {
+            inv.key(key);
+        }
+        inv.arg(&k.job).arg(now);
+        args(&mut inv);
+        let mut conn = self.shared.conn.clone();
+        inv.invoke_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
+    /// Adds `queue` to the set of queues, once per process.
+    async fn register(&self, queue: &QueueName) -> Result<(), QueueError> {
+        if self.lock_known().contains(queue) {
+            return Ok(());
+        }
+        let key = format!("{}queues", self.shared.prefix);
+        let _added: i64 = self
+            .query(redis::cmd("SADD").arg(key).arg(queue.as_str()))
+            .await?;
+        self.lock_known().insert(queue.clone());
+        Ok(())
+    }
+
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashSet<QueueName>> {
+        self.shared.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn dispatch_group(
+        &self,
+        queue: &QueueName,
+        jobs: &[NewJob],
+        now: UnixMillis,
+    ) -> Result<Vec<JobId>, QueueError> {
+        self.register(queue).await?;
+        let mut args: Vec<String> = Vec::with_capacity(jobs.len() * 6);
+        for job in jobs {
+            let run_at = match job.options.run_at {
+                RunAt::Now => now,
+                RunAt::After(d) => now.saturating_add(millis(d)),
+                RunAt::At(t) => t,
+            };
+            args.push(job.payload.as_str().to_string());
+            args.push(job.options.priority.to_string());
+            args.push(job.options.max_attempts.to_string());
+            let key = job.options.unique_key.as_deref();
+            args.push(if key.is_some() { "1" } else { "0" }.to_string());
+            args.push(key.unwrap_or_default().to_string());
+            args.push(run_at.to_string());
+        }
+        let seqs: Vec<u64> = self
+            .call(&SCRIPTS.dispatch, queue, now, |inv| {
+                inv.arg(args);
+            })
+            .await?;
+        Ok(seqs
+            .into_iter()
+            .map(|seq| JobId::new(queue.clone(), seq))
+            .collect())
+    }
+
+    /// A job record from a script's raw reply, with its fencing token and
+    /// lease expiry.
+    fn record(
+        &self,
+        queue: &QueueName,
+        raw: RawRecord,
+    ) -> Result<(JobRecord, u64, u64), QueueError> {
+        let (seq, fields, attempts) = raw;
+        let id = JobId::new(queue.clone(), seq);
+        let text = |name: &str| {
+            fields
+                .get(name)
+                .ok_or_else(|| self.malformed(&id, &format!("no {name}")))
+        };
+        let number = |name: &str| -> Result<u64, QueueError> {
+            fields
+                .get(name)
+                .map_or(Ok(0), |v| v.parse())
+                .map_err(|_| self.malformed(&id, &format!("{name} is not a number")))
+        };
+        let state: JobState = text("state")?
+            .parse()
+            .map_err(|_| self.malformed(&id, "unknown state"))?;
+        let payload = Payload::new(text("payload")?.clone())
+            .map_err(|_| self.malformed(&id, "payload is not JSON"))?;
+        let priority = text("priority")?
+            .parse()
+            .map_err(|_| self.malformed(&id, "priority is not a number"))?;
+        let history = attempts
+            .iter()
+            .map(|entry| parse_attempt(entry).ok_or_else(|| self.malformed(&id, "attempt entry")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (token, lease_expires) = (number("token")?, number("lease_expires")?);
+        let record = JobRecord {
+            payload,
+            state,
+            priority,
+            attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
+            max_attempts: u32::try_from(number("max_attempts")?).unwrap_or(u32::MAX),
+            unique_key: fields.get("unique_key").cloned(),
+            created_at: number("created_at")?,
+            run_at: number("run_at")?,
+            error: fields.get("error").cloned(),
+            history,
+            log: fields.get("log").cloned().unwrap_or_default(),
+            id: id.clone(),
+        };
+        Ok((record, token, lease_expires))
+    }
+
+    /// The listener for `queue`, started on first use.
+    fn listener(&self, queue: &QueueName) -> Arc<Listener> {
+        let mut listeners = self
+            .shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = listeners.get(queue) {
+            return l.clone();
+        }
+        let listener = Arc::new(Listener::default());
+        listeners.insert(queue.clone(), listener.clone());
+        tokio::spawn(listen(
+            Arc::downgrade(&self.shared),
+            self.keys(queue).keys[6].clone(),
+            listener.clone(),
+        ));
+        listener
+    }
+}
+
+/// Blocks on one queue's wake key while anyone waits on the queue, and
+/// wakes the waiters when a marker arrives. A marker popped after the last
+/// waiter left is pushed back for another worker.
+async fn listen(shared: Weak<Shared>, wake_key: String, listener: Arc<Listener>) {
+    let mut conn: Option<Conn> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let wanted = listener.wanted.notified();
+        tokio::pin!(wanted);
+        wanted.as_mut().enable();
+        if listener.waiting.load(Ordering::SeqCst) == 0 {
+            let _ = tokio::time::timeout(BLOCK, wanted).await;
+            if shared.strong_count() == 0 {
+                return;
+            }
+            continue;
+        }
+        let Some(target) = shared.upgrade().map(|s| s.target.clone()) else {
+            return;
+        };
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match target.blocking_conn().await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "queue wake-up listener cannot connect to Redis");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        let popped: Result<Option<(String, String)>, RedisError> = redis::cmd("BLPOP")
+            .arg(&wake_key)
+            .arg(BLOCK.as_secs_f64())
+            .query_async(c)
+            .await;
+        match popped {
+            Ok(Some(_)) => {
+                backoff = Duration::from_millis(100);
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                if listener.waiting.load(Ordering::SeqCst) > 0 {
+                    shared.work.notify_waiters();
+                } else {
+                    let _: Result<i64, _> = redis::cmd("RPUSH")
+                        .arg(&wake_key)
+                        .arg("1")
+                        .query_async(c)
+                        .await;
+                }
+            }
+            Ok(None) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "queue wake-up listener lost Redis");
+                conn = None;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Counts a waiter on a listener for as long as it lives.
+struct Waiting(Arc<Listener>);
+
+impl Waiting {
+    fn new(listener: Arc<Listener>) -> Self {
+        listener.waiting.fetch_add(1, Ordering::SeqCst);
+        listener.wanted.notify_waiters();
+        Waiting(listener)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One `n|started|ended|outcome` attempt entry.
+fn parse_attempt(entry: &str) -> Option<AttemptRecord> {
+    let mut parts = entry.splitn(4, '|');
+    let number = parts.next()?.parse().ok()?;
+    let started_at = parts.next()?.parse().ok()?;
+    let ended = parts.next()?;
+    let outcome = parts.next()?;
+    let ended_at = if ended.is_empty() {
+        None
+    } else {
+        Some(ended.parse().ok()?)
+    };
+    Some(AttemptRecord {
+        number,
+        started_at,
+        ended_at,
+        outcome: ended_at.map(|_| outcome.to_string()),
+    })
+}
+
+fn state_named(name: &str) -> Option<JobState> {
+    name.parse().ok()
+}
+
+#[async_trait]
+impl QueueBackend for RedisBackend {
+    async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
+        if job.options.max_attempts == 0 {
+            return Err(InputError::ZeroAttempts.into());
+        }
+        let now = self.shared.clock.now();
+        let queue = job.queue.clone();
+        let ids = self.dispatch_group(&queue, &[job], now).await?;
+        ids.into_iter().next().ok_or_else(|| QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: "dispatch script returned no id".into(),
+        })
+    }
+
+    /// Atomic per queue: consecutive jobs of one queue go in one script.
+    async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError> {
+        if jobs.iter().any(|j| j.options.max_attempts == 0) {
+            return Err(InputError::ZeroAttempts.into());
+        }
+        let now = self.shared.clock.now();
+        let mut ids = Vec::with_capacity(jobs.len());
+        for group in jobs.chunk_by(|a, b| a.queue == b.queue) {
+            ids.extend(self.dispatch_group(&group[0].queue, group, now).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn claim(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, QueueError> {
+        let now = self.shared.clock.now();
+        let expires_at = now.saturating_add(millis(lease));
+        let mut claims = Vec::new();
+        for queue in queues {
+            let want = max - claims.len();
+            if want == 0 {
+                break;
+            }
+            let raw: Vec<RawRecord> = self
+                .call(&SCRIPTS.claim, queue, now, |inv| {
+                    inv.arg(want).arg(expires_at);
+                })
+                .await?;
+            for r in raw {
+                let (job, token, expires_at) = self.record(queue, r)?;
+                let lease = Lease {
+                    id: job.id.clone(),
+                    token,
+                    expires_at,
+                };
+                claims.push(Claim { job, lease });
+            }
+        }
+        Ok(claims)
+    }
+
+    async fn wait_for_work(
+        &self,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        let _waiting: Vec<Waiting> = queues
+            .iter()
+            .map(|q| Waiting::new(self.listener(q)))
+            .collect();
+        let notified = self.shared.work.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a marker popped after the look
+        // still wakes us.
+        notified.as_mut().enable();
+        let now = self.shared.clock.now();
+        let mut wait = timeout;
+        for queue in queues {
+            let next: i64 = self.call(&SCRIPTS.peek, queue, now, |_| {}).await?;
+            if let Ok(ms) = u64::try_from(next) {
+                wait = wait.min(Duration::from_millis(ms));
+            }
+        }
+        if !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+        Ok(())
+    }
+
+    async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
+        let now = self.shared.clock.now();
+        let expires_at = now.saturating_add(millis(extend));
+        let renewed: Vec<i64> = self
+            .call(&SCRIPTS.renew, lease.id.queue(), now, |inv| {
+                inv.arg(lease.id.seq()).arg(lease.token).arg(expires_at);
+            })
+            .await?;
+        Ok((renewed.first() == Some(&1)).then(|| Lease {
+            expires_at,
+            ..lease.clone()
+        }))
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        completion: Completion,
+        log: String,
+    ) -> Result<Ack, QueueError> {
+        let now = self.shared.clock.now();
+        let (kind, error, again) = match completion {
+            Completion::Done => ("done", String::new(), now),
+            Completion::Release => ("release", String::new(), now),
+            Completion::Fail { error } => ("fail", error, now),
+            Completion::Retry { error, delay } => {
+                ("retry", error, now.saturating_add(millis(delay)))
+            }
+        };
+        let results: Vec<String> = self
+            .call(&SCRIPTS.complete, lease.id.queue(), now, |inv| {
+                inv.arg(lease.id.seq()).arg(lease.token).arg(kind);
+                inv.arg(error).arg(again).arg(log);
+            })
+            .await?;
+        match results.first().map(String::as_str) {
+            Some("stale") => Ok(Ack::Stale),
+            Some("done") => Ok(Ack::Applied(None)),
+            Some(state) => state_named(state)
+                .map(|s| Ack::Applied(Some(s)))
+                .ok_or_else(|| self.malformed(&lease.id, "complete returned an unknown state")),
+            None => Err(self.malformed(&lease.id, "complete returned nothing")),
+        }
+    }
+
+    async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
+        let now = self.shared.clock.now();
+        let raw: Option<RawRecord> = self
+            .call(&SCRIPTS.read, id.queue(), now, |inv| {
+                inv.arg(id.seq());
+            })
+            .await?;
+        raw.map(|r| self.record(id.queue(), r).map(|(rec, _, _)| rec))
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        page: Page,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        if page.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.shared.clock.now();
+        let raw: Vec<RawRecord> = self
+            .call(&SCRIPTS.list, queue, now, |inv| {
+                inv.arg(state.as_str()).arg(page.offset).arg(page.limit);
+            })
+            .await?;
+        raw.into_iter()
+            .map(|r| self.record(queue, r).map(|(rec, _, _)| rec))
+            .collect()
+    }
+
+    async fn counts(&self, queue: &QueueName) -> Result<StateCounts, QueueError> {
+        let k = self.keys(queue);
+        let mut pipe = redis::pipe();
+        for key in &k.keys[..4] {
+            pipe.cmd("ZCARD").arg(key);
+        }
+        pipe.cmd("HGET").arg(&k.keys[5]).arg("done");
+        let mut conn = self.shared.conn.clone();
+        let (pending, scheduled, running, failed, done): (u64, u64, u64, u64, Option<u64>) =
+            pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+        Ok(StateCounts {
+            pending,
+            scheduled,
+            running,
+            failed,
+            done: done.unwrap_or(0),
+        })
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        let key = format!("{}queues", self.shared.prefix);
+        let names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(key)).await?;
+        let mut queues: Vec<QueueName> = names
+            .into_iter()
+            .filter_map(|n| QueueName::new(n).ok())
+            .collect();
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        let result: String = self
+            .call(&SCRIPTS.retry, id.queue(), now, |inv| {
+                inv.arg(id.seq());
+            })
+            .await?;
+        match result.as_str() {
+            "ok" => Ok(()),
+            "missing" => Err(QueueError::NoSuchJob(id.clone())),
+            other => Err(QueueError::WrongState {
+                id: id.clone(),
+                state: state_named(other).ok_or_else(|| self.malformed(id, "unknown state"))?,
+                action: "retry",
+                expected: "failed",
+            }),
+        }
+    }
+
+    async fn delete(&self, id: &JobId) -> Result<bool, QueueError> {
+        let now = self.shared.clock.now();
+        let result: String = self
+            .call(&SCRIPTS.delete, id.queue(), now, |inv| {
+                inv.arg(id.seq());
+            })
+            .await?;
+        match result.as_str() {
+            "deleted" => Ok(true),
+            "missing" => Ok(false),
+            _ => Err(QueueError::WrongState {
+                id: id.clone(),
+                state: JobState::Running,
+                action: "delete",
+                expected: "pending, scheduled or failed",
+            }),
+        }
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let now = self.shared.clock.now();
+            let removed: u64 = self
+                .call(&SCRIPTS.purge, queue, now, |inv| {
+                    inv.arg(PURGE_CHUNK);
+                })
+                .await?;
+            total += removed;
+            if removed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://:secret@host:6379/0"),
+            "redis://***@host:6379/0"
+        );
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact("redis+unix:///tmp/r.sock"),
+            "redis+unix:///tmp/r.sock"
+        );
+    }
+
+    #[test]
+    fn attempt_entries_parse_with_any_outcome() {
+        let open = parse_attempt("2|1000||").expect("valid");
+        assert_eq!(
+            (open.number, open.started_at, open.ended_at),
+            (2, 1000, None)
+        );
+        assert_eq!(open.outcome, None);
+        let done = parse_attempt("1|1000|1250|panic: a|b").expect("valid");
+        assert_eq!(done.ended_at, Some(1250));
+        assert_eq!(done.outcome.as_deref(), Some("panic: a|b"));
+        assert!(parse_attempt("x|1||").is_none());
+    }
+}
