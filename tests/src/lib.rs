@@ -5,6 +5,12 @@
 //!   and exact reason, and that the worker carries on.
 //! - `tests/cli.rs`: the real `runtime` binary, run as a user runs it.
 //! - `tests/invariants.rs`: properties of the code base itself.
+//! - `tests/redis_queue.rs`: the queue conformance suite on a real Redis and
+//!   a real 3-master Redis Cluster, and the key layout.
+//! - `tests/worker.rs`: `runtime worker` and the admin commands on a real
+//!   Redis: kill -9, SIGTERM, restarts, wake-up, delayed jobs.
+
+pub mod redis;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -127,6 +133,8 @@ pub fn runtime(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
         .env("RUNTIME_CACHE_DIR", cache)
         .env_remove("RUNTIME_HANDLERS")
         .env_remove("RUNTIME_CONFIG")
+        .env_remove("RUNTIME_BACKEND")
+        .env_remove("RUNTIME_PREFIX")
         .env_remove("RUST_BACKTRACE")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

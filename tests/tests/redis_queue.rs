@@ -1,0 +1,196 @@
+//! The queue contract on a real Redis: the conformance suite, unchanged,
+//! against a standalone server (over its unix socket) and against a local
+//! 3-master Redis Cluster; then what only Redis has: the key layout, the
+//! prefix, script reloading, and a clear error when Redis is unreachable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use runtime::queue::redis::RedisBackend;
+use runtime::queue::{Completion, ManualClock, QueueBackend, SystemClock};
+use runtime::{JobState, NewJob, Payload, QueueError, QueueName};
+use runtime_tests::redis::{RedisCluster, RedisServer};
+
+/// One server and one cluster per test binary; every test gets its own key
+/// prefix, so tests never see each other's jobs.
+static SERVER: OnceLock<RedisServer> = OnceLock::new();
+static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+static NEXT_PREFIX: AtomicU64 = AtomicU64::new(0);
+
+fn prefix() -> String {
+    format!("t{}:", NEXT_PREFIX.fetch_add(1, Ordering::SeqCst))
+}
+
+fn server() -> &'static RedisServer {
+    SERVER.get_or_init(RedisServer::start)
+}
+
+fn cluster() -> &'static RedisCluster {
+    CLUSTER.get_or_init(RedisCluster::start)
+}
+
+async fn standalone(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+    let url = server().unix_url();
+    Arc::new(
+        RedisBackend::connect(&url, &prefix(), clock)
+            .await
+            .expect("connect to the test redis-server"),
+    )
+}
+
+async fn clustered(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+    let url = tokio::task::spawn_blocking(|| cluster().url())
+        .await
+        .expect("start the cluster");
+    let backend = RedisBackend::connect(&url, &prefix(), clock)
+        .await
+        .expect("connect to the test cluster");
+    assert!(backend.is_cluster(), "the cluster is detected");
+    Arc::new(backend)
+}
+
+mod on_redis {
+    runtime::queue_conformance!(super::standalone);
+}
+
+mod on_redis_cluster {
+    runtime::queue_conformance!(super::clustered);
+}
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).expect("valid queue name")
+}
+
+fn job(queue: &str) -> NewJob {
+    NewJob::new(q(queue), Payload::new("{}").expect("valid payload"))
+}
+
+async fn connect(url: &str, prefix: &str) -> RedisBackend {
+    RedisBackend::connect(url, prefix, Arc::new(SystemClock))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
+    let b = connect(&server().url(), "iris:").await;
+    let id = b.dispatch(job("layout-a")).await.expect("dispatch");
+    b.dispatch(job("layout-b")).await.expect("dispatch");
+    let claim = b
+        .claim(&[q("layout-a")], 1, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a job");
+    assert_eq!(claim.job.id, id);
+    let keys: Vec<String> = b
+        .query(redis::cmd("KEYS").arg("*"))
+        .await
+        .expect("KEYS");
+    let ours: Vec<&String> = keys.iter().filter(|k| k.starts_with("iris:")).collect();
+    assert!(!ours.is_empty());
+    for key in &ours {
+        let tagged = key.starts_with("iris:{layout-a}:") || key.starts_with("iris:{layout-b}:");
+        assert!(tagged || key.as_str() == "iris:queues", "unexpected key {key}");
+    }
+    assert!(ours.iter().any(|k| k.as_str() == "iris:{layout-a}:running"));
+    assert!(ours.iter().any(|k| k.as_str() == "iris:{layout-b}:pending"));
+    // Another prefix on the same server sees nothing of these.
+    let other = connect(&server().url(), "other:").await;
+    assert!(other.queues().await.expect("queues").is_empty());
+    assert_eq!(other.counts(&q("layout-b")).await.expect("counts").pending, 0);
+}
+
+#[tokio::test]
+async fn scripts_are_loaded_again_after_script_flush() {
+    let b = connect(&server().url(), &prefix()).await;
+    b.dispatch(job("flush")).await.expect("dispatch");
+    let _: String = b
+        .query(redis::cmd("SCRIPT").arg("FLUSH"))
+        .await
+        .expect("SCRIPT FLUSH");
+    let claims = b
+        .claim(&[q("flush")], 1, Duration::from_secs(30))
+        .await
+        .expect("claim works after NOSCRIPT");
+    let lease = &claims.first().expect("a job").lease;
+    let _: String = b
+        .query(redis::cmd("SCRIPT").arg("FLUSH"))
+        .await
+        .expect("SCRIPT FLUSH");
+    b.complete(lease, Completion::Done, String::new())
+        .await
+        .expect("complete works after NOSCRIPT");
+    assert_eq!(b.counts(&q("flush")).await.expect("counts").done, 1);
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_clear_error_naming_the_url() {
+    // A port nothing listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port");
+    let url = format!("redis://:hunter2@127.0.0.1:{port}");
+    let err = RedisBackend::connect(&url, "x:", Arc::new(SystemClock))
+        .await
+        .expect_err("nothing listens there");
+    let text = err.to_string();
+    assert!(matches!(err, QueueError::Backend { .. }), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("cannot connect"), "{text}");
+    assert!(!text.contains("hunter2"), "the password is not shown: {text}");
+    let bad = RedisBackend::connect("http://nope", "x:", Arc::new(SystemClock))
+        .await
+        .expect_err("not a Redis URL");
+    assert!(bad.to_string().contains("invalid Redis URL"), "{bad}");
+    let braces = RedisBackend::connect(&server().url(), "a{b}:", Arc::new(SystemClock))
+        .await
+        .expect_err("braces would break the hash tag");
+    assert!(braces.to_string().contains("prefix"), "{braces}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_queues_on_different_cluster_nodes_work_side_by_side() {
+    let cluster = tokio::task::spawn_blocking(cluster).await.expect("cluster");
+    let b = connect(&cluster.url(), &prefix()).await;
+    // Find two queues whose hash tags land on different nodes.
+    let names = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"];
+    let port_of = |name: &str| cluster.node_of(&format!("{{{name}}}")).port();
+    let first = names[0];
+    let second = names
+        .iter()
+        .copied()
+        .find(|n| port_of(n) != port_of(first))
+        .expect("some name lands on another node");
+    for name in [first, second] {
+        for _ in 0..3 {
+            b.dispatch(job(name)).await.expect("dispatch");
+        }
+    }
+    let claims = b
+        .claim(&[q(first), q(second)], 10, Duration::from_secs(30))
+        .await
+        .expect("claim across nodes");
+    assert_eq!(claims.len(), 6);
+    for c in &claims {
+        b.complete(&c.lease, Completion::Done, String::new())
+            .await
+            .expect("complete");
+    }
+    for name in [first, second] {
+        let counts = b.counts(&q(name)).await.expect("counts");
+        assert_eq!((counts.done, counts.pending), (3, 0), "{name}");
+        // The queue's keys live on the node owning its hash tag.
+        let stats = format!("{}:stats", b.queue_key(&q(name)));
+        let node = cluster.node_of(&stats);
+        assert_eq!(node.port(), port_of(name));
+        assert_eq!(node.command(&["EXISTS", &stats]).expect("EXISTS"), ":1");
+    }
+    let listed = b
+        .list(&q(second), JobState::Pending, Default::default())
+        .await
+        .expect("list");
+    assert!(listed.is_empty());
+}
