@@ -163,7 +163,10 @@ impl RedisServer {
     /// Kills the server at once (SIGKILL), keeping its data directory.
     pub fn kill(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
-            let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            let _ = Command::new("kill")
+                .args(["-9", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some(mut w) = self.watcher.take() {
             let _ = w.wait();
@@ -236,7 +239,10 @@ impl RedisCluster {
                 if info.contains("cluster_state:ok") {
                     break;
                 }
-                assert!(Instant::now() < deadline, "cluster did not become ok:\n{info}");
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster did not become ok:\n{info}"
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -251,7 +257,13 @@ impl RedisCluster {
     /// The node serving `key`'s slot.
     pub fn node_of(&self, key: &str) -> &RedisServer {
         let out = Command::new("redis-cli")
-            .args(["-p", &self.nodes[0].port().to_string(), "cluster", "keyslot", key])
+            .args([
+                "-p",
+                &self.nodes[0].port().to_string(),
+                "cluster",
+                "keyslot",
+                key,
+            ])
             .output()
             .expect("redis-cli cluster keyslot");
         let slot: u16 = String::from_utf8_lossy(&out.stdout)

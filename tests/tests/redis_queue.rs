@@ -84,22 +84,25 @@ async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
         .pop()
         .expect("a job");
     assert_eq!(claim.job.id, id);
-    let keys: Vec<String> = b
-        .query(redis::cmd("KEYS").arg("*"))
-        .await
-        .expect("KEYS");
+    let keys: Vec<String> = b.query(redis::cmd("KEYS").arg("*")).await.expect("KEYS");
     let ours: Vec<&String> = keys.iter().filter(|k| k.starts_with("iris:")).collect();
     assert!(!ours.is_empty());
     for key in &ours {
         let tagged = key.starts_with("iris:{layout-a}:") || key.starts_with("iris:{layout-b}:");
-        assert!(tagged || key.as_str() == "iris:queues", "unexpected key {key}");
+        assert!(
+            tagged || key.as_str() == "iris:queues",
+            "unexpected key {key}"
+        );
     }
     assert!(ours.iter().any(|k| k.as_str() == "iris:{layout-a}:running"));
     assert!(ours.iter().any(|k| k.as_str() == "iris:{layout-b}:pending"));
     // Another prefix on the same server sees nothing of these.
     let other = connect(&server().url(), "other:").await;
     assert!(other.queues().await.expect("queues").is_empty());
-    assert_eq!(other.counts(&q("layout-b")).await.expect("counts").pending, 0);
+    assert_eq!(
+        other.counts(&q("layout-b")).await.expect("counts").pending,
+        0
+    );
 }
 
 #[tokio::test]
@@ -140,7 +143,10 @@ async fn unreachable_redis_is_a_clear_error_naming_the_url() {
     assert!(matches!(err, QueueError::Backend { .. }), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     assert!(text.contains("cannot connect"), "{text}");
-    assert!(!text.contains("hunter2"), "the password is not shown: {text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the password is not shown: {text}"
+    );
     let bad = RedisBackend::connect("http://nope", "x:", Arc::new(SystemClock))
         .await
         .expect_err("not a Redis URL");
@@ -156,7 +162,9 @@ async fn two_queues_on_different_cluster_nodes_work_side_by_side() {
     let cluster = tokio::task::spawn_blocking(cluster).await.expect("cluster");
     let b = connect(&cluster.url(), &prefix()).await;
     // Find two queues whose hash tags land on different nodes.
-    let names = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"];
+    let names = [
+        "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta",
+    ];
     let port_of = |name: &str| cluster.node_of(&format!("{{{name}}}")).port();
     let first = names[0];
     let second = names

@@ -1,0 +1,9 @@
+//! Sleeps for `{"ms": N}` milliseconds in a WASI call, then succeeds: a job
+//! that is reliably in flight when a worker is killed or stopped.
+fn handle(job: guest_sdk::Job<serde_json::Value>) -> guest_sdk::Result {
+    let ms = job.payload["ms"].as_u64().unwrap_or(0);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    guest_sdk::info!("napped {ms} ms on attempt {}", job.attempt);
+    Ok(())
+}
+guest_sdk::export_handler!(handle);

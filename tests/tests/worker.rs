@@ -1,0 +1,506 @@
+//! `runtime worker` and the admin commands, as processes on a real Redis:
+//! wake-up without polling, delayed jobs on time, kill -9 mid-job (the
+//! lease runs out and the job runs again, or fails as worker lost), a clean
+//! stop on SIGTERM, Redis restarting under a running worker, and the admin
+//! commands over the same queue.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runtime_tests::redis::RedisServer;
+use runtime_tests::{Run, TempDir, guests, runtime, runtime_bin};
+use serde_json::Value;
+
+/// A Redis, a cache dir, and the handlers of the test fixtures.
+struct Env {
+    redis: RedisServer,
+    cache: TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        Env {
+            redis: RedisServer::start(),
+            cache: TempDir::new("worker"),
+        }
+    }
+
+    fn with(redis: RedisServer) -> Self {
+        Env {
+            redis,
+            cache: TempDir::new("worker"),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// `runtime --backend <redis> --handlers <fixtures> ARGS`.
+    fn run(&self, args: &[&str]) -> Run {
+        let url = self.url();
+        let mut all = vec!["--backend", &url, "--handlers", guests::DIR];
+        all.extend_from_slice(args);
+        runtime(self.cache.path(), &all, None)
+    }
+
+    fn dispatch(&self, queue: &str, payload: &str, extra: &[&str]) -> String {
+        let mut args = vec!["dispatch", queue, payload];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        run.expect_code(0);
+        run.stdout().trim().to_string()
+    }
+
+    fn counts(&self, queue: &str) -> Value {
+        let run = self.run(&["queues", "--json"]);
+        run.expect_code(0);
+        run.json()
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"pending": 0, "scheduled": 0, "running": 0, "failed": 0, "done": 0}))
+    }
+
+    fn count(&self, queue: &str, state: &str) -> u64 {
+        self.counts(queue)[state].as_u64().unwrap_or(0)
+    }
+
+    fn show(&self, id: &str) -> Value {
+        let run = self.run(&["jobs", "show", id, "--json"]);
+        run.expect_code(0);
+        run.json()
+    }
+
+    /// Starts `runtime worker ARGS` in the background.
+    fn worker(&self, args: &[&str]) -> WorkerProcess {
+        let log = self.cache.path().join(format!(
+            "worker-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let file = std::fs::File::create(&log).expect("create worker log");
+        let child = Command::new(runtime_bin())
+            .args([
+                "--backend",
+                &self.url(),
+                "--handlers",
+                guests::DIR,
+                "worker",
+            ])
+            .args(args)
+            .env("RUNTIME_CACHE_DIR", self.cache.path())
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUNTIME_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start runtime worker");
+        let w = WorkerProcess { child, log };
+        w.wait_for_log("worker started", Duration::from_secs(30));
+        w
+    }
+}
+
+/// A `runtime worker` process, killed if still running when dropped.
+struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, text: &str, limit: Duration) {
+        let log = || self.log();
+        eventually(limit, &format!("worker log to contain {text:?}"), || {
+            log().contains(text)
+        });
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its status code.
+    fn wait(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker still running after {limit:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn dispatch_enqueues_and_a_draining_worker_runs_everything() {
+    let env = Env::new();
+    let id = env.dispatch(guests::NAP, "{}", &[]);
+    assert_eq!(id, "nap:1");
+    let record = env.run(&["dispatch", guests::NAP, "{}", "--json"]);
+    record.expect_code(0);
+    assert_eq!(record.json()["state"], "pending");
+    let lines: String = (0..50).map(|i| format!("{{\"id\":{i}}}\n\n")).collect();
+    let file = env.cache.path().join("jobs.jsonl");
+    std::fs::write(&file, lines).expect("write jobs");
+    let bulk = env.run(&[
+        "dispatch",
+        guests::NAP,
+        "--file",
+        &file.display().to_string(),
+    ]);
+    bulk.expect_code(0);
+    assert!(
+        bulk.stdout()
+            .contains("dispatched 50 jobs to nap: nap:3 .. nap:52"),
+        "{}",
+        bulk.stdout()
+    );
+    assert_eq!(env.count(guests::NAP, "pending"), 52);
+    let mut w = env.worker(&[guests::NAP, "--drain"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log());
+    let c = env.counts(guests::NAP);
+    assert_eq!(
+        (c["done"].as_u64(), c["pending"].as_u64()),
+        (Some(52), Some(0))
+    );
+}
+
+#[test]
+fn a_bad_line_in_the_file_enqueues_nothing() {
+    let env = Env::new();
+    let file = env.cache.path().join("bad.jsonl");
+    std::fs::write(&file, "{}\n{\"oops\":\n{}\n").expect("write");
+    let run = env.run(&[
+        "dispatch",
+        guests::NAP,
+        "--file",
+        &file.display().to_string(),
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("line 2: nothing was enqueued"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(env.count(guests::NAP, "pending"), 0);
+}
+
+#[test]
+fn max_jobs_runs_that_many_and_exits() {
+    let env = Env::new();
+    for _ in 0..5 {
+        env.dispatch(guests::NAP, "{}", &[]);
+    }
+    let mut w = env.worker(&[guests::NAP, "--max-jobs", "3", "--concurrency", "1"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log());
+    let c = env.counts(guests::NAP);
+    assert_eq!(
+        (c["done"].as_u64(), c["pending"].as_u64()),
+        (Some(3), Some(2))
+    );
+}
+
+#[test]
+fn an_idle_worker_starts_a_new_job_without_polling_and_stops_on_sigterm() {
+    let env = Env::new();
+    let mut w = env.worker(&[guests::NAP]);
+    // Idle for a while: blocked in BLPOP, not spinning.
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 1..=3 {
+        env.dispatch(guests::NAP, "{}", &[]);
+        eventually(Duration::from_secs(5), "the job to be done", || {
+            env.count(guests::NAP, "done") == n
+        });
+    }
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(20)), 0, "{}", w.log());
+    assert!(w.log().contains("worker stopped"), "{}", w.log());
+}
+
+#[test]
+fn a_delayed_job_runs_on_time_not_before() {
+    let env = Env::new();
+    let _w = env.worker(&[guests::NAP]);
+    let dispatched = Instant::now();
+    env.dispatch(guests::NAP, "{}", &["--delay", "1500ms"]);
+    assert_eq!(env.count(guests::NAP, "scheduled"), 1);
+    eventually(
+        Duration::from_secs(10),
+        "the delayed job to be done",
+        || env.count(guests::NAP, "done") == 1,
+    );
+    let took = dispatched.elapsed();
+    assert!(took >= Duration::from_millis(1500), "ran early: {took:?}");
+    assert!(
+        took < Duration::from_millis(1500) + Duration::from_secs(3),
+        "ran late: {took:?}"
+    );
+}
+
+#[test]
+fn a_killed_worker_loses_its_lease_and_the_job_runs_again() {
+    let env = Env::new();
+    let id = env.dispatch(guests::NAP, r#"{"ms":60000}"#, &["--max-attempts", "2"]);
+    let mut a = env.worker(&[guests::NAP, "--lease", "1s"]);
+    eventually(Duration::from_secs(10), "the job to be claimed", || {
+        env.count(guests::NAP, "running") == 1
+    });
+    let _ = a.child.kill(); // SIGKILL: no chance to hand anything back
+    let _ = a.child.wait();
+    assert_eq!(
+        env.show(&id)["state"],
+        "running",
+        "Redis still holds it under the dead lease"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    // The next worker's claim takes the expired lease back: attempt 2.
+    let b = env.worker(&[guests::NAP, "--lease", "5s"]);
+    eventually(Duration::from_secs(10), "attempt 2 to start", || {
+        env.show(&id)["attempts"] == 2
+    });
+    let job = env.show(&id);
+    assert_eq!(job["state"], "running");
+    assert_eq!(
+        job["history"][0]["outcome"],
+        "worker lost: lease expired during attempt 1"
+    );
+    assert!(job["history"][0]["ended_at"].as_u64().is_some());
+    assert_eq!(job["history"][1]["number"], 2);
+    drop(b);
+}
+
+#[test]
+fn a_killed_worker_on_the_last_attempt_fails_the_job_as_worker_lost() {
+    let env = Env::new();
+    let id = env.dispatch(guests::NAP, r#"{"ms":60000}"#, &["--max-attempts", "1"]);
+    let mut a = env.worker(&[guests::NAP, "--lease", "1s"]);
+    eventually(Duration::from_secs(10), "the job to be claimed", || {
+        env.count(guests::NAP, "running") == 1
+    });
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut b = env.worker(&[guests::NAP, "--drain"]);
+    assert_eq!(b.wait(Duration::from_secs(30)), 0, "{}", b.log());
+    let job = env.show(&id);
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["error"], "worker lost: lease expired during attempt 1");
+    let shown = env.run(&["jobs", "show", &id]);
+    assert!(shown.stdout().contains("attempt 1: "), "{}", shown.stdout());
+    assert!(shown.stdout().contains("worker lost"), "{}", shown.stdout());
+}
+
+#[test]
+fn sigterm_lets_short_jobs_finish_and_hands_long_ones_back_uncounted() {
+    let env = Env::new();
+    let short = env.dispatch(guests::NAP, r#"{"ms":700}"#, &["--priority", "5"]);
+    let long = env.dispatch(guests::NAP, r#"{"ms":60000}"#, &[]);
+    let mut w = env.worker(&[guests::NAP, "--grace", "3s"]);
+    eventually(Duration::from_secs(10), "both jobs to be running", || {
+        env.count(guests::NAP, "running") == 2
+    });
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(30)), 0, "{}", w.log());
+    let c = env.counts(guests::NAP);
+    assert_eq!(
+        c["done"], 1,
+        "the short job finished within the grace period"
+    );
+    assert!(
+        env.run(&["jobs", "show", &short]).code() != 0,
+        "done jobs are removed"
+    );
+    let job = env.show(&long);
+    assert_eq!(job["state"], "pending", "handed back");
+    assert_eq!(job["attempts"], 0, "the attempt is not counted");
+    assert_eq!(job["history"], serde_json::json!([]));
+}
+
+#[test]
+fn the_worker_rides_out_a_redis_restart_without_losing_or_double_acking_jobs() {
+    let redis = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ]);
+    let env = Env::with(redis);
+    let total = 300;
+    let lines: String = (0..total)
+        .map(|i| format!("{{\"ms\":{}}}\n", i % 3 * 10))
+        .collect();
+    let file = env.cache.path().join("jobs.jsonl");
+    std::fs::write(&file, lines).expect("write jobs");
+    env.run(&[
+        "dispatch",
+        guests::NAP,
+        "--file",
+        &file.display().to_string(),
+    ])
+    .expect_code(0);
+    let mut w = env.worker(&[guests::NAP, "--lease", "2s", "--concurrency", "4"]);
+    eventually(Duration::from_secs(30), "some jobs to be done", || {
+        env.count(guests::NAP, "done") >= 20
+    });
+    let mut env = env;
+    env.redis.kill();
+    std::thread::sleep(Duration::from_millis(800));
+    env.redis.restart();
+    eventually(Duration::from_secs(90), "every job to be done", || {
+        env.count(guests::NAP, "done") >= total
+    });
+    let c = env.counts(guests::NAP);
+    assert_eq!(c["done"], total, "each job acknowledged exactly once: {c}");
+    assert_eq!(
+        (
+            c["failed"].as_u64(),
+            c["pending"].as_u64(),
+            c["running"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0))
+    );
+    assert!(
+        w.log().contains("unreachable"),
+        "the outage was logged:\n{}",
+        w.log()
+    );
+    assert!(
+        w.child.try_wait().expect("try_wait").is_none(),
+        "the worker did not exit"
+    );
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(20)), 0, "{}", w.log());
+}
+
+#[test]
+fn admin_commands_show_retry_delete_and_purge() {
+    let env = Env::new();
+    let failing = env.dispatch(guests::OUTCOMES, r#"{"finally":"bad input"}"#, &[]);
+    let mut w = env.worker(&[guests::OUTCOMES, "--drain"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log());
+    let table = env.run(&["queues"]);
+    table.expect_code(0);
+    assert!(table.stdout().contains("QUEUE"), "{}", table.stdout());
+    assert!(
+        table
+            .stdout()
+            .lines()
+            .any(|l| l.starts_with(guests::OUTCOMES) && l.split_whitespace().nth(4) == Some("1")),
+        "{}",
+        table.stdout()
+    );
+    let listed = env.run(&[
+        "jobs",
+        "list",
+        guests::OUTCOMES,
+        "--state",
+        "failed",
+        "--json",
+    ]);
+    listed.expect_code(0);
+    let listed = listed.json();
+    assert_eq!(listed[0]["id"], failing.as_str());
+    assert_eq!(listed[0]["error"], "bad input");
+    assert_eq!(listed[0]["history"][0]["number"], 1);
+    assert!(listed[0]["history"][0]["started_at"].as_u64().is_some());
+    env.run(&["jobs", "retry", &failing]).expect_code(0);
+    assert_eq!(env.show(&failing)["state"], "pending");
+    assert_eq!(env.show(&failing)["attempts"], 0);
+    let again = env.run(&["jobs", "retry", &failing]);
+    again.expect_code(2);
+    assert!(again.stderr().contains("is pending"), "{}", again.stderr());
+    env.run(&["jobs", "delete", &failing]).expect_code(0);
+    let gone = env.run(&["jobs", "show", &failing]);
+    gone.expect_code(2);
+    assert!(gone.stderr().contains("no job"), "{}", gone.stderr());
+    for _ in 0..4 {
+        env.dispatch(guests::OUTCOMES, r#"{"finally":"x"}"#, &[]);
+    }
+    let mut w = env.worker(&[guests::OUTCOMES, "--drain"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log());
+    assert_eq!(env.count(guests::OUTCOMES, "failed"), 4);
+    let retried = env.run(&["jobs", "retry", "--all-failed", guests::OUTCOMES]);
+    retried.expect_code(0);
+    assert!(
+        retried.stdout().contains("retried 4"),
+        "{}",
+        retried.stdout()
+    );
+    assert_eq!(env.count(guests::OUTCOMES, "pending"), 4);
+    let purged = env.run(&["queues", "purge", guests::OUTCOMES]);
+    purged.expect_code(0);
+    assert!(
+        purged.stdout().contains("4 jobs removed"),
+        "{}",
+        purged.stdout()
+    );
+    assert_eq!(env.count(guests::OUTCOMES, "pending"), 0);
+    let bad = env.run(&["jobs", "show", "not-an-id"]);
+    bad.expect_code(2);
+    assert!(bad.stderr().contains("invalid job id"), "{}", bad.stderr());
+}
+
+#[test]
+fn commands_that_need_a_queue_server_say_so_and_unreachable_redis_names_the_url() {
+    let cache = TempDir::new("worker");
+    let run = runtime(cache.path(), &["worker", "hello"], None);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains("needs a queue server"),
+        "{}",
+        run.stderr()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a port");
+    let url = format!("redis://127.0.0.1:{port}");
+    let run = runtime(
+        cache.path(),
+        &["--backend", &url, "dispatch", "hello", "{}"],
+        None,
+    );
+    run.expect_code(2);
+    assert!(run.stderr().contains(&url), "{}", run.stderr());
+    assert!(run.stderr().contains("cannot connect"), "{}", run.stderr());
+    let run = runtime(cache.path(), &["--backend", &url, "worker", "hello"], None);
+    run.expect_code(2);
+    assert!(run.stderr().contains(&url), "{}", run.stderr());
+}
