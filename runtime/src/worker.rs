@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::error::QueueError;
@@ -175,6 +175,8 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerStats, QueueError> {
         let concurrency = self.config.concurrency.max(1);
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        let batcher = tokio::spawn(ack_batcher(self.backend.clone(), ack_rx));
         let mut inflight: JoinSet<Finished> = JoinSet::new();
         let mut stats = WorkerStats::default();
         tokio::pin!(shutdown);
@@ -205,7 +207,7 @@ impl Worker {
                         outage.recovered();
                         stats.claimed += claims.len() as u64;
                         for claim in claims {
-                            inflight.spawn(self.job_task(claim, stop_rx.clone()));
+                            inflight.spawn(self.job_task(claim, stop_rx.clone(), acks.clone()));
                         }
                         continue;
                     }
@@ -274,6 +276,8 @@ impl Worker {
         while let Some(done) = inflight.join_next().await {
             record(&mut stats, done);
         }
+        drop(acks);
+        let _ = batcher.await;
         Ok(stats)
     }
 
@@ -282,6 +286,7 @@ impl Worker {
         &self,
         claim: Claim,
         mut stop: watch::Receiver<bool>,
+        acks: mpsc::UnboundedSender<AckRequest>,
     ) -> impl Future<Output = Finished> + Send + 'static {
         let backend = self.backend.clone();
         let registry = self.registry.clone();
@@ -362,7 +367,15 @@ impl Worker {
                 }
             };
             let released = report.is_none();
-            let ack = ack(&*backend, &lease, completion, log).await;
+            let (reply, ack) = oneshot::channel();
+            let request = AckRequest {
+                item: (lease, completion, log),
+                reply,
+            };
+            let ack = match acks.send(request) {
+                Ok(()) => ack.await.unwrap_or(Ack::Stale),
+                Err(_) => Ack::Stale,
+            };
             if let Some(events) = events {
                 let _ = events.send(JobEvent { job, report, ack });
             }
@@ -371,31 +384,57 @@ impl Worker {
     }
 }
 
-/// Records an attempt's end, retrying while the backend is unreachable, for
-/// as long as the lease lasts: past it the job is someone else's, and the
-/// ack would be stale anyway.
-async fn ack(
-    backend: &dyn QueueBackend,
-    lease: &Lease,
-    completion: Completion,
-    log: String,
-) -> Ack {
+/// One attempt's end, waiting to be recorded.
+struct AckRequest {
+    item: (Lease, Completion, String),
+    reply: oneshot::Sender<Ack>,
+}
+
+/// Most acks recorded in one call.
+const ACK_BATCH: usize = 128;
+
+/// Records attempts' ends in batches: whatever finished while the last
+/// batch was being recorded goes in the next (one script call per queue on
+/// Redis). A lone ack goes at once, so batching adds no latency.
+async fn ack_batcher(
+    backend: Arc<dyn QueueBackend>,
+    mut requests: mpsc::UnboundedReceiver<AckRequest>,
+) {
+    let mut batch = Vec::new();
+    while requests.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).map(|r| (r.item, r.reply)).unzip();
+        let acks = ack_all(&*backend, items).await;
+        for (reply, ack) in replies.into_iter().zip(acks) {
+            let _ = reply.send(ack);
+        }
+    }
+}
+
+/// Records a batch, retrying while the backend is unreachable, for as long
+/// as the leases last: past them the jobs are someone else's, and the acks
+/// would be stale anyway. Sending a batch again is safe (fencing tokens).
+async fn ack_all(backend: &dyn QueueBackend, items: Vec<(Lease, Completion, String)>) -> Vec<Ack> {
     let mut outage = Outage::default();
+    let last_expiry = items
+        .iter()
+        .map(|(l, _, _)| l.expires_at)
+        .max()
+        .unwrap_or(0);
     loop {
-        match backend
-            .complete(lease, completion.clone(), log.clone())
-            .await
-        {
-            Ok(ack) => {
+        match backend.complete_many(items.clone()).await {
+            Ok(acks) if acks.len() == items.len() => {
                 outage.recovered();
-                return ack;
+                return acks;
             }
+            Ok(_) => return vec![Ack::Stale; items.len()],
             Err(e) => {
                 let pause = outage.failed(&e);
-                let now = SystemClock.now();
-                if now.saturating_add(millis(pause)) >= lease.expires_at {
-                    tracing::warn!(job = %lease.id, "giving up recording the attempt: the lease has run out, so the job will run again");
-                    return Ack::Stale;
+                if SystemClock.now().saturating_add(millis(pause)) >= last_expiry {
+                    tracing::warn!(
+                        jobs = items.len(),
+                        "giving up recording attempts: their leases have run out, so the jobs will run again"
+                    );
+                    return vec![Ack::Stale; items.len()];
                 }
                 tokio::time::sleep(pause).await;
             }

@@ -58,7 +58,8 @@ macro_rules! queue_conformance {
             invalid_dispatch_is_rejected,
             wait_for_work_wakes_on_dispatch,
             wait_for_work_returns_when_a_delayed_job_is_due,
-            history_records_each_attempt
+            history_records_each_attempt,
+            complete_many_applies_each_in_order
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -642,4 +643,52 @@ pub async fn history_records_each_attempt(b: Backend, c: Clock) {
         (2, START + 1_000, None)
     );
     assert_eq!(second.job.history, rec.history);
+}
+
+/// A batch of acks across queues: each applied or refused on its own,
+/// results in order.
+pub async fn complete_many_applies_each_in_order(b: Backend, _c: Clock) {
+    let a = b.dispatch(job("qa", "1")).await.expect("dispatch");
+    let bb = b.dispatch(job("qb", "2")).await.expect("dispatch");
+    let c = b.dispatch(job("qa", "3")).await.expect("dispatch");
+    let claims = b.claim(&[q("qa"), q("qb")], 3, LEASE).await.expect("claim");
+    assert_eq!(claims.len(), 3);
+    let lease = |id: &JobId| {
+        claims
+            .iter()
+            .find(|cl| &cl.lease.id == id)
+            .map(|cl| cl.lease.clone())
+            .expect("claimed")
+    };
+    let done = b
+        .complete(&lease(&c), Completion::Done, String::new())
+        .await
+        .expect("complete");
+    assert_eq!(done, Ack::Applied(None));
+    let acks = b
+        .complete_many(vec![
+            (lease(&a), Completion::Done, String::new()),
+            (
+                lease(&bb),
+                Completion::Fail { error: "no".into() },
+                "log b".into(),
+            ),
+            (lease(&c), Completion::Done, String::new()),
+        ])
+        .await
+        .expect("complete_many");
+    assert_eq!(
+        acks,
+        vec![
+            Ack::Applied(None),
+            Ack::Applied(Some(JobState::Failed)),
+            Ack::Stale
+        ]
+    );
+    assert_eq!(b.counts(&q("qa")).await.expect("counts").done, 2);
+    let failed = b.get(&bb).await.expect("get").expect("kept");
+    assert_eq!(
+        (failed.state, failed.log.as_str()),
+        (JobState::Failed, "log b")
+    );
 }

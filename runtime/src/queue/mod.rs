@@ -170,6 +170,21 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
         log: String,
     ) -> Result<Ack, QueueError>;
 
+    /// [`complete`](QueueBackend::complete) for many attempts at once (a
+    /// worker batches its acks); acks in the same order. Each is applied
+    /// or refused on its own. On an error some may have been applied:
+    /// sending the same batch again is safe (those are then stale).
+    async fn complete_many(
+        &self,
+        items: Vec<(Lease, Completion, String)>,
+    ) -> Result<Vec<Ack>, QueueError> {
+        let mut acks = Vec::with_capacity(items.len());
+        for (lease, completion, log) in items {
+            acks.push(self.complete(&lease, completion, log).await?);
+        }
+        Ok(acks)
+    }
+
     /// One job, if it exists (done jobs do not).
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError>;
 

@@ -144,8 +144,8 @@ impl ConnectionLike for Conn {
 /// Where to open more connections (one per blocked listener).
 #[derive(Clone)]
 enum Target {
-    Single(redis::Client),
-    Cluster(ClusterClient),
+    Single(Box<redis::Client>),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Target {
@@ -159,7 +159,7 @@ impl Target {
                     .set_response_timeout(Some(BLOCK + RESPONSE_TIMEOUT))
                     .set_number_of_retries(1);
                 Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client.clone(), config).await?,
+                    ConnectionManager::new_with_config((**client).clone(), config).await?,
                 ))
             }
             Target::Cluster(client) => Ok(Conn::Cluster(client.get_async_connection().await?)),
@@ -271,9 +271,9 @@ impl RedisBackend {
                 .build()
                 .map_err(unreachable)?;
             let conn = cluster.get_async_connection().await.map_err(unreachable)?;
-            (Conn::Cluster(conn), Target::Cluster(cluster))
+            (Conn::Cluster(conn), Target::Cluster(Box::new(cluster)))
         } else {
-            (Conn::Single(single), Target::Single(client))
+            (Conn::Single(single), Target::Single(Box::new(client)))
         };
         Ok(RedisBackend {
             shared: Arc::new(Shared {
@@ -464,6 +464,17 @@ impl RedisBackend {
         Ok((record, token, lease_expires))
     }
 
+    /// The ack for one result of the complete script.
+    fn ack_of(&self, id: &JobId, result: &str) -> Result<Ack, QueueError> {
+        match result {
+            "stale" => Ok(Ack::Stale),
+            "done" => Ok(Ack::Applied(None)),
+            state => state_named(state)
+                .map(|s| Ack::Applied(Some(s)))
+                .ok_or_else(|| self.malformed(id, "complete returned an unknown state")),
+        }
+    }
+
     /// The listener for `queue`, started on first use.
     fn listener(&self, queue: &QueueName) -> Arc<Listener> {
         let mut listeners = self
@@ -586,6 +597,16 @@ fn parse_attempt(entry: &str) -> Option<AttemptRecord> {
     })
 }
 
+/// The complete script's kind, error and run-again time for a completion.
+fn completion_args(completion: &Completion, now: UnixMillis) -> (&'static str, &str, UnixMillis) {
+    match completion {
+        Completion::Done => ("done", "", now),
+        Completion::Release => ("release", "", now),
+        Completion::Fail { error } => ("fail", error, now),
+        Completion::Retry { error, delay } => ("retry", error, now.saturating_add(millis(*delay))),
+    }
+}
+
 fn state_named(name: &str) -> Option<JobState> {
     name.parse().ok()
 }
@@ -699,28 +720,53 @@ impl QueueBackend for RedisBackend {
         log: String,
     ) -> Result<Ack, QueueError> {
         let now = self.shared.clock.now();
-        let (kind, error, again) = match completion {
-            Completion::Done => ("done", String::new(), now),
-            Completion::Release => ("release", String::new(), now),
-            Completion::Fail { error } => ("fail", error, now),
-            Completion::Retry { error, delay } => {
-                ("retry", error, now.saturating_add(millis(delay)))
-            }
-        };
+        let (kind, error, again) = completion_args(&completion, now);
         let results: Vec<String> = self
             .call(&SCRIPTS.complete, lease.id.queue(), now, |inv| {
                 inv.arg(lease.id.seq()).arg(lease.token).arg(kind);
                 inv.arg(error).arg(again).arg(log);
             })
             .await?;
-        match results.first().map(String::as_str) {
-            Some("stale") => Ok(Ack::Stale),
-            Some("done") => Ok(Ack::Applied(None)),
-            Some(state) => state_named(state)
-                .map(|s| Ack::Applied(Some(s)))
-                .ok_or_else(|| self.malformed(&lease.id, "complete returned an unknown state")),
+        match results.first() {
+            Some(result) => self.ack_of(&lease.id, result),
             None => Err(self.malformed(&lease.id, "complete returned nothing")),
         }
+    }
+
+    /// One script call per queue in the batch.
+    async fn complete_many(
+        &self,
+        items: Vec<(Lease, Completion, String)>,
+    ) -> Result<Vec<Ack>, QueueError> {
+        let now = self.shared.clock.now();
+        let mut acks = vec![Ack::Stale; items.len()];
+        let mut by_queue: Vec<(QueueName, Vec<usize>)> = Vec::new();
+        for (i, (lease, _, _)) in items.iter().enumerate() {
+            let queue = lease.id.queue();
+            match by_queue.iter_mut().find(|(q, _)| q == queue) {
+                Some((_, idx)) => idx.push(i),
+                None => by_queue.push((queue.clone(), vec![i])),
+            }
+        }
+        for (queue, idx) in by_queue {
+            let results: Vec<String> = self
+                .call(&SCRIPTS.complete, &queue, now, |inv| {
+                    for &i in &idx {
+                        let (lease, completion, log) = &items[i];
+                        let (kind, error, again) = completion_args(completion, now);
+                        inv.arg(lease.id.seq()).arg(lease.token).arg(kind);
+                        inv.arg(error).arg(again).arg(log);
+                    }
+                })
+                .await?;
+            if results.len() != idx.len() {
+                return Err(self.malformed(&items[idx[0]].0.id, "complete returned a short reply"));
+            }
+            for (&i, result) in idx.iter().zip(&results) {
+                acks[i] = self.ack_of(&items[i].0.id, result)?;
+            }
+        }
+        Ok(acks)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
