@@ -8,8 +8,8 @@
 //! # Layout
 //!
 //! - [`job`]: what a job is: ids, queue names, payloads, options, states, records.
-//! - [`queue`]: the queue contract ([`QueueBackend`]), the in-memory
-//!   backend, and the conformance suite every backend passes.
+//! - [`queue`]: the queue contract ([`QueueBackend`]), the in-memory and Redis
+//!   backends, and the conformance suite every backend passes.
 //! - [`sandbox`]: the wasmtime engine, module loading and caching, the host
 //!   side of the handler world, limits, and running one attempt.
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.

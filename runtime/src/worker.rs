@@ -225,22 +225,9 @@ impl Worker {
                     Err(e) => waited = Err(e),
                 }
             }
-            if let Err(e) = waited {
-                // The backend is unreachable: wait (a job may finish or a
-                // shutdown arrive meanwhile), then try again.
-                let pause = outage.failed(&e);
-                tokio::select! {
-                    () = &mut shutdown => {
-                        shutting_down = true;
-                        break;
-                    }
-                    Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                        record(&mut stats, done);
-                    }
-                    () = tokio::time::sleep(pause) => {}
-                }
-                continue;
-            }
+            // With the backend unreachable, pause (a job may finish or a
+            // shutdown arrive meanwhile), then try again.
+            let pause = waited.err().map(|e| outage.failed(&e));
             tokio::select! {
                 () = &mut shutdown => {
                     shutting_down = true;
@@ -249,7 +236,8 @@ impl Worker {
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                     record(&mut stats, done);
                 }
-                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming => {
+                () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming && pause.is_none() => {
                     if let Err(e) = waited {
                         let pause = outage.failed(&e);
                         tokio::time::sleep(pause).await;

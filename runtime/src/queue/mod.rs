@@ -1,5 +1,5 @@
 //! The queue contract: one async trait, [`QueueBackend`], with an in-memory
-//! implementation here ([`memory`]) and a Redis one to come. What the trait
+//! implementation ([`memory`]) and a Redis one ([`redis`]). What the trait
 //! promises is exactly what [`conformance`] checks, against every backend.
 
 pub mod clock;
