@@ -409,7 +409,7 @@ async fn ack_all(backend: &dyn QueueBackend, items: Vec<(Lease, Completion, Stri
         .max()
         .unwrap_or(0);
     loop {
-        match backend.complete_many(items.clone()).await {
+        match backend.complete_many(&items).await {
             Ok(acks) if acks.len() == items.len() => {
                 outage.recovered();
                 return acks;

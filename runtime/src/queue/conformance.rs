@@ -666,7 +666,7 @@ pub async fn complete_many_applies_each_in_order(b: Backend, _c: Clock) {
         .expect("complete");
     assert_eq!(done, Ack::Applied(None));
     let acks = b
-        .complete_many(vec![
+        .complete_many(&[
             (lease(&a), Completion::Done, String::new()),
             (
                 lease(&bb),

@@ -176,11 +176,14 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
     /// sending the same batch again is safe (those are then stale).
     async fn complete_many(
         &self,
-        items: Vec<(Lease, Completion, String)>,
+        items: &[(Lease, Completion, String)],
     ) -> Result<Vec<Ack>, QueueError> {
         let mut acks = Vec::with_capacity(items.len());
         for (lease, completion, log) in items {
-            acks.push(self.complete(&lease, completion, log).await?);
+            acks.push(
+                self.complete(lease, completion.clone(), log.clone())
+                    .await?,
+            );
         }
         Ok(acks)
     }

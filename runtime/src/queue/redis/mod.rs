@@ -736,7 +736,7 @@ impl QueueBackend for RedisBackend {
     /// One script call per queue in the batch.
     async fn complete_many(
         &self,
-        items: Vec<(Lease, Completion, String)>,
+        items: &[(Lease, Completion, String)],
     ) -> Result<Vec<Ack>, QueueError> {
         let now = self.shared.clock.now();
         let mut acks = vec![Ack::Stale; items.len()];
