@@ -13,6 +13,8 @@
 //! module = "/opt/handlers/resizer.wasm"
 //! timeout_ms = 120000
 //! memory_mib = 256
+//! concurrency = 4                # at most 4 of its jobs at once per worker
+//! weight = 2                     # twice the share of a weight-1 queue
 //! ```
 //!
 //! Unknown keys are errors, so a typo does not silently fall back to a
@@ -88,6 +90,11 @@ pub struct QueueSection {
     pub backoff_base_ms: Option<u64>,
     /// Longest retry delay, ms.
     pub backoff_cap_ms: Option<u64>,
+    /// Most of this queue's jobs one worker runs at once.
+    pub concurrency: Option<usize>,
+    /// This queue's share of a worker's capacity, relative to the other
+    /// queues it serves. Default 1.
+    pub weight: Option<u32>,
 }
 
 /// One queue's settings with every default applied.
@@ -99,6 +106,11 @@ pub struct QueueSettings {
     pub limits: Limits,
     /// Retry delays.
     pub backoff: Backoff,
+    /// Most jobs of the queue in flight in one worker; `None`: no cap
+    /// beyond the worker's concurrency.
+    pub concurrency: Option<usize>,
+    /// Share of a worker's capacity when several queues have work.
+    pub weight: u32,
 }
 
 /// A configuration problem, naming the key or file.
@@ -181,6 +193,8 @@ impl Config {
             module: None,
             limits: Limits::default(),
             backoff: Backoff::default(),
+            concurrency: None,
+            weight: 1,
         };
         let with_defaults = self.defaults.apply(base);
         match self.queues.get(queue.as_str()) {
@@ -223,6 +237,12 @@ impl QueueSection {
         positive("memory_mib", self.memory_mib)?;
         positive("fuel", self.fuel)?;
         positive("output_kib", self.output_kib)?;
+        positive(
+            "concurrency",
+            self.concurrency
+                .map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
+        )?;
+        positive("weight", self.weight.map(u64::from))?;
         if let (Some(base), Some(cap)) = (self.backoff_base_ms, self.backoff_cap_ms)
             && base > cap
         {
@@ -258,6 +278,12 @@ impl QueueSection {
         }
         if let Some(ms) = self.backoff_cap_ms {
             s.backoff.cap = Duration::from_millis(ms);
+        }
+        if let Some(n) = self.concurrency {
+            s.concurrency = Some(n);
+        }
+        if let Some(w) = self.weight {
+            s.weight = w;
         }
         s
     }

@@ -11,6 +11,7 @@
 //!   Redis: kill -9, SIGTERM, restarts, wake-up, delayed jobs.
 
 pub mod redis;
+pub mod workers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -4,167 +4,11 @@
 //! stop on SIGTERM, Redis restarting under a running worker, and the admin
 //! commands over the same queue.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runtime_tests::redis::RedisServer;
-use runtime_tests::{Run, TempDir, guests, runtime, runtime_bin};
-use serde_json::Value;
-
-/// A Redis, a cache dir, and the handlers of the test fixtures.
-struct Env {
-    redis: RedisServer,
-    cache: TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            redis: RedisServer::start(),
-            cache: TempDir::new("worker"),
-        }
-    }
-
-    fn with(redis: RedisServer) -> Self {
-        Env {
-            redis,
-            cache: TempDir::new("worker"),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.redis.url()
-    }
-
-    /// `runtime --backend <redis> --handlers <fixtures> ARGS`.
-    fn run(&self, args: &[&str]) -> Run {
-        let url = self.url();
-        let mut all = vec!["--backend", &url, "--handlers", guests::DIR];
-        all.extend_from_slice(args);
-        runtime(self.cache.path(), &all, None)
-    }
-
-    fn dispatch(&self, queue: &str, payload: &str, extra: &[&str]) -> String {
-        let mut args = vec!["dispatch", queue, payload];
-        args.extend_from_slice(extra);
-        let run = self.run(&args);
-        run.expect_code(0);
-        run.stdout().trim().to_string()
-    }
-
-    fn counts(&self, queue: &str) -> Value {
-        let run = self.run(&["queues", "--json"]);
-        run.expect_code(0);
-        run.json()
-            .get(queue)
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({"pending": 0, "scheduled": 0, "running": 0, "failed": 0, "done": 0}))
-    }
-
-    fn count(&self, queue: &str, state: &str) -> u64 {
-        self.counts(queue)[state].as_u64().unwrap_or(0)
-    }
-
-    fn show(&self, id: &str) -> Value {
-        let run = self.run(&["jobs", "show", id, "--json"]);
-        run.expect_code(0);
-        run.json()
-    }
-
-    /// Starts `runtime worker ARGS` in the background.
-    fn worker(&self, args: &[&str]) -> WorkerProcess {
-        let log = self.cache.path().join(format!(
-            "worker-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ));
-        let file = std::fs::File::create(&log).expect("create worker log");
-        let child = Command::new(runtime_bin())
-            .args([
-                "--backend",
-                &self.url(),
-                "--handlers",
-                guests::DIR,
-                "worker",
-            ])
-            .args(args)
-            .env("RUNTIME_CACHE_DIR", self.cache.path())
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUNTIME_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start runtime worker");
-        let w = WorkerProcess { child, log };
-        w.wait_for_log("worker started", Duration::from_secs(30));
-        w
-    }
-}
-
-/// A `runtime worker` process, killed if still running when dropped.
-struct WorkerProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl WorkerProcess {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, text: &str, limit: Duration) {
-        let log = || self.log();
-        eventually(limit, &format!("worker log to contain {text:?}"), || {
-            log().contains(text)
-        });
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit; its status code.
-    fn wait(&mut self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "worker still running after {limit:?}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use runtime_tests::workers::{Env, eventually};
+use runtime_tests::{TempDir, guests, runtime};
 
 #[test]
 fn dispatch_enqueues_and_a_draining_worker_runs_everything() {
@@ -280,8 +124,7 @@ fn a_killed_worker_loses_its_lease_and_the_job_runs_again() {
     eventually(Duration::from_secs(10), "the job to be claimed", || {
         env.count(guests::NAP, "running") == 1
     });
-    let _ = a.child.kill(); // SIGKILL: no chance to hand anything back
-    let _ = a.child.wait();
+    a.kill(); // SIGKILL: no chance to hand anything back
     assert_eq!(
         env.show(&id)["state"],
         "running",
@@ -312,8 +155,7 @@ fn a_killed_worker_on_the_last_attempt_fails_the_job_as_worker_lost() {
     eventually(Duration::from_secs(10), "the job to be claimed", || {
         env.count(guests::NAP, "running") == 1
     });
-    let _ = a.child.kill();
-    let _ = a.child.wait();
+    a.kill();
     std::thread::sleep(Duration::from_millis(1200));
     let mut b = env.worker(&[guests::NAP, "--drain"]);
     assert_eq!(b.wait(Duration::from_secs(30)), 0, "{}", b.log());
@@ -401,10 +243,7 @@ fn the_worker_rides_out_a_redis_restart_without_losing_or_double_acking_jobs() {
         "the outage was logged:\n{}",
         w.log()
     );
-    assert!(
-        w.child.try_wait().expect("try_wait").is_none(),
-        "the worker did not exit"
-    );
+    assert!(w.is_running(), "the worker did not exit");
     w.signal("TERM");
     assert_eq!(w.wait(Duration::from_secs(20)), 0, "{}", w.log());
 }

@@ -2,11 +2,17 @@
 //! instance with up to `concurrency` in flight, renew their leases while
 //! they run, and record how each attempt ended.
 //!
+//! With several queues, each claim round shares the free room between them
+//! by weight, under each queue's cap (see [`fair`]).
+//!
 //! Shutdown is a future passed in (as in mini-redis): when it resolves the
 //! worker stops claiming, lets in-flight jobs finish within the grace
 //! period, then hands the rest back to the queue without counting the
 //! attempt.
 
+mod fair;
+
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +29,8 @@ use crate::sandbox::{HandlerRegistry, RunOutcome, RunReport};
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Queues to serve, earlier first; empty means every queue the backend
+    /// Queues to serve, sharing the worker by their `weight` and capped by
+    /// their `concurrency` settings; empty means every queue the backend
     /// knows (the in-memory sync mode uses this).
     pub queues: Vec<QueueName>,
     /// Jobs in flight at once. Default 16.
@@ -88,6 +95,15 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
+    fn record(&mut self, done: Result<Finished, tokio::task::JoinError>) {
+        match done {
+            Ok(f) => self.add(f.ack, f.released),
+            // A job task cannot panic on guest input; count it as stale if
+            // a host bug ever makes one, rather than taking the worker down.
+            Err(_) => self.stale += 1,
+        }
+    }
+
     fn add(&mut self, ack: Ack, released: bool) {
         match ack {
             Ack::Stale => self.stale += 1,
@@ -153,19 +169,89 @@ impl Worker {
         Ok(true)
     }
 
-    /// Claims up to `room` jobs (within `budget`) from the served queues;
-    /// returns the queues too.
+    /// Claims up to `room` jobs (within `budget`), shared between the
+    /// served queues by weight and under their caps, starting the round at
+    /// queue number `turn`. Returns the queues that had room (the ones
+    /// worth waiting on) and the claims.
     async fn claim(
         &self,
         room: usize,
         budget: u64,
+        running: &HashMap<QueueName, usize>,
+        turn: usize,
     ) -> Result<(Vec<QueueName>, Vec<Claim>), QueueError> {
-        let queues = self.queues().await?;
-        let n = room
+        let mut queues = self.queues().await?;
+        if !queues.is_empty() {
+            let first = turn % queues.len();
+            queues.rotate_left(first);
+        }
+        let standing: Vec<fair::Standing> = queues
+            .iter()
+            .map(|q| {
+                let settings = self.registry.settings(q);
+                let busy = running.get(q).copied().unwrap_or(0);
+                fair::Standing {
+                    weight: settings.weight,
+                    free: settings
+                        .concurrency
+                        .map_or(usize::MAX, |cap| cap.saturating_sub(busy)),
+                }
+            })
+            .collect();
+        let room = room
             .min(self.config.batch.max(1))
             .min(usize::try_from(budget).unwrap_or(usize::MAX));
-        let claims = self.backend.claim(&queues, n, self.config.lease).await?;
-        Ok((queues, claims))
+        let wants = fair::shares(room, &standing);
+        let mut claims = Vec::new();
+        // Queues that took their whole share and may take more.
+        let mut hungry = Vec::new();
+        for ((queue, s), &want) in queues.iter().zip(&standing).zip(&wants) {
+            if want == 0 {
+                continue;
+            }
+            let got = self.claim_from(queue, want, &mut claims).await?;
+            if got == want && s.free > want {
+                hungry.push((queue, s.free - want));
+            }
+        }
+        for (queue, free) in hungry {
+            let left = room.saturating_sub(claims.len()).min(free);
+            if left == 0 {
+                break;
+            }
+            self.claim_from(queue, left, &mut claims).await?;
+        }
+        let open = queues
+            .into_iter()
+            .zip(&standing)
+            .filter(|(_, s)| s.free > 0)
+            .map(|(q, _)| q)
+            .collect();
+        Ok((open, claims))
+    }
+
+    /// Claims up to `n` jobs of `queue` into `claims`; returns how many. An
+    /// error after earlier claims in the round keeps those (they are ours
+    /// now) and ends the round; the next round meets the error again.
+    async fn claim_from(
+        &self,
+        queue: &QueueName,
+        n: usize,
+        claims: &mut Vec<Claim>,
+    ) -> Result<usize, QueueError> {
+        match self
+            .backend
+            .claim(std::slice::from_ref(queue), n, self.config.lease)
+            .await
+        {
+            Ok(got) => {
+                let count = got.len();
+                claims.extend(got);
+                Ok(count)
+            }
+            Err(_) if !claims.is_empty() => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs until `shutdown` resolves (or, with `max_jobs` or `drain`, until
@@ -177,14 +263,15 @@ impl Worker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let batcher = tokio::spawn(ack_batcher(self.backend.clone(), ack_rx));
-        let mut inflight: JoinSet<Finished> = JoinSet::new();
+        let mut inflight = InFlight::default();
         let mut stats = WorkerStats::default();
+        let mut turn = 0usize;
         tokio::pin!(shutdown);
         let mut shutting_down = false;
         let mut outage = Outage::default();
         loop {
             while let Some(done) = inflight.try_join_next() {
-                record(&mut stats, done);
+                stats.record(done);
             }
             let budget = self
                 .config
@@ -202,12 +289,15 @@ impl Worker {
             let mut waited = Ok(());
             let mut queues = Vec::new();
             if claiming {
-                match self.claim(room, budget).await {
+                turn = turn.wrapping_add(1);
+                match self.claim(room, budget, &inflight.per_queue, turn).await {
                     Ok((_, claims)) if !claims.is_empty() => {
                         outage.recovered();
                         stats.claimed += claims.len() as u64;
                         for claim in claims {
-                            inflight.spawn(self.job_task(claim, stop_rx.clone(), acks.clone()));
+                            let queue = claim.job.id.queue().clone();
+                            let task = self.job_task(claim, stop_rx.clone(), acks.clone());
+                            inflight.spawn(queue, task);
                         }
                         continue;
                     }
@@ -234,10 +324,12 @@ impl Worker {
                     break;
                 }
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                    record(&mut stats, done);
+                    stats.record(done);
                 }
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
-                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming && pause.is_none() => {
+                // Only queues with room are worth waiting on; with none, a
+                // finishing job makes room.
+                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming && pause.is_none() && !queues.is_empty() => {
                     if let Err(e) = waited {
                         let pause = outage.failed(&e);
                         tokio::time::sleep(pause).await;
@@ -251,7 +343,7 @@ impl Worker {
             loop {
                 tokio::select! {
                     next = inflight.join_next() => match next {
-                        Some(done) => record(&mut stats, done),
+                        Some(done) => stats.record(done),
                         None => break,
                     },
                     () = &mut grace => {
@@ -262,7 +354,7 @@ impl Worker {
             }
         }
         while let Some(done) = inflight.join_next().await {
-            record(&mut stats, done);
+            stats.record(done);
         }
         drop(acks);
         let _ = batcher.await;
@@ -457,11 +549,60 @@ impl Outage {
     }
 }
 
-fn record(stats: &mut WorkerStats, done: Result<Finished, tokio::task::JoinError>) {
-    match done {
-        Ok(f) => stats.add(f.ack, f.released),
-        // A job task cannot panic on guest input; count it as stale if a
-        // host bug ever makes one, rather than taking the worker down.
-        Err(_) => stats.stale += 1,
+/// The job tasks in flight, and how many of each queue.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<Finished>,
+    queue_of: HashMap<tokio::task::Id, QueueName>,
+    per_queue: HashMap<QueueName, usize>,
+}
+
+impl InFlight {
+    fn spawn(&mut self, queue: QueueName, task: impl Future<Output = Finished> + Send + 'static) {
+        let id = self.tasks.spawn(task).id();
+        *self.per_queue.entry(queue.clone()).or_default() += 1;
+        self.queue_of.insert(id, queue);
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn finished(&mut self, id: tokio::task::Id) {
+        if let Some(queue) = self.queue_of.remove(&id)
+            && let Some(n) = self.per_queue.get_mut(&queue)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn try_join_next(&mut self) -> Option<Result<Finished, tokio::task::JoinError>> {
+        let done = self.tasks.try_join_next_with_id()?;
+        Some(self.settle(done))
+    }
+
+    async fn join_next(&mut self) -> Option<Result<Finished, tokio::task::JoinError>> {
+        let done = self.tasks.join_next_with_id().await?;
+        Some(self.settle(done))
+    }
+
+    fn settle(
+        &mut self,
+        done: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+    ) -> Result<Finished, tokio::task::JoinError> {
+        match done {
+            Ok((id, finished)) => {
+                self.finished(id);
+                Ok(finished)
+            }
+            Err(e) => {
+                self.finished(e.id());
+                Err(e)
+            }
+        }
     }
 }

@@ -1,0 +1,201 @@
+//! Running `runtime` against a test Redis: the CLI as a user runs it, and
+//! `runtime worker` processes in the background (killed when dropped).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::redis::RedisServer;
+use crate::{Run, TempDir, guests, runtime, runtime_bin};
+
+/// A Redis, a cache dir, and the handlers of the test fixtures.
+#[derive(Debug)]
+pub struct Env {
+    /// The Redis.
+    pub redis: RedisServer,
+    /// Cache dir, also where worker logs go.
+    pub cache: TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env {
+    /// A fresh Redis and cache dir.
+    pub fn new() -> Self {
+        Env {
+            redis: RedisServer::start(),
+            cache: TempDir::new("worker"),
+        }
+    }
+
+    /// Over an already started Redis.
+    pub fn with(redis: RedisServer) -> Self {
+        Env {
+            redis,
+            cache: TempDir::new("worker"),
+        }
+    }
+
+    /// The Redis URL.
+    pub fn url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// `runtime --backend <redis> --handlers <fixtures> ARGS`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let url = self.url();
+        let mut all = vec!["--backend", &url, "--handlers", guests::DIR];
+        all.extend_from_slice(args);
+        runtime(self.cache.path(), &all, None)
+    }
+
+    /// `runtime dispatch QUEUE PAYLOAD EXTRA...`; the job id.
+    pub fn dispatch(&self, queue: &str, payload: &str, extra: &[&str]) -> String {
+        let mut args = vec!["dispatch", queue, payload];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        run.expect_code(0);
+        run.stdout().trim().to_string()
+    }
+
+    /// The queue's counts from `runtime queues --json`.
+    pub fn counts(&self, queue: &str) -> Value {
+        let run = self.run(&["queues", "--json"]);
+        run.expect_code(0);
+        run.json()
+            .get(queue)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({"pending": 0, "scheduled": 0, "running": 0, "failed": 0, "done": 0}))
+    }
+
+    /// One of the queue's counts.
+    pub fn count(&self, queue: &str, state: &str) -> u64 {
+        self.counts(queue)[state].as_u64().unwrap_or(0)
+    }
+
+    /// `runtime jobs show ID --json`.
+    pub fn show(&self, id: &str) -> Value {
+        let run = self.run(&["jobs", "show", id, "--json"]);
+        run.expect_code(0);
+        run.json()
+    }
+
+    /// Starts `runtime worker ARGS` in the background.
+    pub fn worker(&self, args: &[&str]) -> WorkerProcess {
+        let log = self.cache.path().join(format!(
+            "worker-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        let file = std::fs::File::create(&log).expect("create worker log");
+        let child = Command::new(runtime_bin())
+            .args([
+                "--backend",
+                &self.url(),
+                "--handlers",
+                guests::DIR,
+                "worker",
+            ])
+            .args(args)
+            .env("RUNTIME_CACHE_DIR", self.cache.path())
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUNTIME_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start runtime worker");
+        let w = WorkerProcess { child, log };
+        w.wait_for_log("worker started", Duration::from_secs(30));
+        w
+    }
+}
+
+/// A `runtime worker` process, killed if still running when dropped.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `text`.
+    pub fn wait_for_log(&self, text: &str, limit: Duration) {
+        let log = || self.log();
+        eventually(limit, &format!("worker log to contain {text:?}"), || {
+            log().contains(text)
+        });
+    }
+
+    /// Sends it a signal: `TERM`, `KILL`...
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit; its status code.
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker still running after {limit:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it holds; panics naming `what` after `limit`.
+pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

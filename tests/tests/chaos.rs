@@ -1,0 +1,223 @@
+//! Chaos: three `runtime worker` processes on a real Redis run 5,000 jobs
+//! while a driver kills a random one every half second and starts a
+//! replacement (kill -9, or SIGTERM as in a rolling deploy), or while Redis
+//! itself is killed and restarted. Every job records each run it starts
+//! (the `record` fixture dispatches `{"job", "attempt"}` to another queue
+//! before it naps), so the test can prove that no job is lost and count
+//! those that ran more than once.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use runtime_tests::guests;
+use runtime_tests::redis::RedisServer;
+use runtime_tests::workers::{Env, WorkerProcess, eventually};
+
+const JOBS: u64 = 5000;
+const WORKERS: usize = 3;
+const CONCURRENCY: &str = "8";
+const RECORDS: &str = "chaos-runs";
+
+/// Dispatches the jobs: each naps 0 to 60 ms after recording its run.
+fn dispatch_jobs(env: &Env) {
+    let lines: String = (0..JOBS)
+        .map(|i| format!("{{\"to\":\"{RECORDS}\",\"ms\":{}}}\n", i % 5 * 15))
+        .collect();
+    let file = env.cache.path().join("chaos.jsonl");
+    std::fs::write(&file, lines).expect("write jobs");
+    env.run(&[
+        "dispatch",
+        guests::RECORD,
+        "--file",
+        &file.display().to_string(),
+        "--max-attempts",
+        "25",
+    ])
+    .expect_code(0);
+}
+
+fn start_worker(env: &Env, grace: &str) -> WorkerProcess {
+    env.worker(&[
+        guests::RECORD,
+        "--lease",
+        "1s",
+        "--concurrency",
+        CONCURRENCY,
+        "--grace",
+        grace,
+    ])
+}
+
+/// A cheap random index (the test needs no seedable generator).
+fn pick(n: usize) -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    nanos as usize % n
+}
+
+/// Every run recorded, by job id: the attempt number of each run.
+fn runs(env: &Env) -> BTreeMap<String, Vec<u64>> {
+    let list = env.run(&[
+        "jobs", "list", RECORDS, "--state", "pending", "--limit", "100000", "--json",
+    ]);
+    list.expect_code(0);
+    let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for record in list.json().as_array().expect("a list") {
+        let payload = &record["payload"];
+        let payload = match payload.as_str() {
+            Some(text) => serde_json::from_str(text).expect("record payload is JSON"),
+            None => payload.clone(),
+        };
+        let job = payload["job"].as_str().expect("job id").to_string();
+        let attempt = payload["attempt"].as_u64().expect("attempt");
+        runs.entry(job).or_default().push(attempt);
+    }
+    runs
+}
+
+/// Waits for every job to be done and checks the queue's final counts.
+fn all_done(env: &Env) {
+    eventually(Duration::from_secs(180), "every job to be done", || {
+        env.count(guests::RECORD, "done") >= JOBS
+    });
+    let c = env.counts(guests::RECORD);
+    assert_eq!(c["done"], JOBS, "each job acknowledged exactly once: {c}");
+    for state in ["pending", "scheduled", "running", "failed"] {
+        assert_eq!(c[state], 0, "{state}: {c}");
+    }
+}
+
+/// The logs of every worker started, replaced ones included.
+fn worker_logs(env: &Env) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(env.cache.path()).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "log") {
+            all.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    all
+}
+
+/// Every job ran at least once; returns how many ran more than once.
+fn none_lost(runs: &BTreeMap<String, Vec<u64>>) -> usize {
+    for n in 1..=JOBS {
+        let id = format!("{}:{n}", guests::RECORD);
+        assert!(runs.contains_key(&id), "{id} never ran");
+    }
+    assert_eq!(runs.len() as u64, JOBS, "records of unknown jobs");
+    runs.values().filter(|r| r.len() > 1).count()
+}
+
+/// Kills or stops a random worker every half second until the jobs are
+/// done, starting a replacement each time; returns how many it stopped.
+fn churn(env: &Env, workers: &mut [WorkerProcess], signal: &str, grace: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut stopped = 0;
+    while env.count(guests::RECORD, "done") < JOBS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let victim = &mut workers[pick(WORKERS)];
+        victim.signal(signal);
+        let code = victim.wait(Duration::from_secs(30));
+        if signal == "TERM" {
+            assert_eq!(code, 0, "a stopped worker exits 0:\n{}", victim.log());
+        }
+        stopped += 1;
+        *victim = start_worker(env, grace);
+    }
+    stopped
+}
+
+#[test]
+fn kill_9_every_half_second_loses_nothing() {
+    let env = Env::new();
+    dispatch_jobs(&env);
+    let mut workers: Vec<_> = (0..WORKERS).map(|_| start_worker(&env, "10s")).collect();
+    let kills = churn(&env, &mut workers, "KILL", "10s");
+    all_done(&env);
+    let runs = runs(&env);
+    let twice = none_lost(&runs);
+    // A job runs again only after the lease of a killed worker ran out, so
+    // as a new attempt: no attempt of any job ran twice.
+    for (id, attempts) in &runs {
+        let mut sorted = attempts.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            attempts.len(),
+            "{id} ran an attempt twice: {attempts:?}"
+        );
+    }
+    // Only jobs in flight at a kill ran again: at most a worker's
+    // concurrency per kill.
+    let in_flight_per_kill: usize = CONCURRENCY.parse().expect("a number");
+    assert!(kills >= 2, "the run outlasted only {kills} kills");
+    assert!(
+        twice <= kills * in_flight_per_kill,
+        "{twice} jobs ran more than once after {kills} kills"
+    );
+    eprintln!("chaos kill -9: {kills} kills, {twice} of {JOBS} jobs ran more than once");
+}
+
+#[test]
+fn a_redis_restart_mid_run_loses_nothing() {
+    let redis = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+    ]);
+    let mut env = Env::with(redis);
+    dispatch_jobs(&env);
+    let workers: Vec<_> = (0..WORKERS).map(|_| start_worker(&env, "10s")).collect();
+    eventually(Duration::from_secs(60), "a third of the jobs done", || {
+        env.count(guests::RECORD, "done") >= JOBS / 3
+    });
+    env.redis.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    env.redis.restart();
+    all_done(&env);
+    let twice = none_lost(&runs(&env));
+    for mut w in workers {
+        assert!(w.is_running(), "a worker exited:\n{}", w.log());
+        assert!(w.log().contains("unreachable"), "{}", w.log());
+    }
+    eprintln!("chaos redis restart: {twice} of {JOBS} jobs ran more than once");
+}
+
+#[test]
+fn sigterm_every_half_second_hands_back_without_counting_attempts() {
+    let env = Env::new();
+    dispatch_jobs(&env);
+    // A grace shorter than the longest nap: some in-flight jobs finish,
+    // others are handed back.
+    let grace = "30ms";
+    let mut workers: Vec<_> = (0..WORKERS).map(|_| start_worker(&env, grace)).collect();
+    let stops = churn(&env, &mut workers, "TERM", grace);
+    all_done(&env);
+    let runs = runs(&env);
+    let twice = none_lost(&runs);
+    for (id, attempts) in &runs {
+        assert!(
+            attempts.iter().all(|&a| a == 1),
+            "{id} had an attempt counted against it: {attempts:?}"
+        );
+    }
+    // Every extra run is a job a stopping worker handed back (and logged
+    // as such; one stopped before its record was written leaves none).
+    let extra: usize = runs.values().map(|r| r.len() - 1).sum();
+    let handed_back = worker_logs(&env).matches("handed back").count();
+    assert!(stops >= 2, "the run outlasted only {stops} stops");
+    assert!(
+        extra <= handed_back,
+        "{extra} extra runs but only {handed_back} jobs handed back"
+    );
+    eprintln!(
+        "chaos SIGTERM: {stops} stops, {handed_back} jobs handed back, {extra} runs again ({twice} jobs)"
+    );
+}
