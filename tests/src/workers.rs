@@ -17,6 +17,8 @@ pub struct Env {
     pub redis: RedisServer,
     /// Cache dir, also where worker logs go.
     pub cache: TempDir,
+    /// The handlers directory: the test fixtures unless a test sets its own.
+    pub handlers: String,
 }
 
 impl Default for Env {
@@ -31,6 +33,7 @@ impl Env {
         Env {
             redis: RedisServer::start(),
             cache: TempDir::new("worker"),
+            handlers: guests::DIR.to_string(),
         }
     }
 
@@ -39,6 +42,7 @@ impl Env {
         Env {
             redis,
             cache: TempDir::new("worker"),
+            handlers: guests::DIR.to_string(),
         }
     }
 
@@ -50,7 +54,7 @@ impl Env {
     /// `runtime --backend <redis> --handlers <fixtures> ARGS`.
     pub fn run(&self, args: &[&str]) -> Run {
         let url = self.url();
-        let mut all = vec!["--backend", &url, "--handlers", guests::DIR];
+        let mut all = vec!["--backend", &url, "--handlers", &self.handlers];
         all.extend_from_slice(args);
         runtime(self.cache.path(), &all, None)
     }
@@ -101,7 +105,7 @@ impl Env {
                 "--backend",
                 &self.url(),
                 "--handlers",
-                guests::DIR,
+                &self.handlers,
                 "worker",
             ])
             .args(args)

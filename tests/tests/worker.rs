@@ -343,3 +343,53 @@ fn commands_that_need_a_queue_server_say_so_and_unreachable_redis_names_the_url(
     run.expect_code(2);
     assert!(run.stderr().contains(&url), "{}", run.stderr());
 }
+
+#[test]
+fn a_changed_module_file_swaps_in_for_new_jobs_and_a_broken_one_keeps_the_old() {
+    let mut env = Env::new();
+    let dir = TempDir::new("hot-swap");
+    env.handlers = dir.path().display().to_string();
+    let file = dir.path().join("swap_job.wasm");
+    // Replaced as a deploy should: written aside, renamed into place.
+    let publish = |fixture: &str| {
+        let tmp = dir.path().join("swap_job.wasm.tmp");
+        std::fs::copy(format!("{}/{fixture}", guests::DIR), &tmp).expect("copy module");
+        std::fs::rename(&tmp, &file).expect("rename module");
+    };
+    publish("nap_job.wasm");
+    let w = env.worker(&["swap", "--concurrency", "4"]);
+    // A long job on the first version...
+    let long = env.dispatch("swap", r#"{"ms":1500}"#, &["--max-attempts", "1"]);
+    eventually(Duration::from_secs(10), "the long job to start", || {
+        env.count("swap", "running") == 1
+    });
+    // ...a broken file, written in place: logged by name, old version kept.
+    std::fs::write(&file, b"not a module").expect("overwrite module");
+    w.wait_for_log("cannot be loaded", Duration::from_secs(10));
+    assert!(w.log().contains(&file.display().to_string()), "{}", w.log());
+    let during = env.dispatch("swap", r#"{"ms":1}"#, &["--max-attempts", "1"]);
+    // A good new version (it panics): new jobs run it.
+    publish("panic_job.wasm");
+    w.wait_for_log("handler module reloaded", Duration::from_secs(10));
+    let after = env.dispatch("swap", "{}", &["--max-attempts", "1"]);
+    eventually(Duration::from_secs(20), "all three jobs to end", || {
+        env.count("swap", "done") == 2 && env.count("swap", "failed") == 1
+    });
+    // The long job ran on the version it started with, to the end; the
+    // job dispatched while the file was broken ran on the old version.
+    for id in [&long, &during] {
+        assert!(
+            env.run(&["jobs", "show", id]).code() != 0,
+            "{id} is done (done jobs are removed)"
+        );
+    }
+    let failed = env.show(&after);
+    assert_eq!(failed["state"], "failed");
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("panic"),
+        "{failed}"
+    );
+}

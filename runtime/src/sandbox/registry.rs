@@ -4,10 +4,17 @@
 //! by crate `my-queue-name-job`, whose artifact is `my_queue_name_job.wasm`,
 //! looked up in the handlers directory. Config can map any queue to any
 //! module file instead. Each module is loaded once per process.
+//!
+//! Hot swap: [`HandlerRegistry::refresh`] (a worker calls it every second)
+//! looks at each loaded module's file and loads it again when it changed.
+//! A new version that fails to load is logged, naming the file, and the
+//! old one keeps serving. A job takes its handler once, at its start, so it
+//! runs entirely on one version.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use super::{Handler, Sandbox};
 use crate::config::{Config, QueueSettings};
@@ -20,7 +27,7 @@ pub struct HandlerRegistry {
     sandbox: Arc<Sandbox>,
     handlers_dir: PathBuf,
     config: Config,
-    loaded: Mutex<HashMap<QueueName, Arc<Handler>>>,
+    loaded: Mutex<HashMap<QueueName, Loaded>>,
     settings: Mutex<HashMap<QueueName, Arc<QueueSettings>>>,
 }
 
@@ -62,26 +69,127 @@ impl HandlerRegistry {
 
     /// The handler of `queue`, loading it on first use.
     pub fn handler(&self, queue: &QueueName) -> Result<Arc<Handler>, LoadError> {
-        if let Some(h) = self.lock().get(queue) {
-            return Ok(h.clone());
+        if let Some(loaded) = self.lock().get(queue) {
+            return Ok(loaded.handler.clone());
         }
         let path = self.module_path(queue);
-        if !path.is_file() {
+        let Some(stamp) = Stamp::of(&path) else {
             return Err(LoadError::NotFound {
                 queue: queue.to_string(),
                 file: queue.handler_file_name(),
                 path,
             });
-        }
+        };
         let handler = Arc::new(
             self.sandbox
                 .load(&path, self.settings(queue).limits.clone())?,
         );
-        self.lock().insert(queue.clone(), handler.clone());
+        let loaded = Loaded {
+            handler: handler.clone(),
+            seen: stamp,
+        };
+        self.lock().insert(queue.clone(), loaded);
         Ok(handler)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Arc<Handler>>> {
+    /// Loads again every module whose file changed since it was loaded.
+    /// A file that is gone or fails to load is logged, once per change,
+    /// and the version already loaded keeps serving. Returns how many
+    /// modules were swapped. Blocks while compiling: call it off the async
+    /// threads.
+    pub fn refresh(&self) -> usize {
+        let candidates: Vec<(QueueName, PathBuf, Option<Stamp>)> = self
+            .lock()
+            .iter()
+            .filter_map(|(queue, loaded)| {
+                let path = loaded.handler.path().to_path_buf();
+                let now = Stamp::of(&path);
+                (now.unwrap_or(Stamp::GONE) != loaded.seen).then(|| (queue.clone(), path, now))
+            })
+            .collect();
+        let mut swapped = 0;
+        for (queue, path, stamp) in candidates {
+            let Some(stamp) = stamp else {
+                tracing::error!(
+                    queue = %queue,
+                    file = %path.display(),
+                    "handler module file is gone; still serving the version loaded before"
+                );
+                self.mark_seen(&queue, None);
+                continue;
+            };
+            match self
+                .sandbox
+                .load(&path, self.settings(&queue).limits.clone())
+            {
+                Ok(handler) => {
+                    tracing::info!(queue = %queue, file = %path.display(), "handler module reloaded");
+                    self.lock().insert(
+                        queue,
+                        Loaded {
+                            handler: Arc::new(handler),
+                            seen: stamp,
+                        },
+                    );
+                    swapped += 1;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        queue = %queue,
+                        file = %path.display(),
+                        error = %e,
+                        "new handler module cannot be loaded; still serving the version loaded before"
+                    );
+                    self.mark_seen(&queue, Some(stamp));
+                }
+            }
+        }
+        swapped
+    }
+
+    /// Remembers a version of the file as seen, so it is reported once.
+    fn mark_seen(&self, queue: &QueueName, stamp: Option<Stamp>) {
+        if let Some(loaded) = self.lock().get_mut(queue) {
+            loaded.seen = stamp.unwrap_or(Stamp::GONE);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Loaded>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A loaded handler and the version of its file last looked at.
+#[derive(Debug)]
+struct Loaded {
+    handler: Arc<Handler>,
+    seen: Stamp,
+}
+
+/// What tells one version of a file from another without reading it:
+/// inode (a rename into place), size and modification time (a rewrite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    /// Stands for a file that was gone when last looked at.
+    const GONE: Stamp = Stamp {
+        inode: 0,
+        len: 0,
+        modified: None,
+    };
+
+    fn of(path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+        Some(Stamp {
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
     }
 }

@@ -263,6 +263,7 @@ impl Worker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let batcher = tokio::spawn(ack_batcher(self.backend.clone(), ack_rx));
+        let reloader = tokio::spawn(reload_handlers(self.registry.clone()));
         let mut inflight = InFlight::default();
         let mut stats = WorkerStats::default();
         let mut turn = 0usize;
@@ -356,6 +357,7 @@ impl Worker {
         while let Some(done) = inflight.join_next().await {
             stats.record(done);
         }
+        reloader.abort();
         drop(acks);
         let _ = batcher.await;
         Ok(stats)
@@ -461,6 +463,22 @@ impl Worker {
             }
             Finished { ack, released }
         }
+    }
+}
+
+/// How often a worker looks for changed handler module files.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Hot swap: every [`RELOAD_EVERY`], loads changed module files again (on a
+/// blocking thread: compiling takes milliseconds to seconds).
+async fn reload_handlers(registry: Arc<HandlerRegistry>) {
+    let mut tick = tokio::time::interval(RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let registry = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.refresh()).await;
     }
 }
 
