@@ -13,6 +13,7 @@
 //! - [`sandbox`]: the wasmtime engine, module loading and caching, the host
 //!   side of the handler world, limits, and running one attempt.
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
+//! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
 //! - [`config`]: the TOML configuration and per-queue settings.
 //! - [`Runtime`]: the above put together, for embedding.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 mod executor;
 pub mod job;
+pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod sandbox;

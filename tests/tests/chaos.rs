@@ -211,7 +211,7 @@ fn sigterm_every_half_second_hands_back_without_counting_attempts() {
     // Every extra run is a job a stopping worker handed back (and logged
     // as such; one stopped before its record was written leaves none).
     let extra: usize = runs.values().map(|r| r.len() - 1).sum();
-    let handed_back = worker_logs(&env).matches("handed back").count();
+    let handed_back = worker_logs(&env).matches("job handed back").count();
     assert!(stops >= 2, "the run outlasted only {stops} stops");
     assert!(
         extra <= handed_back,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use runtime_tests::redis::RedisServer;
 use runtime_tests::workers::{Env, eventually};
 use runtime_tests::{TempDir, guests, runtime};
+use serde_json::Value;
 
 #[test]
 fn dispatch_enqueues_and_a_draining_worker_runs_everything() {
@@ -391,5 +392,157 @@ fn a_changed_module_file_swaps_in_for_new_jobs_and_a_broken_one_keeps_the_old() 
             .unwrap_or_default()
             .starts_with("panic"),
         "{failed}"
+    );
+}
+
+/// `GET /metrics` over plain HTTP/1.1; the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of one sample line, e.g. `runtime_jobs_done_total{queue="nap"}`.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn json_logs_metrics_and_the_workers_registry_describe_a_running_worker() {
+    let env = Env::new();
+    let mut w = env.worker(&[
+        guests::NAP,
+        guests::PANIC,
+        "--log-format",
+        "json",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let nap = env.dispatch(guests::NAP, r#"{"ms":1}"#, &[]);
+    let panic = env.dispatch(guests::PANIC, "{}", &["--max-attempts", "1"]);
+    eventually(Duration::from_secs(20), "both jobs to end", || {
+        env.count(guests::NAP, "done") == 1 && env.count(guests::PANIC, "failed") == 1
+    });
+    // Logs: one JSON object per line; each attempt's line carries the job.
+    let lines: Vec<Value> = w
+        .log()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let line_of = |message: &str, job: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message && l["job"] == job)
+            .unwrap_or_else(|| panic!("no {message:?} line for {job} in {lines:#?}"))
+    };
+    let done = line_of("job done", &nap);
+    assert_eq!(
+        (&done["queue"], &done["attempt"], &done["outcome"]),
+        (&Value::from("nap"), &Value::from(1), &Value::from("done"))
+    );
+    assert!(done["duration_ms"].as_f64().is_some(), "{done}");
+    let failed = line_of("job failed", &panic);
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("panic"),
+        "{failed}"
+    );
+    // The guest's own log line, with its job's context.
+    let guest = lines
+        .iter()
+        .find(|l| l["target"] == "guest")
+        .expect("a guest log line");
+    assert_eq!(
+        (&guest["job"], &guest["queue"]),
+        (&Value::from(nap.as_str()), &Value::from("nap"))
+    );
+    assert!(
+        guest["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("napped 1 ms"),
+        "{guest}"
+    );
+    // Metrics.
+    let addr = lines
+        .iter()
+        .find_map(|l| {
+            let m = l["message"].as_str()?;
+            Some(
+                m.strip_prefix("metrics at http://")?
+                    .strip_suffix("/metrics")?
+                    .to_string(),
+            )
+        })
+        .expect("the metrics address is logged");
+    let metrics = scrape(&addr);
+    for (series, value) in [
+        ("runtime_jobs_done_total{queue=\"nap\"}", 1.0),
+        ("runtime_jobs_processed_total{queue=\"panic\"}", 1.0),
+        (
+            "runtime_jobs_failed_total{queue=\"panic\",reason=\"panic\"}",
+            1.0,
+        ),
+        ("runtime_job_duration_seconds_count{queue=\"nap\"}", 1.0),
+        ("runtime_jobs_in_flight{queue=\"nap\"}", 0.0),
+        ("runtime_queue_jobs{queue=\"panic\",state=\"failed\"}", 1.0),
+        ("runtime_backend_up", 1.0),
+        ("runtime_sandbox_instances_total", 2.0),
+        ("runtime_sandbox_instances_live", 0.0),
+        ("runtime_sandbox_memory_bytes", 0.0),
+    ] {
+        assert_eq!(
+            sample(&metrics, series),
+            Some(value),
+            "{series} in\n{metrics}"
+        );
+    }
+    assert!(sample(&metrics, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+    // The registry lists this worker while it runs, and not after it stops.
+    let workers = env.run(&["workers", "--json"]);
+    workers.expect_code(0);
+    let listed = workers.json();
+    let me = listed
+        .as_array()
+        .and_then(|ws| ws.iter().find(|x| x["pid"] == w.pid()))
+        .unwrap_or_else(|| panic!("worker {} not listed: {listed}", w.pid()));
+    assert_eq!(me["queues"], serde_json::json!(["nap", "panic"]));
+    assert_eq!(me["concurrency"], 16);
+    let table = env.run(&["workers"]);
+    assert!(
+        table.stdout().contains(&w.pid().to_string()),
+        "{}",
+        table.stdout()
+    );
+    w.signal("TERM");
+    assert_eq!(w.wait(Duration::from_secs(20)), 0, "{}", w.log());
+    assert_eq!(
+        env.run(&["workers", "--json"]).json(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn a_worker_warns_when_redis_may_evict_jobs() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let env = Env::with(redis);
+    let w = env.worker(&[guests::NAP]);
+    assert!(
+        w.log().contains("maxmemory-policy allkeys-lru") && w.log().contains("noeviction"),
+        "{}",
+        w.log()
     );
 }

@@ -3,8 +3,10 @@
 mod check;
 mod dispatch;
 mod jobs;
+mod metrics_http;
 mod queues;
 mod worker;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,14 +43,34 @@ pub struct Cli {
     /// Default: the config's `prefix`, else `runtime:`.
     #[arg(long, global = true, env = "RUNTIME_PREFIX", value_name = "PREFIX")]
     prefix: Option<String>,
+    /// Log lines as `human` text or `json` objects (one per line, on
+    /// stderr); `RUNTIME_LOG` sets the level, e.g. `RUNTIME_LOG=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNTIME_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event, fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     Dispatch(dispatch::Args),
     Worker(worker::Args),
+    Workers(workers::Args),
     Queues(queues::Args),
     Jobs(jobs::Args),
     Check(check::Args),
@@ -70,7 +92,7 @@ pub type CliResult = Result<Exit, anyhow::Error>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,6 +107,7 @@ pub fn main() -> ExitCode {
         match &cli.command {
             Command::Dispatch(args) => dispatch::run(&cli, args).await,
             Command::Worker(args) => worker::run(&cli, args).await,
+            Command::Workers(args) => workers::run(&cli, args).await,
             Command::Queues(args) => queues::run(&cli, args).await,
             Command::Jobs(args) => jobs::run(&cli, args).await,
             Command::Check(args) => check::run(&cli, args),
@@ -166,14 +189,22 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// Logs to stderr; `RUNTIME_LOG` filters (default `info`), e.g.
-/// `RUNTIME_LOG=runtime=debug`.
-fn init_logging() {
+/// `RUNTIME_LOG=warn,guest=info`: guests' own lines have target `guest`.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNTIME_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }

@@ -3,14 +3,17 @@
 //! SIGINT or SIGTERM: stop claiming, let in-flight jobs finish within the
 //! grace period, hand the rest back without counting an attempt, exit 0.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use runtime::metrics::Metrics;
 use runtime::queue::Ack;
 use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig};
-use runtime::{QueueName, Runtime};
+use runtime::{JobState, QueueName, Runtime};
 
+use super::metrics_http::{self, Sources};
 use super::{Cli, CliResult, Exit};
 
 /// Run jobs from the queue server (needs --backend).
@@ -36,7 +39,15 @@ pub struct Args {
     /// of it. A killed worker's jobs run again after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     lease: Duration,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g.
+    /// `127.0.0.1:9090` (`:0` picks a free port; the log says which).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
+
+/// How often a worker announces itself (`runtime workers`); its record
+/// expires after three missed beats.
+const HEARTBEAT: Duration = Duration::from_secs(5);
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let queues = args
@@ -63,12 +74,32 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             args.concurrency
         );
     }
+    for warning in rt.backend().settings_warnings().await {
+        tracing::warn!("{warning}");
+    }
     // Load the handlers up front: a missing module is reported at start
     // (the worker still runs: the file may be deployed later).
     for queue in &queues {
         if let Err(e) = rt.registry().handler(queue) {
             tracing::warn!("{e}");
         }
+    }
+    let sandbox = rt.registry().sandbox().clone();
+    sandbox.echo_guest_logs(true);
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &args.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr.as_str())
+            .await
+            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+        let local = listener.local_addr().context("metrics listener address")?;
+        tracing::info!("metrics at http://{local}/metrics");
+        let sources = Sources {
+            metrics: metrics.clone(),
+            backend: rt.backend().clone(),
+            sandbox,
+            queues: queues.clone(),
+        };
+        tokio::spawn(metrics_http::serve(listener, Arc::new(sources)));
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let worker = rt
@@ -80,9 +111,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             max_jobs: args.max_jobs,
             drain: args.drain,
             grace: args.grace,
+            heartbeat: Some(HEARTBEAT),
             ..WorkerConfig::default()
         })
-        .with_events(tx);
+        .with_events(tx)
+        .with_metrics(metrics);
     let log = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             log_event(&event);
@@ -129,30 +162,49 @@ async fn shutdown_signal() {
     tracing::info!("stopping: no new jobs; in-flight jobs finish within the grace period");
 }
 
+/// One line per attempt, with the job's id, queue, attempt, duration and
+/// outcome as fields (top-level keys in `--log-format json`).
 fn log_event(event: &JobEvent) {
     let job = &event.job;
+    let (id, queue, attempt) = (&job.id, job.id.queue().as_str(), job.attempts);
     let Some(report) = &event.report else {
-        tracing::info!(job = %job.id, attempt = job.attempts, "handed back");
+        tracing::info!(job = %id, queue, attempt, outcome = "handed back", "job handed back");
         return;
     };
-    let ms = report.elapsed.as_secs_f64() * 1000.0;
-    let state = match event.ack {
-        Ack::Stale => "stale (lease lost)",
+    let duration_ms = (report.elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    let outcome = match event.ack {
+        Ack::Stale => "stale",
         Ack::Applied(None) => "done",
-        Ack::Applied(Some(s)) => s.as_str(),
+        Ack::Applied(Some(JobState::Failed)) => "failed",
+        Ack::Applied(Some(_)) => "retry",
     };
     match &report.outcome {
-        RunOutcome::Done => {
-            tracing::info!(job = %job.id, attempt = job.attempts, ms = format_args!("{ms:.1}"), "{state}");
+        RunOutcome::Done if outcome == "done" => {
+            tracing::info!(job = %id, queue, attempt, duration_ms, outcome, "job done");
         }
+        RunOutcome::Done => tracing::warn!(
+            job = %id,
+            queue,
+            attempt,
+            duration_ms,
+            outcome,
+            "job finished but its lease was lost: it will run again"
+        ),
         RunOutcome::Retry { reason, .. }
         | RunOutcome::Fail { reason }
         | RunOutcome::Crashed { reason } => tracing::warn!(
-            job = %job.id,
-            attempt = job.attempts,
-            ms = format_args!("{ms:.1}"),
+            job = %id,
+            queue,
+            attempt,
+            duration_ms,
+            outcome,
             error = %reason,
-            "{state}"
+            "job {}",
+            match outcome {
+                "failed" => "failed",
+                "retry" => "will retry",
+                _ => "ended after its lease was lost",
+            }
         ),
     }
 }

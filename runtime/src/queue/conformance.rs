@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Ack, Completion, ManualClock, Page, QueueBackend};
+use super::{Ack, Completion, ManualClock, Page, QueueBackend, WorkerInfo};
 use crate::job::{DispatchOptions, JobId, JobState, NewJob, Payload, QueueName, RunAt};
 
 /// Where every test's clock starts: an arbitrary fixed time (2026-01-01).
@@ -59,7 +59,8 @@ macro_rules! queue_conformance {
             wait_for_work_wakes_on_dispatch,
             wait_for_work_returns_when_a_delayed_job_is_due,
             history_records_each_attempt,
-            complete_many_applies_each_in_order
+            complete_many_applies_each_in_order,
+            workers_registry_drops_silent_workers
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -691,4 +692,34 @@ pub async fn complete_many_applies_each_in_order(b: Backend, _c: Clock) {
         (failed.state, failed.log.as_str()),
         (JobState::Failed, "log b")
     );
+}
+
+/// Heartbeats list a worker; one that stops beating drops out after its
+/// ttl, and unregistering removes one at once.
+pub async fn workers_registry_drops_silent_workers(b: Backend, c: Clock) {
+    let worker = |id: &str, in_flight: u64| WorkerInfo {
+        id: id.to_string(),
+        host: "host-a".into(),
+        pid: 42,
+        queues: vec!["q".into(), "r".into()],
+        concurrency: 16,
+        in_flight,
+        started_at: START,
+        beat_at: START,
+    };
+    let ttl = Duration::from_secs(15);
+    assert!(b.workers().await.expect("workers").is_empty());
+    b.heartbeat(&worker("a", 1), ttl).await.expect("beat a");
+    b.heartbeat(&worker("b", 2), ttl).await.expect("beat b");
+    let mut seen = b.workers().await.expect("workers");
+    seen.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(seen, vec![worker("a", 1), worker("b", 2)]);
+    // `a` keeps beating (with a new in-flight count), `b` falls silent.
+    c.advance(Duration::from_secs(10));
+    b.heartbeat(&worker("a", 7), ttl).await.expect("beat a");
+    c.advance(Duration::from_secs(10));
+    let seen = b.workers().await.expect("workers");
+    assert_eq!(seen, vec![worker("a", 7)], "b expired");
+    b.unregister("a").await.expect("unregister");
+    assert!(b.workers().await.expect("workers").is_empty());
 }

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::clock::millis;
-use super::{Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, SystemClock};
+use super::{
+    Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, SystemClock, WorkerInfo,
+};
 use crate::error::{InputError, QueueError};
 use crate::job::{AttemptRecord, JobId, JobRecord, JobState, NewJob, QueueName, RunAt, UnixMillis};
 
@@ -23,6 +25,8 @@ pub struct MemoryBackend {
     clock: Arc<dyn Clock>,
     /// Woken on every change that can make work runnable.
     work: Notify,
+    /// Worker records and when each expires.
+    workers: Mutex<BTreeMap<String, (WorkerInfo, UnixMillis)>>,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +76,12 @@ impl MemoryBackend {
             inner: Mutex::new(Inner::default()),
             clock,
             work: Notify::new(),
+            workers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn workers_lock(&self) -> MutexGuard<'_, BTreeMap<String, (WorkerInfo, UnixMillis)>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -500,6 +509,25 @@ impl QueueBackend for MemoryBackend {
 
     async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
         Ok(self.lock().queues.keys().cloned().collect())
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+        let expires = self.clock.now().saturating_add(millis(ttl));
+        self.workers_lock()
+            .insert(worker.id.clone(), (worker.clone(), expires));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        let now = self.clock.now();
+        let mut workers = self.workers_lock();
+        workers.retain(|_, (_, expires)| *expires > now);
+        Ok(workers.values().map(|(w, _)| w.clone()).collect())
+    }
+
+    async fn unregister(&self, id: &str) -> Result<(), QueueError> {
+        self.workers_lock().remove(id);
+        Ok(())
     }
 
     async fn retry(&self, id: &JobId) -> Result<(), QueueError> {

@@ -103,6 +103,27 @@ impl StateCounts {
     }
 }
 
+/// A worker process as its heartbeats describe it (`runtime workers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Unique per process: `host:pid:random`.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: u32,
+    /// Queues it serves.
+    pub queues: Vec<String>,
+    /// Jobs it runs at once, at most.
+    pub concurrency: usize,
+    /// Jobs it was running at its last heartbeat.
+    pub in_flight: u64,
+    /// When it started.
+    pub started_at: UnixMillis,
+    /// Its last heartbeat.
+    pub beat_at: UnixMillis,
+}
+
 /// A window into a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -130,6 +151,24 @@ impl Default for Page {
 /// attempts, to failed with the reason `worker lost`.
 #[async_trait]
 pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// Records a worker's heartbeat; the record vanishes `ttl` later
+    /// unless renewed, so a dead worker drops out of [`workers`].
+    ///
+    /// [`workers`]: QueueBackend::workers
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError>;
+
+    /// The live workers, by id.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
+
+    /// Removes a worker's record at once (a clean stop).
+    async fn unregister(&self, id: &str) -> Result<(), QueueError>;
+
+    /// Server settings that put jobs at risk, each as a sentence saying
+    /// what to change (a worker logs them at start). None by default.
+    async fn settings_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Enqueue one job. With a unique key held by a job of the same queue
     /// that is pending, scheduled or running, returns that job's id and
     /// enqueues nothing.

@@ -2,11 +2,13 @@
 //! `Store`, and the imports (`log`, `dispatch`) handlers call.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::SandboxStats;
 use super::limits::Bytes;
 use super::output::JobOutput;
 use crate::job::{DispatchOptions, NewJob, Payload, QueueName, RunAt};
@@ -44,6 +46,37 @@ pub(crate) struct HostState {
     /// When the attempt's wall-clock time runs out.
     pub deadline: Instant,
     pub timed_out: bool,
+    /// The job, when its log lines also go to the process's log.
+    pub echo: Option<EchoContext>,
+}
+
+/// Who a guest's log line is from, in the process's log.
+pub(crate) struct EchoContext {
+    pub job: String,
+    pub queue: String,
+    pub attempt: u32,
+}
+
+impl EchoContext {
+    fn emit(&self, level: &str, message: &str) {
+        let (job, queue, attempt) = (&self.job, &self.queue, self.attempt);
+        let message = message.trim_end_matches('\n');
+        match level {
+            "ERROR" => {
+                tracing::error!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+            }
+            "WARN" => {
+                tracing::warn!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+            }
+            "INFO" => {
+                tracing::info!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+            }
+            "DEBUG" => {
+                tracing::debug!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+            }
+            _ => tracing::trace!(target: "guest", job = %job, queue = %queue, attempt, "{message}"),
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -56,11 +89,37 @@ impl WasiView for HostState {
 }
 
 /// Caps linear memory (and table) growth, remembering whether the cap was
-/// hit so the job's reason can name it.
+/// hit so the job's reason can name it. Also keeps the sandbox's counts of
+/// live instances and their memory, from creation to drop (with the
+/// store, however the attempt ends).
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
-    pub max_bytes: usize,
+    max_bytes: usize,
     pub exceeded: bool,
+    stats: Arc<SandboxStats>,
+    granted: usize,
+}
+
+impl MemoryLimiter {
+    pub fn new(max_bytes: usize, stats: Arc<SandboxStats>) -> Self {
+        stats.instances.fetch_add(1, Ordering::Relaxed);
+        stats.live.fetch_add(1, Ordering::Relaxed);
+        MemoryLimiter {
+            max_bytes,
+            exceeded: false,
+            stats,
+            granted: 0,
+        }
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.stats.live.fetch_sub(1, Ordering::Relaxed);
+        self.stats
+            .memory
+            .fetch_sub(self.granted as u64, Ordering::Relaxed);
+    }
 }
 
 /// Elements a table may grow to: Rust guests stay far below; a table bomb
@@ -70,7 +129,7 @@ pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 impl wasmtime::ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -81,6 +140,9 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
                 Bytes(self.max_bytes as u64)
             ));
         }
+        let more = desired.saturating_sub(current);
+        self.granted += more;
+        self.stats.memory.fetch_add(more as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -112,7 +174,13 @@ impl self::runtime::job::log::Host for HostState {
         };
         self.output
             .line(level, &message)
-            .map_err(wasmtime::Error::new)
+            .map_err(wasmtime::Error::new)?;
+        // Only lines that fit the job's output bound reach the process's
+        // log, so a chatty guest cannot flood it either.
+        if let Some(echo) = &self.echo {
+            echo.emit(level, &message);
+        }
+        Ok(())
     }
 
     fn report_panic(&mut self, message: String) -> wasmtime::Result<()> {

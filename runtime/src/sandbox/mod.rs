@@ -17,7 +17,7 @@ pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -28,7 +28,9 @@ use wasmtime_wasi::WasiCtxBuilder;
 use crate::error::LoadError;
 use crate::job::JobRecord;
 use crate::queue::QueueBackend;
-use host::{HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob, WitOutcome};
+use host::{
+    EchoContext, HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob, WitOutcome,
+};
 pub use limits::Limits;
 use limits::{Bytes, Millis};
 use output::JobOutput;
@@ -78,6 +80,27 @@ pub struct Sandbox {
     cache: Option<cache::ModuleCache>,
     fuel: bool,
     ticker_stop: Arc<AtomicBool>,
+    stats: Arc<SandboxStats>,
+    echo_logs: AtomicBool,
+}
+
+/// Counts kept by a sandbox as instances come and go.
+#[derive(Debug, Default)]
+pub struct SandboxStats {
+    instances: AtomicU64,
+    live: AtomicU64,
+    memory: AtomicU64,
+}
+
+/// A reading of [`SandboxStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SandboxSnapshot {
+    /// Instances created since start (one per attempt).
+    pub instances_total: u64,
+    /// Instances alive now.
+    pub instances_live: u64,
+    /// Linear memory held by the live instances, bytes.
+    pub memory_bytes: u64,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -221,7 +244,26 @@ impl Sandbox {
             cache,
             fuel: config.fuel,
             ticker_stop,
+            stats: Arc::new(SandboxStats::default()),
+            echo_logs: AtomicBool::new(false),
         })
+    }
+
+    /// Instances and their memory, now.
+    pub fn stats(&self) -> SandboxSnapshot {
+        SandboxSnapshot {
+            instances_total: self.stats.instances.load(Ordering::Relaxed),
+            instances_live: self.stats.live.load(Ordering::Relaxed),
+            memory_bytes: self.stats.memory.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether guests' log lines also go to this process's log (with the
+    /// job's id, queue and attempt), besides the job's own log. A worker
+    /// turns this on; a one-shot `runtime dispatch` prints the job's log
+    /// itself.
+    pub fn echo_guest_logs(&self, on: bool) {
+        self.echo_logs.store(on, Ordering::Relaxed);
     }
 
     fn compile(&self, path: &Path) -> Result<Component, LoadError> {
@@ -293,10 +335,10 @@ impl Sandbox {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
             output: output.clone(),
-            limiter: MemoryLimiter {
-                max_bytes: usize::try_from(limits.memory).unwrap_or(usize::MAX),
-                exceeded: false,
-            },
+            limiter: MemoryLimiter::new(
+                usize::try_from(limits.memory).unwrap_or(usize::MAX),
+                self.stats.clone(),
+            ),
             panic: None,
             dispatcher,
             dispatch_limit: limits.dispatches,
@@ -304,6 +346,11 @@ impl Sandbox {
             dispatch_exceeded: false,
             deadline: started + limits.timeout,
             timed_out: false,
+            echo: self.echo_logs.load(Ordering::Relaxed).then(|| EchoContext {
+                job: job.id.to_string(),
+                queue: job.id.queue().to_string(),
+                attempt: job.attempts,
+            }),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -411,6 +458,29 @@ fn crash_reason(state: &HostState, limits: &Limits, error: &wasmtime::Error) -> 
         }
         None => host::truncate(format!("error: {error:#}"), MAX_REASON_BYTES),
     }
+}
+
+/// A short, fixed name for the kind of crash a reason describes, for
+/// metric labels: `timeout`, `memory`, `panic`, `trap`... (the reasons
+/// themselves are free text). Kept next to [`crash_reason`], which writes
+/// them.
+pub fn crash_kind(reason: &str) -> &'static str {
+    const KINDS: [(&str, &str); 10] = [
+        ("timeout after", "timeout"),
+        ("memory limit", "memory"),
+        ("output limit", "output"),
+        ("dispatch limit", "dispatch_limit"),
+        ("panic", "panic"),
+        ("exited with status", "exit"),
+        ("stack overflow", "stack_overflow"),
+        ("fuel", "fuel"),
+        ("trap", "trap"),
+        ("no handler for queue", "no_handler"),
+    ];
+    KINDS
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or("error", |&(_, kind)| kind)
 }
 
 /// The first eight bytes tell a component from a core module from garbage;

@@ -22,8 +22,9 @@ use tokio::task::JoinSet;
 
 use crate::error::QueueError;
 use crate::job::{JobRecord, JobState, QueueName};
+use crate::metrics::Metrics;
 use crate::queue::clock::millis;
-use crate::queue::{Ack, Claim, Clock, Completion, Lease, QueueBackend, SystemClock};
+use crate::queue::{Ack, Claim, Clock, Completion, Lease, QueueBackend, SystemClock, WorkerInfo};
 use crate::sandbox::{HandlerRegistry, RunOutcome, RunReport};
 
 /// How a worker runs.
@@ -49,6 +50,9 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Retry at once instead of after the backoff (the sync mode).
     pub retry_at_once: bool,
+    /// Announce the worker in the backend's registry (`runtime workers`)
+    /// this often; the record expires after three missed beats.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +66,7 @@ impl Default for WorkerConfig {
             drain: false,
             grace: Duration::from_secs(10),
             retry_at_once: false,
+            heartbeat: None,
         }
     }
 }
@@ -122,6 +127,7 @@ pub struct Worker {
     registry: Arc<HandlerRegistry>,
     config: WorkerConfig,
     events: Option<mpsc::UnboundedSender<JobEvent>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What one job task returns.
@@ -142,7 +148,14 @@ impl Worker {
             registry,
             config,
             events: None,
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// Counts into `metrics` (shared with whoever serves them).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sends a [`JobEvent`] for every finished attempt to `events`.
@@ -264,6 +277,17 @@ impl Worker {
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let batcher = tokio::spawn(ack_batcher(self.backend.clone(), ack_rx));
         let reloader = tokio::spawn(reload_handlers(self.registry.clone()));
+        let identity = self.config.heartbeat.map(|every| {
+            let info = self.identity();
+            let id = info.id.clone();
+            let task = tokio::spawn(heartbeat(
+                self.backend.clone(),
+                self.metrics.clone(),
+                info,
+                every,
+            ));
+            (id, task)
+        });
         let mut inflight = InFlight::default();
         let mut stats = WorkerStats::default();
         let mut turn = 0usize;
@@ -360,7 +384,33 @@ impl Worker {
         reloader.abort();
         drop(acks);
         let _ = batcher.await;
+        if let Some((id, task)) = identity {
+            task.abort();
+            let _ = self.backend.unregister(&id).await;
+        }
         Ok(stats)
+    }
+
+    /// How this worker appears in the registry.
+    fn identity(&self) -> WorkerInfo {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let pid = std::process::id();
+        let now = SystemClock.now();
+        WorkerInfo {
+            id: format!("{host}:{pid}:{:06x}", fastrand::u32(..0x100_0000)),
+            host,
+            pid,
+            queues: self.config.queues.iter().map(ToString::to_string).collect(),
+            concurrency: self.config.concurrency,
+            in_flight: 0,
+            started_at: now,
+            beat_at: now,
+        }
     }
 
     /// The task running one claimed job to its ack.
@@ -373,11 +423,13 @@ impl Worker {
         let backend = self.backend.clone();
         let registry = self.registry.clone();
         let events = self.events.clone();
+        let metrics = self.metrics.clone();
         let lease_len = self.config.lease;
         let retry_at_once = self.config.retry_at_once;
         async move {
             let Claim { job, lease } = claim;
             let queue = job.id.queue().clone();
+            metrics.started(&queue);
             let settings = registry.settings(&queue);
             let run = async {
                 match registry.handler(&queue) {
@@ -458,11 +510,30 @@ impl Worker {
                 Ok(()) => ack.await.unwrap_or(Ack::Stale),
                 Err(_) => Ack::Stale,
             };
+            metrics.finished(&queue, report.as_ref(), ack);
             if let Some(events) = events {
                 let _ = events.send(JobEvent { job, report, ack });
             }
             Finished { ack, released }
         }
+    }
+}
+
+/// Announces the worker every `every` until aborted; a beat that fails is
+/// simply late (the outage is logged by the claim loop).
+async fn heartbeat(
+    backend: Arc<dyn QueueBackend>,
+    metrics: Arc<Metrics>,
+    mut info: WorkerInfo,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        info.in_flight = metrics.in_flight();
+        info.beat_at = SystemClock.now();
+        let _ = backend.heartbeat(&info, every * 3).await;
     }
 }
 

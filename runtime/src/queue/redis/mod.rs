@@ -52,7 +52,7 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, Valu
 use tokio::sync::Notify;
 
 use super::clock::millis;
-use super::{Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts};
+use super::{Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, WorkerInfo};
 use crate::error::{InputError, QueueError};
 use crate::job::{
     AttemptRecord, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt, UnixMillis,
@@ -303,6 +303,15 @@ impl RedisBackend {
     /// starts with it.
     pub fn queue_key(&self, queue: &QueueName) -> String {
         format!("{}{{{}}}", self.shared.prefix, queue)
+    }
+
+    /// The workers index and one worker's record: `<prefix>{@workers}` and
+    /// `<prefix>{@workers}:<id>`, in one cluster slot (`@` is in no queue
+    /// name, so no queue's keys can collide).
+    fn worker_keys(&self, id: &str) -> (String, String) {
+        let set = format!("{}{{@workers}}", self.shared.prefix);
+        let record = format!("{set}:{id}");
+        (set, record)
     }
 
     /// Runs a raw command on the main connection (tests and admin use it
@@ -817,6 +826,104 @@ impl QueueBackend for RedisBackend {
             failed,
             done: done.unwrap_or(0),
         })
+    }
+
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+        let (set, record) = self.worker_keys(&worker.id);
+        let json = serde_json::to_string(worker).map_err(|e| QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: format!("cannot encode worker record: {e}"),
+        })?;
+        let expires = self.shared.clock.now().saturating_add(millis(ttl));
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&record)
+            .arg(json)
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .ignore()
+            .cmd("ZADD")
+            .arg(&set)
+            .arg(expires)
+            .arg(&worker.id)
+            .ignore();
+        let mut conn = self.shared.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        let (set, _) = self.worker_keys("");
+        let now = self.shared.clock.now();
+        // Records expire by themselves; the index is trimmed here.
+        let _: u64 = self
+            .query(
+                redis::cmd("ZREMRANGEBYSCORE")
+                    .arg(&set)
+                    .arg("-inf")
+                    .arg(now),
+            )
+            .await?;
+        let ids: Vec<String> = self
+            .query(redis::cmd("ZRANGE").arg(&set).arg(0).arg(-1))
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.worker_keys(id).1).collect();
+        let records: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
+        let mut workers = Vec::new();
+        for (id, record) in ids.iter().zip(records) {
+            match record.and_then(|r| serde_json::from_str::<WorkerInfo>(&r).ok()) {
+                Some(w) => workers.push(w),
+                None => {
+                    let _: u64 = self.query(redis::cmd("ZREM").arg(&set).arg(id)).await?;
+                }
+            }
+        }
+        Ok(workers)
+    }
+
+    async fn settings_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let name = &self.shared.name;
+        let setting = |key: &'static str| async move {
+            let reply: Result<Vec<String>, _> =
+                self.query(redis::cmd("CONFIG").arg("GET").arg(key)).await;
+            reply.ok().and_then(|kv| kv.get(1).cloned())
+        };
+        match setting("maxmemory-policy").await.as_deref() {
+            Some("noeviction") => {}
+            Some(policy) => warnings.push(format!(
+                "Redis at {name} has maxmemory-policy {policy}: when it fills up it will silently evict keys, which loses jobs; set `maxmemory-policy noeviction`"
+            )),
+            None => warnings.push(format!(
+                "cannot read maxmemory-policy of Redis at {name} (CONFIG GET refused): make sure it is `noeviction`, or a full Redis evicts jobs"
+            )),
+        }
+        if setting("appendonly").await.as_deref() == Some("no") {
+            warnings.push(format!(
+                "Redis at {name} runs without AOF (appendonly no): a Redis restart loses the jobs written since its last snapshot; set `appendonly yes` and `appendfsync everysec`"
+            ));
+        }
+        warnings
+    }
+
+    async fn unregister(&self, id: &str) -> Result<(), QueueError> {
+        let (set, record) = self.worker_keys(id);
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(&record)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&set)
+            .arg(id)
+            .ignore();
+        let mut conn = self.shared.conn.clone();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {

@@ -1,0 +1,55 @@
+//! `runtime workers`: the live workers, from their heartbeats.
+
+use runtime::queue::{Clock, SystemClock};
+
+use super::{Cli, CliResult, Exit};
+
+/// List the live workers: host, pid, queues, jobs in flight, since when
+/// (needs --backend). A worker that stops beating drops out within 15 s.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let config = cli.config()?;
+    let backend = cli.require_backend(&config, "runtime workers").await?;
+    let mut workers = backend.workers().await?;
+    workers.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(Exit::Ok);
+    }
+    let now = SystemClock.now();
+    let ago = |t: u64| {
+        let secs = now.saturating_sub(t) / 1000;
+        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    };
+    let host_width = workers
+        .iter()
+        .map(|w| w.host.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:<host_width$}  {:>8}  {:>9}  {:>12}  {:>10}  QUEUES",
+        "HOST", "PID", "IN FLIGHT", "UP", "LAST BEAT"
+    );
+    for w in &workers {
+        println!(
+            "{:<host_width$}  {:>8}  {:>9}  {:>12}  {:>10}  {}",
+            w.host,
+            w.pid,
+            format!("{}/{}", w.in_flight, w.concurrency),
+            ago(w.started_at),
+            format!("{} ago", ago(w.beat_at)),
+            w.queues.join(",")
+        );
+    }
+    if workers.is_empty() {
+        println!("(no live workers)");
+    }
+    Ok(Exit::Ok)
+}

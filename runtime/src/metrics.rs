@@ -1,0 +1,276 @@
+//! A worker's metrics, in the Prometheus text format: what the worker
+//! counts as attempts start and end ([`Metrics`]), plus readings taken when
+//! scraped (queue depth, sandbox instances and memory, the process's RSS).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::job::{JobState, QueueName};
+use crate::queue::{Ack, StateCounts};
+use crate::sandbox::{RunOutcome, RunReport, SandboxSnapshot, crash_kind};
+
+/// Upper bounds of the run-time histogram's buckets, seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0,
+];
+
+/// Counters and histograms of one worker process, per queue.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    queues: Mutex<BTreeMap<QueueName, QueueMetrics>>,
+}
+
+#[derive(Debug, Default)]
+struct QueueMetrics {
+    in_flight: u64,
+    processed: u64,
+    done: u64,
+    retried: BTreeMap<&'static str, u64>,
+    failed: BTreeMap<&'static str, u64>,
+    handed_back: u64,
+    stale: u64,
+    durations: Histogram,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, n) in BUCKETS.iter().zip(&mut self.counts) {
+            if secs <= *bound {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+}
+
+/// Why an attempt did not finish its job, as a metric label.
+fn reason(outcome: &RunOutcome) -> &'static str {
+    match outcome {
+        RunOutcome::Done => "none",
+        RunOutcome::Retry { .. } | RunOutcome::Fail { .. } => "handler",
+        RunOutcome::Crashed { reason } => crash_kind(reason),
+    }
+}
+
+impl Metrics {
+    fn with(&self, queue: &QueueName, f: impl FnOnce(&mut QueueMetrics)) {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        f(queues.entry(queue.clone()).or_default());
+    }
+
+    /// An attempt of a `queue` job started.
+    pub fn started(&self, queue: &QueueName) {
+        self.with(queue, |m| m.in_flight += 1);
+    }
+
+    /// An attempt ended: `report` is `None` if it was handed back; `ack`
+    /// says what was recorded.
+    pub fn finished(&self, queue: &QueueName, report: Option<&RunReport>, ack: Ack) {
+        self.with(queue, |m| {
+            m.in_flight = m.in_flight.saturating_sub(1);
+            let Some(report) = report else {
+                m.handed_back += 1;
+                return;
+            };
+            m.processed += 1;
+            m.durations.observe(report.elapsed);
+            let why = reason(&report.outcome);
+            match ack {
+                Ack::Stale => m.stale += 1,
+                Ack::Applied(None) => m.done += 1,
+                Ack::Applied(Some(JobState::Failed)) => *m.failed.entry(why).or_default() += 1,
+                Ack::Applied(Some(_)) => *m.retried.entry(why).or_default() += 1,
+            }
+        });
+    }
+
+    /// Jobs in flight in this worker now, all queues.
+    pub fn in_flight(&self) -> u64 {
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        queues.values().map(|m| m.in_flight).sum()
+    }
+
+    /// Everything, in the Prometheus text exposition format (0.0.4), with
+    /// the readings taken at scrape time.
+    pub fn render(&self, readings: &Readings) -> String {
+        let mut out = String::new();
+        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut family =
+            |name: &str, kind: &str, help: &str, lines: &mut dyn FnMut(&mut String)| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                lines(&mut out);
+            };
+        let per_queue = |out: &mut String, name: &str, value: &dyn Fn(&QueueMetrics) -> u64| {
+            for (q, m) in queues.iter() {
+                let _ = writeln!(out, "{name}{{queue=\"{q}\"}} {}", value(m));
+            }
+        };
+        family(
+            "runtime_jobs_processed_total",
+            "counter",
+            "Attempts that ran to an outcome.",
+            &mut |out| per_queue(out, "runtime_jobs_processed_total", &|m| m.processed),
+        );
+        family(
+            "runtime_jobs_done_total",
+            "counter",
+            "Attempts that finished their job.",
+            &mut |out| per_queue(out, "runtime_jobs_done_total", &|m| m.done),
+        );
+        for (name, help, pick) in [
+            (
+                "runtime_jobs_retried_total",
+                "Attempts that ended in a retry, by reason.",
+                (|m: &QueueMetrics| &m.retried)
+                    as fn(&QueueMetrics) -> &BTreeMap<&'static str, u64>,
+            ),
+            (
+                "runtime_jobs_failed_total",
+                "Attempts that failed their job for good, by reason.",
+                |m: &QueueMetrics| &m.failed,
+            ),
+        ] {
+            family(name, "counter", help, &mut |out| {
+                for (q, m) in queues.iter() {
+                    for (reason, n) in pick(m) {
+                        let _ = writeln!(out, "{name}{{queue=\"{q}\",reason=\"{reason}\"}} {n}");
+                    }
+                }
+            });
+        }
+        family(
+            "runtime_jobs_handed_back_total",
+            "counter",
+            "Jobs handed back at shutdown (not counted as attempts).",
+            &mut |out| per_queue(out, "runtime_jobs_handed_back_total", &|m| m.handed_back),
+        );
+        family(
+            "runtime_jobs_stale_total",
+            "counter",
+            "Attempts whose lease had been lost when they ended.",
+            &mut |out| per_queue(out, "runtime_jobs_stale_total", &|m| m.stale),
+        );
+        family(
+            "runtime_job_duration_seconds",
+            "histogram",
+            "Run time of attempts, instantiation included.",
+            &mut |out| {
+                for (q, m) in queues.iter() {
+                    let h = &m.durations;
+                    for (bound, n) in BUCKETS.iter().zip(&h.counts) {
+                        let _ = writeln!(
+                            out,
+                            "runtime_job_duration_seconds_bucket{{queue=\"{q}\",le=\"{bound}\"}} {n}"
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "runtime_job_duration_seconds_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}\nruntime_job_duration_seconds_sum{{queue=\"{q}\"}} {}\nruntime_job_duration_seconds_count{{queue=\"{q}\"}} {}",
+                        h.count, h.sum, h.count
+                    );
+                }
+            },
+        );
+        family(
+            "runtime_jobs_in_flight",
+            "gauge",
+            "Jobs running in this worker now.",
+            &mut |out| per_queue(out, "runtime_jobs_in_flight", &|m| m.in_flight),
+        );
+        family(
+            "runtime_queue_jobs",
+            "gauge",
+            "Jobs in the queue by state (all workers), read when scraped.",
+            &mut |out| {
+                for (q, c) in &readings.depth {
+                    for state in [
+                        JobState::Pending,
+                        JobState::Scheduled,
+                        JobState::Running,
+                        JobState::Failed,
+                    ] {
+                        let _ = writeln!(
+                            out,
+                            "runtime_queue_jobs{{queue=\"{q}\",state=\"{state}\"}} {}",
+                            c.get(state)
+                        );
+                    }
+                }
+            },
+        );
+        let gauges = [
+            (
+                "runtime_backend_up",
+                "gauge",
+                "Whether the queue backend answered this scrape.",
+                u64::from(readings.backend_up),
+            ),
+            (
+                "runtime_sandbox_instances_total",
+                "counter",
+                "WebAssembly instances created, one per attempt.",
+                readings.sandbox.instances_total,
+            ),
+            (
+                "runtime_sandbox_instances_live",
+                "gauge",
+                "WebAssembly instances alive now.",
+                readings.sandbox.instances_live,
+            ),
+            (
+                "runtime_sandbox_memory_bytes",
+                "gauge",
+                "Linear memory held by live instances.",
+                readings.sandbox.memory_bytes,
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            family(name, kind, help, &mut |out| {
+                let _ = writeln!(out, "{name} {value}");
+            });
+        }
+        if let Some(rss) = readings.rss_bytes {
+            family(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident set size of the worker process.",
+                &mut |out| {
+                    let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+                },
+            );
+        }
+        out
+    }
+}
+
+/// What is read at scrape time rather than counted.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    /// Each served queue's counts, if the backend answered.
+    pub depth: Vec<(QueueName, StateCounts)>,
+    /// Whether it did.
+    pub backend_up: bool,
+    /// The sandbox's instances and memory.
+    pub sandbox: SandboxSnapshot,
+    /// This process's resident set size, where the OS tells.
+    pub rss_bytes: Option<u64>,
+}
+
+/// This process's resident set size, from `/proc/self/status` (Linux).
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,189 @@
+//! Soak (a benchmark-style run, not a test): `cargo bench -p runtime-tests
+//! --bench soak`.
+//!
+//! (f) One `runtime worker` process (concurrency 64) runs `SOAK_JOBS`
+//!     trivial `noop` jobs (default 1,000,000) from a private Redis, fed in
+//!     waves of 100,000 while it runs. Its RSS is sampled every 250 ms:
+//!     start (before the first job), after the first wave (warm), peak and
+//!     end. Flat means end ≈ warm: no per-job leak.
+//! (g) The same worker with 1,000 jobs in flight at once (`nap` jobs that
+//!     sleep 3 s, concurrency 1,000): its RSS idle, then with all 1,000
+//!     instances alive.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use runtime_tests::redis::RedisServer;
+use runtime_tests::{TempDir, guests, runtime, runtime_bin};
+
+const ORDER: &str = r#"{"id":42,"customer":"ada@example.com","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}]}"#;
+const WAVE: usize = 100_000;
+
+struct Bench {
+    redis: RedisServer,
+    cache: TempDir,
+}
+
+impl Bench {
+    fn admin(&self, args: &[&str]) -> runtime_tests::Run {
+        let url = self.redis.url();
+        let mut all = vec!["--backend", url.as_str(), "--handlers", guests::DIR];
+        all.extend_from_slice(args);
+        let run = runtime(self.cache.path(), &all, None);
+        run.expect_code(0);
+        run
+    }
+
+    fn count(&self, queue: &str, state: &str) -> u64 {
+        self.admin(&["queues", "--json"]).json()[queue][state]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    fn worker(&self, args: &[&str]) -> Child {
+        Command::new(runtime_bin())
+            .args(["--backend", &self.redis.url(), "--handlers", guests::DIR])
+            .args([
+                "--config",
+                &self.cache.path().join("soak.toml").display().to_string(),
+            ])
+            .arg("worker")
+            .args(args)
+            .env("RUNTIME_CACHE_DIR", self.cache.path())
+            .env("RUNTIME_LOG", "warn")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start worker")
+    }
+}
+
+/// A process's resident set size in MiB, from /proc.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+fn main() {
+    let n: usize = std::env::var("SOAK_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let bench = Bench {
+        redis: RedisServer::start(),
+        cache: TempDir::new("soak"),
+    };
+    std::fs::write(
+        bench.cache.path().join("soak.toml"),
+        "[sandbox]\nmax_instances = 1000\n",
+    )
+    .expect("write config");
+    let wave = bench.cache.path().join("wave.jsonl");
+    std::fs::write(&wave, format!("{ORDER}\n").repeat(WAVE.min(n))).expect("write jobs");
+    let wave = wave.display().to_string();
+    // Warm the module cache.
+    bench.admin(&["dispatch", guests::NOOP, ORDER]);
+    bench.admin(&["worker", guests::NOOP, "--drain"]);
+    let base_done = bench.count(guests::NOOP, "done");
+
+    // (f)
+    let worker = bench.worker(&[guests::NOOP, "--concurrency", "64"]);
+    let pid = worker.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = rss_mib(pid);
+    let feeder = {
+        let url = bench.redis.url();
+        let cache = bench.cache.path().to_path_buf();
+        let waves = n.div_ceil(WAVE);
+        std::thread::spawn(move || {
+            for _ in 0..waves {
+                let args = [
+                    "--backend",
+                    url.as_str(),
+                    "--handlers",
+                    guests::DIR,
+                    "dispatch",
+                    guests::NOOP,
+                    "--file",
+                    wave.as_str(),
+                ];
+                runtime(&cache, &args, None).expect_code(0);
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut samples: Vec<(f64, u64, f64)> = Vec::new();
+    let mut warm = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let done = bench.count(guests::NOOP, "done") - base_done;
+        let rss = rss_mib(pid);
+        samples.push((started.elapsed().as_secs_f64(), done, rss));
+        if warm.is_none() && done >= WAVE as u64 {
+            warm = Some(rss);
+        }
+        if done >= (n.div_ceil(WAVE) * WAVE) as u64 {
+            break;
+        }
+    }
+    let _ = feeder.join();
+    let elapsed = started.elapsed().as_secs_f64();
+    let end = rss_mib(pid);
+    stop(worker);
+    let peak = samples.iter().map(|s| s.2).fold(start, f64::max);
+    let warm = warm.unwrap_or(end);
+    let done = samples.last().map_or(0, |s| s.1);
+    println!(
+        "(f) soak: {done} jobs in {elapsed:.1} s ({:.0} jobs/s) by one worker, concurrency 64",
+        done as f64 / elapsed
+    );
+    println!(
+        "    worker RSS: start {start:.1} MiB, after the first {WAVE} jobs {warm:.1} MiB, peak {peak:.1} MiB, end {end:.1} MiB (end/warm {:.3})",
+        end / warm
+    );
+    let step = (samples.len() / 10).max(1);
+    let trace: Vec<String> = samples
+        .iter()
+        .step_by(step)
+        .map(|(t, d, r)| format!("{t:.0}s:{}k:{r:.1}", d / 1000))
+        .collect();
+    println!("    samples (time:jobs done:RSS MiB): {}", trace.join(" "));
+
+    // (g)
+    let worker = bench.worker(&[guests::NAP, "--concurrency", "1000"]);
+    let pid = worker.id();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_mib(pid);
+    let naps = bench.cache.path().join("naps.jsonl");
+    std::fs::write(&naps, "{\"ms\":3000}\n".repeat(1000)).expect("write naps");
+    bench.admin(&[
+        "dispatch",
+        guests::NAP,
+        "--file",
+        &naps.display().to_string(),
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bench.count(guests::NAP, "running") < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let running = bench.count(guests::NAP, "running");
+    std::thread::sleep(Duration::from_millis(300));
+    let busy = rss_mib(pid);
+    stop(worker);
+    println!(
+        "(g) 1,000 in flight: worker RSS idle {idle:.1} MiB, with {running} nap jobs running {busy:.1} MiB ({:.0} KiB per job in flight)",
+        (busy - idle) * 1024.0 / running.max(1) as f64
+    );
+}
