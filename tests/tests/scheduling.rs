@@ -152,3 +152,32 @@ async fn a_queue_cap_limits_its_jobs_in_flight() {
         "the other queue used the rest of the room"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_slots_do_not_idle_while_jobs_wait() {
+    let cache = TempDir::new("idle-slots");
+    let rt = runtime(&cache, &[("naps", "nap_job.wasm", "")]);
+    // Concurrency 8 claims in batches of 4: 7 long jobs and 1 short fill
+    // it, and the second short one waits with less than a batch free.
+    fill(&rt, "naps", r#"{"ms":1500}"#, 7).await;
+    fill(&rt, "naps", r#"{"ms":1}"#, 2).await;
+    let late = {
+        let rt = rt.clone();
+        tokio::spawn(async move {
+            // Dispatched while the long jobs run: wakes the worker, which
+            // claims it into a free slot.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            fill(&rt, "naps", r#"{"ms":2}"#, 1).await;
+        })
+    };
+    let events = drain(&rt, &["naps"], 8).await;
+    late.await.expect("dispatch task");
+    let first: Vec<String> = events[..3]
+        .iter()
+        .map(|e| e.job.payload.as_str().to_string())
+        .collect();
+    assert!(
+        first.iter().all(|p| !p.contains("1500")),
+        "the short jobs waited for long ones: {first:?}"
+    );
+}

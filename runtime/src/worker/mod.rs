@@ -184,15 +184,14 @@ impl Worker {
 
     /// Claims up to `room` jobs (within `budget`), shared between the
     /// served queues by weight and under their caps, starting the round at
-    /// queue number `turn`. Returns the queues that had room (the ones
-    /// worth waiting on) and the claims.
+    /// queue number `turn`.
     async fn claim(
         &self,
         room: usize,
         budget: u64,
         running: &HashMap<QueueName, usize>,
         turn: usize,
-    ) -> Result<(Vec<QueueName>, Vec<Claim>), QueueError> {
+    ) -> Result<Round, QueueError> {
         let mut queues = self.queues().await?;
         if !queues.is_empty() {
             let first = turn % queues.len();
@@ -234,13 +233,27 @@ impl Worker {
             }
             self.claim_from(queue, left, &mut claims).await?;
         }
+        let mut took = HashMap::<&QueueName, usize>::new();
+        for claim in &claims {
+            *took.entry(claim.job.id.queue()).or_default() += 1;
+        }
+        let capped = queues
+            .iter()
+            .zip(&standing)
+            .any(|(q, s)| s.free < usize::MAX && took.get(q).copied().unwrap_or(0) >= s.free);
+        let took_all = claims.len() >= room;
         let open = queues
             .into_iter()
             .zip(&standing)
             .filter(|(_, s)| s.free > 0)
             .map(|(q, _)| q)
             .collect();
-        Ok((open, claims))
+        Ok(Round {
+            open,
+            claims,
+            took_all,
+            capped,
+        })
     }
 
     /// Claims up to `n` jobs of `queue` into `claims`; returns how many. An
@@ -294,9 +307,19 @@ impl Worker {
         tokio::pin!(shutdown);
         let mut shutting_down = false;
         let mut outage = Outage::default();
+        // Whether the last claim took all it could (the queues may have
+        // more); if not, wait for work before claiming again.
+        let mut hungry = true;
+        // Whether a queue's cap held the last claim back: a finishing job
+        // of that queue makes room for it.
+        let mut capped = false;
+        // Whether room has waited long enough for a batch.
+        let mut lingered = false;
+        let mut open: Vec<QueueName> = Vec::new();
         loop {
             while let Some(done) = inflight.try_join_next() {
                 stats.record(done);
+                hungry |= capped;
             }
             let budget = self
                 .config
@@ -307,42 +330,47 @@ impl Worker {
             }
             let room = concurrency - inflight.len().min(concurrency);
             // Claim in batches: with jobs in flight, wait until a batch's
-            // worth of room is free rather than claiming one job per
-            // finished one.
+            // worth of room is free (or LINGER has passed) rather than
+            // claiming one job per finished one.
             let refill = self.config.batch.min(concurrency / 2).max(1);
-            let claiming = room >= refill || (room > 0 && inflight.is_empty());
+            let claiming =
+                room > 0 && hungry && (room >= refill || inflight.is_empty() || lingered);
             let mut waited = Ok(());
-            let mut queues = Vec::new();
             if claiming {
+                lingered = false;
                 turn = turn.wrapping_add(1);
                 match self.claim(room, budget, &inflight.per_queue, turn).await {
-                    Ok((_, claims)) if !claims.is_empty() => {
+                    Ok(round) => {
                         outage.recovered();
-                        stats.claimed += claims.len() as u64;
-                        for claim in claims {
+                        hungry = round.took_all;
+                        capped = round.capped;
+                        open = round.open;
+                        let claimed = !round.claims.is_empty();
+                        stats.claimed += round.claims.len() as u64;
+                        for claim in round.claims {
                             let queue = claim.job.id.queue().clone();
                             let task = self.job_task(claim, stop_rx.clone(), acks.clone());
                             inflight.spawn(queue, task);
                         }
-                        continue;
-                    }
-                    Ok((q, _)) => {
-                        outage.recovered();
-                        queues = q;
-                        if self.config.drain && inflight.is_empty() {
-                            match self.nothing_left(&queues).await {
-                                Ok(true) => break,
-                                Ok(false) => {}
-                                Err(e) => waited = Err(e),
-                            }
+                        if claimed && hungry {
+                            continue;
                         }
                     }
+                    Err(e) => waited = Err(e),
+                }
+            }
+            if self.config.drain && inflight.is_empty() && !hungry && waited.is_ok() {
+                match self.nothing_left(&open).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
                     Err(e) => waited = Err(e),
                 }
             }
             // With the backend unreachable, pause (a job may finish or a
             // shutdown arrive meanwhile), then try again.
             let pause = waited.err().map(|e| outage.failed(&e));
+            let lingering = room > 0 && hungry && !claiming && pause.is_none();
+            let waiting = room > 0 && !hungry && !open.is_empty() && pause.is_none();
             tokio::select! {
                 () = &mut shutdown => {
                     shutting_down = true;
@@ -350,14 +378,23 @@ impl Worker {
                 }
                 Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                     stats.record(done);
+                    hungry |= capped;
                 }
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
+                () = tokio::time::sleep(LINGER), if lingering => lingered = true,
                 // Only queues with room are worth waiting on; with none, a
                 // finishing job makes room.
-                waited = self.backend.wait_for_work(&queues, Duration::from_secs(1)), if claiming && pause.is_none() && !queues.is_empty() => {
-                    if let Err(e) = waited {
-                        let pause = outage.failed(&e);
-                        tokio::time::sleep(pause).await;
+                waited = self.backend.wait_for_work(&open, Duration::from_secs(1)), if waiting => {
+                    match waited {
+                        Ok(()) => {
+                            hungry = true;
+                            lingered = true;
+                        }
+                        Err(e) => {
+                            let pause = outage.failed(&e);
+                            tokio::time::sleep(pause).await;
+                            hungry = true;
+                        }
                     }
                 }
             }
@@ -536,6 +573,21 @@ async fn heartbeat(
         let _ = backend.heartbeat(&info, every * 3).await;
     }
 }
+
+/// What one claim round got.
+struct Round {
+    /// Queues that had room: the ones worth waiting on.
+    open: Vec<QueueName>,
+    claims: Vec<Claim>,
+    /// Whether it got all the room it asked for (the queues may have more).
+    took_all: bool,
+    /// Whether a queue's cap held it back.
+    capped: bool,
+}
+
+/// Longest a free slot waits for more room before a claim of less than a
+/// batch (so slow jobs do not leave slots idle while jobs wait).
+const LINGER: Duration = Duration::from_millis(5);
 
 /// How often a worker looks for changed handler module files.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
