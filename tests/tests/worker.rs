@@ -546,3 +546,71 @@ fn a_worker_warns_when_redis_may_evict_jobs() {
         w.log()
     );
 }
+
+#[test]
+fn runtime_deploy_publishes_a_module_to_every_worker_and_withdraw_goes_back_to_the_file() {
+    let mut env = Env::new();
+    let dir = TempDir::new("deploy");
+    // No module file for the queue: only what is published.
+    env.handlers = dir.path().display().to_string();
+    let fixture = |name: &str| format!("{}/{name}", guests::DIR);
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm garbage").expect("write bad module");
+    let refused = env.run(&["deploy", "dep", &bad.display().to_string()]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr().contains("bad.wasm"),
+        "{}",
+        refused.stderr()
+    );
+    let deployed = env.run(&["deploy", "dep", &fixture("nap_job.wasm")]);
+    deployed.expect_code(0);
+    assert!(
+        deployed.stdout().contains("deployed"),
+        "{}",
+        deployed.stdout()
+    );
+    // Two workers (two machines, say) run the published module from
+    // their first job.
+    let w1 = env.worker(&["dep"]);
+    let w2 = env.worker(&["dep"]);
+    let installed = |w: &runtime_tests::workers::WorkerProcess| {
+        w.log().matches("published module installed").count()
+    };
+    eventually(
+        Duration::from_secs(10),
+        "both workers to install it",
+        || installed(&w1) == 1 && installed(&w2) == 1,
+    );
+    env.dispatch("dep", r#"{"ms":1}"#, &["--max-attempts", "1"]);
+    eventually(Duration::from_secs(20), "the job to be done", || {
+        env.count("dep", "done") == 1
+    });
+    // A new version reaches both.
+    env.run(&["deploy", "dep", &fixture("panic_job.wasm")])
+        .expect_code(0);
+    eventually(Duration::from_secs(10), "both workers to swap", || {
+        installed(&w1) == 2 && installed(&w2) == 2
+    });
+    for _ in 0..4 {
+        env.dispatch("dep", "{}", &["--max-attempts", "1"]);
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the panicking jobs to fail",
+        || env.count("dep", "failed") == 4,
+    );
+    // Withdrawn: back to the queue's module file.
+    std::fs::copy(fixture("nap_job.wasm"), dir.path().join("dep_job.wasm")).expect("copy");
+    let withdrawn = env.run(&["deploy", "dep", "--withdraw"]);
+    withdrawn.expect_code(0);
+    w1.wait_for_log("published module withdrawn", Duration::from_secs(10));
+    w2.wait_for_log("published module withdrawn", Duration::from_secs(10));
+    env.dispatch("dep", r#"{"ms":1}"#, &["--max-attempts", "1"]);
+    eventually(
+        Duration::from_secs(20),
+        "the job to run on the file",
+        || env.count("dep", "done") == 2,
+    );
+    assert_eq!(env.count("dep", "failed"), 4);
+}

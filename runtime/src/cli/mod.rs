@@ -1,6 +1,7 @@
 //! The subcommands, one file each, thin over the library.
 
 mod check;
+mod deploy;
 mod dispatch;
 mod jobs;
 mod metrics_http;
@@ -71,6 +72,7 @@ enum Command {
     Dispatch(dispatch::Args),
     Worker(worker::Args),
     Workers(workers::Args),
+    Deploy(deploy::Args),
     Queues(queues::Args),
     Jobs(jobs::Args),
     Check(check::Args),
@@ -108,6 +110,7 @@ pub fn main() -> ExitCode {
             Command::Dispatch(args) => dispatch::run(&cli, args).await,
             Command::Worker(args) => worker::run(&cli, args).await,
             Command::Workers(args) => workers::run(&cli, args).await,
+            Command::Deploy(args) => deploy::run(&cli, args).await,
             Command::Queues(args) => queues::run(&cli, args).await,
             Command::Jobs(args) => jobs::run(&cli, args).await,
             Command::Check(args) => check::run(&cli, args),

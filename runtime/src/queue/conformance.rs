@@ -60,7 +60,8 @@ macro_rules! queue_conformance {
             wait_for_work_returns_when_a_delayed_job_is_due,
             history_records_each_attempt,
             complete_many_applies_each_in_order,
-            workers_registry_drops_silent_workers
+            workers_registry_drops_silent_workers,
+            published_modules_replace_and_withdraw
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -722,4 +723,37 @@ pub async fn workers_registry_drops_silent_workers(b: Backend, c: Clock) {
     assert_eq!(seen, vec![worker("a", 7)], "b expired");
     b.unregister("a").await.expect("unregister");
     assert!(b.workers().await.expect("workers").is_empty());
+}
+
+/// A published module is found by version and bytes; publishing again
+/// replaces it; withdrawing removes it.
+pub async fn published_modules_replace_and_withdraw(b: Backend, _c: Clock) {
+    let (one, two) = (q("one"), q("two"));
+    let queues = [one.clone(), two.clone()];
+    assert_eq!(
+        b.module_versions(&queues).await.expect("versions"),
+        vec![None, None]
+    );
+    assert_eq!(b.module(&one).await.expect("module"), None);
+    let v1 = b
+        .publish_module(&one, b"\0asm first")
+        .await
+        .expect("publish");
+    assert_eq!(v1, super::module_version(b"\0asm first"));
+    let v2 = b
+        .publish_module(&one, b"\0asm second")
+        .await
+        .expect("publish");
+    assert_ne!(v1, v2);
+    assert_eq!(
+        b.module_versions(&queues).await.expect("versions"),
+        vec![Some(v2.clone()), None]
+    );
+    assert_eq!(
+        b.module(&one).await.expect("module"),
+        Some((v2, b"\0asm second".to_vec()))
+    );
+    assert!(b.withdraw_module(&one).await.expect("withdraw"));
+    assert!(!b.withdraw_module(&one).await.expect("withdraw again"));
+    assert_eq!(b.module(&one).await.expect("module"), None);
 }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::clock::millis;
 use super::{
     Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, SystemClock, WorkerInfo,
+    module_version,
 };
 use crate::error::{InputError, QueueError};
 use crate::job::{AttemptRecord, JobId, JobRecord, JobState, NewJob, QueueName, RunAt, UnixMillis};
@@ -27,7 +28,12 @@ pub struct MemoryBackend {
     work: Notify,
     /// Worker records and when each expires.
     workers: Mutex<BTreeMap<String, (WorkerInfo, UnixMillis)>>,
+    /// Published modules: version and bytes, by queue.
+    modules: Mutex<Modules>,
 }
+
+/// Published modules: version and bytes, by queue.
+type Modules = HashMap<QueueName, (String, Arc<Vec<u8>>)>;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -77,7 +83,12 @@ impl MemoryBackend {
             clock,
             work: Notify::new(),
             workers: Mutex::new(BTreeMap::new()),
+            modules: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn modules_lock(&self) -> MutexGuard<'_, Modules> {
+        self.modules.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn workers_lock(&self) -> MutexGuard<'_, BTreeMap<String, (WorkerInfo, UnixMillis)>> {
@@ -528,6 +539,35 @@ impl QueueBackend for MemoryBackend {
     async fn unregister(&self, id: &str) -> Result<(), QueueError> {
         self.workers_lock().remove(id);
         Ok(())
+    }
+
+    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError> {
+        let version = module_version(bytes);
+        self.modules_lock()
+            .insert(queue.clone(), (version.clone(), Arc::new(bytes.to_vec())));
+        Ok(version)
+    }
+
+    async fn module_versions(
+        &self,
+        queues: &[QueueName],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        let modules = self.modules_lock();
+        Ok(queues
+            .iter()
+            .map(|q| modules.get(q).map(|(v, _)| v.clone()))
+            .collect())
+    }
+
+    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError> {
+        Ok(self
+            .modules_lock()
+            .get(queue)
+            .map(|(v, bytes)| (v.clone(), bytes.to_vec())))
+    }
+
+    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError> {
+        Ok(self.modules_lock().remove(queue).is_some())
     }
 
     async fn retry(&self, id: &JobId) -> Result<(), QueueError> {

@@ -124,6 +124,15 @@ pub struct WorkerInfo {
     pub beat_at: UnixMillis,
 }
 
+/// The version of a published module: the SHA-256 of its bytes, in hex.
+pub fn module_version(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A window into a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -162,6 +171,24 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Removes a worker's record at once (a clean stop).
     async fn unregister(&self, id: &str) -> Result<(), QueueError>;
+
+    /// Publishes a handler module for `queue` (`runtime deploy`): every
+    /// worker serving the queue loads it instead of its module file.
+    /// Returns its version (the SHA-256 of the bytes, hex).
+    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError>;
+
+    /// The published module version of each of `queues` (`None`: none).
+    async fn module_versions(
+        &self,
+        queues: &[QueueName],
+    ) -> Result<Vec<Option<String>>, QueueError>;
+
+    /// The published module of `queue`: its version and bytes.
+    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError>;
+
+    /// Withdraws the published module of `queue`, so workers go back to
+    /// its module file; whether there was one.
+    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError>;
 
     /// Server settings that put jobs at risk, each as a sentence saying
     /// what to change (a worker logs them at start). None by default.

@@ -271,11 +271,16 @@ impl Sandbox {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        check_header(path, &bytes)?;
+        self.compile_bytes(path, &bytes)
+    }
+
+    /// Compiles `bytes`, named `path` in errors.
+    fn compile_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+        check_header(path, bytes)?;
         if let Some(cache) = &self.cache {
-            return cache.load_or_compile(&self.engine, path, &bytes);
+            return cache.load_or_compile(&self.engine, path, bytes);
         }
-        cache::compile(&self.engine, path, &bytes)
+        cache::compile(&self.engine, path, bytes)
     }
 
     /// Loads a handler module: compiles it (or loads it from the cache),
@@ -283,13 +288,34 @@ impl Sandbox {
     /// provides everything it imports.
     pub fn load(&self, path: &Path, limits: Limits) -> Result<Handler, LoadError> {
         let component = self.compile(path)?;
+        self.prepare(path, &component, limits)
+    }
+
+    /// Like [`Sandbox::load`], for a module in memory (one published with
+    /// `runtime deploy`); `name` stands for it in errors and logs.
+    pub fn load_bytes(
+        &self,
+        name: &Path,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<Handler, LoadError> {
+        let component = self.compile_bytes(name, bytes)?;
+        self.prepare(name, &component, limits)
+    }
+
+    fn prepare(
+        &self,
+        path: &Path,
+        component: &Component,
+        limits: Limits,
+    ) -> Result<Handler, LoadError> {
         let wrong_shape = |e: wasmtime::Error| LoadError::WrongShape {
             path: path.to_path_buf(),
             message: format!("{e:#}"),
         };
         let instance_pre = self
             .linker
-            .instantiate_pre(&component)
+            .instantiate_pre(component)
             .map_err(wrong_shape)?;
         let pre = HandlerPre::new(instance_pre).map_err(wrong_shape)?;
         Ok(Handler {

@@ -10,6 +10,10 @@
 //! A new version that fails to load is logged, naming the file, and the
 //! old one keeps serving. A job takes its handler once, at its start, so it
 //! runs entirely on one version.
+//!
+//! A module published through the backend (`runtime deploy`) is installed
+//! with [`HandlerRegistry::install`] and takes the place of the queue's
+//! file until it is withdrawn.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,6 +91,7 @@ impl HandlerRegistry {
         let loaded = Loaded {
             handler: handler.clone(),
             seen: stamp,
+            deployed: None,
         };
         self.lock().insert(queue.clone(), loaded);
         Ok(handler)
@@ -101,6 +106,7 @@ impl HandlerRegistry {
         let candidates: Vec<(QueueName, PathBuf, Option<Stamp>)> = self
             .lock()
             .iter()
+            .filter(|(_, loaded)| loaded.deployed.is_none())
             .filter_map(|(queue, loaded)| {
                 let path = loaded.handler.path().to_path_buf();
                 let now = Stamp::of(&path);
@@ -129,6 +135,7 @@ impl HandlerRegistry {
                         Loaded {
                             handler: Arc::new(handler),
                             seen: stamp,
+                            deployed: None,
                         },
                     );
                     swapped += 1;
@@ -147,6 +154,40 @@ impl HandlerRegistry {
         swapped
     }
 
+    /// Installs the published module `version` of `queue`: it serves the
+    /// queue's next jobs, in place of the module file, until withdrawn.
+    /// Blocks while compiling.
+    pub fn install(&self, queue: &QueueName, version: &str, bytes: &[u8]) -> Result<(), LoadError> {
+        let short = version.get(..12).unwrap_or(version);
+        let name = PathBuf::from(format!("deployed:{queue}@{short}"));
+        let handler = self
+            .sandbox
+            .load_bytes(&name, bytes, self.settings(queue).limits.clone())?;
+        self.lock().insert(
+            queue.clone(),
+            Loaded {
+                handler: Arc::new(handler),
+                seen: Stamp::GONE,
+                deployed: Some(version.to_string()),
+            },
+        );
+        Ok(())
+    }
+
+    /// The published module version serving `queue`, if one does.
+    pub fn deployed_version(&self, queue: &QueueName) -> Option<String> {
+        self.lock().get(queue).and_then(|l| l.deployed.clone())
+    }
+
+    /// Drops a withdrawn published module: the queue's next job loads its
+    /// module file again.
+    pub fn withdraw(&self, queue: &QueueName) {
+        let mut loaded = self.lock();
+        if loaded.get(queue).is_some_and(|l| l.deployed.is_some()) {
+            loaded.remove(queue);
+        }
+    }
+
     /// Remembers a version of the file as seen, so it is reported once.
     fn mark_seen(&self, queue: &QueueName, stamp: Option<Stamp>) {
         if let Some(loaded) = self.lock().get_mut(queue) {
@@ -159,11 +200,13 @@ impl HandlerRegistry {
     }
 }
 
-/// A loaded handler and the version of its file last looked at.
+/// A loaded handler and where it came from: the version of its file last
+/// looked at, or the published version.
 #[derive(Debug)]
 struct Loaded {
     handler: Arc<Handler>,
     seen: Stamp,
+    deployed: Option<String>,
 }
 
 /// What tells one version of a file from another without reading it:

@@ -11,6 +11,7 @@
 //! attempt.
 
 mod fair;
+mod reload;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -289,7 +290,17 @@ impl Worker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let batcher = tokio::spawn(ack_batcher(self.backend.clone(), ack_rx));
-        let reloader = tokio::spawn(reload_handlers(self.registry.clone()));
+        // Published modules first, so the first jobs already run them.
+        let mut deployments = reload::Deployments::default();
+        deployments
+            .sync(&self.registry, &*self.backend, &self.config.queues)
+            .await;
+        let reloader = tokio::spawn(reload::run(
+            self.registry.clone(),
+            self.backend.clone(),
+            self.config.queues.clone(),
+            deployments,
+        ));
         let identity = self.config.heartbeat.map(|every| {
             let info = self.identity();
             let id = info.id.clone();
@@ -588,22 +599,6 @@ struct Round {
 /// Longest a free slot waits for more room before a claim of less than a
 /// batch (so slow jobs do not leave slots idle while jobs wait).
 const LINGER: Duration = Duration::from_millis(5);
-
-/// How often a worker looks for changed handler module files.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
-/// Hot swap: every [`RELOAD_EVERY`], loads changed module files again (on a
-/// blocking thread: compiling takes milliseconds to seconds).
-async fn reload_handlers(registry: Arc<HandlerRegistry>) {
-    let mut tick = tokio::time::interval(RELOAD_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let registry = registry.clone();
-        let _ = tokio::task::spawn_blocking(move || registry.refresh()).await;
-    }
-}
 
 /// One attempt's end, waiting to be recorded.
 struct AckRequest {

@@ -52,7 +52,10 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Script, Valu
 use tokio::sync::Notify;
 
 use super::clock::millis;
-use super::{Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, WorkerInfo};
+use super::{
+    Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, WorkerInfo,
+    module_version,
+};
 use crate::error::{InputError, QueueError};
 use crate::job::{
     AttemptRecord, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt, UnixMillis,
@@ -312,6 +315,16 @@ impl RedisBackend {
         let set = format!("{}{{@workers}}", self.shared.prefix);
         let record = format!("{set}:{id}");
         (set, record)
+    }
+
+    /// The published modules' index (queue → version): `<prefix>{@modules}`.
+    fn modules_key(&self) -> String {
+        format!("{}{{@modules}}", self.shared.prefix)
+    }
+
+    /// One published module's bytes, in the index's slot.
+    fn module_key(&self, queue: &QueueName, version: &str) -> String {
+        format!("{}:{queue}:{version}", self.modules_key())
     }
 
     /// Runs a raw command on the main connection (tests and admin use it
@@ -908,6 +921,84 @@ impl QueueBackend for RedisBackend {
             ));
         }
         warnings
+    }
+
+    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError> {
+        let version = module_version(bytes);
+        let index = self.modules_key();
+        let old: Option<String> = self
+            .query(redis::cmd("HGET").arg(&index).arg(queue.as_str()))
+            .await?;
+        // The bytes first, under a key of their own version; then the
+        // index points at them: a reader never sees a version without
+        // its bytes.
+        let _: () = self
+            .query(
+                redis::cmd("SET")
+                    .arg(self.module_key(queue, &version))
+                    .arg(bytes),
+            )
+            .await?;
+        let _: u64 = self
+            .query(
+                redis::cmd("HSET")
+                    .arg(&index)
+                    .arg(queue.as_str())
+                    .arg(&version),
+            )
+            .await?;
+        if let Some(old) = old.filter(|o| *o != version) {
+            let _: u64 = self
+                .query(redis::cmd("DEL").arg(self.module_key(queue, &old)))
+                .await?;
+        }
+        Ok(version)
+    }
+
+    async fn module_versions(
+        &self,
+        queues: &[QueueName],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
+        self.query(redis::cmd("HMGET").arg(self.modules_key()).arg(names))
+            .await
+    }
+
+    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError> {
+        let version: Option<String> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.modules_key())
+                    .arg(queue.as_str()),
+            )
+            .await?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        let bytes: Option<Vec<u8>> = self
+            .query(redis::cmd("GET").arg(self.module_key(queue, &version)))
+            .await?;
+        Ok(bytes.map(|b| (version, b)))
+    }
+
+    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError> {
+        let index = self.modules_key();
+        let version: Option<String> = self
+            .query(redis::cmd("HGET").arg(&index).arg(queue.as_str()))
+            .await?;
+        let Some(version) = version else {
+            return Ok(false);
+        };
+        let _: u64 = self
+            .query(redis::cmd("HDEL").arg(&index).arg(queue.as_str()))
+            .await?;
+        let _: u64 = self
+            .query(redis::cmd("DEL").arg(self.module_key(queue, &version)))
+            .await?;
+        Ok(true)
     }
 
     async fn unregister(&self, id: &str) -> Result<(), QueueError> {

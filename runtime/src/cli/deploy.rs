@@ -1,0 +1,52 @@
+//! `runtime deploy QUEUE FILE`: publish a handler module through the queue
+//! server, so every worker serving the queue, on every machine, loads it
+//! within a second; `--withdraw` goes back to the workers' module files.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use runtime::QueueName;
+use runtime::sandbox::Sandbox;
+
+use super::{Cli, CliResult, Exit};
+
+/// Publish a handler module to every worker of a queue (needs --backend).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The queue.
+    queue: String,
+    /// The module (a wasm32-wasip2 component). It is checked here first:
+    /// a module that does not load is never published.
+    #[arg(required_unless_present = "withdraw", conflicts_with = "withdraw")]
+    file: Option<PathBuf>,
+    /// Withdraw the published module: workers go back to the queue's
+    /// module file.
+    #[arg(long)]
+    withdraw: bool,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> CliResult {
+    let queue = QueueName::new(args.queue.as_str())?;
+    let config = cli.config()?;
+    let backend = cli.require_backend(&config, "runtime deploy").await?;
+    let Some(file) = &args.file else {
+        if backend.withdraw_module(&queue).await? {
+            println!(
+                "withdrew the published module of {queue}: workers go back to its module file"
+            );
+        } else {
+            println!("{queue} had no published module");
+        }
+        return Ok(Exit::Ok);
+    };
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let sandbox = Sandbox::new(&config.sandbox()).context("starting the sandbox")?;
+    sandbox.load_bytes(file, &bytes, config.queue(&queue).limits)?;
+    let version = backend.publish_module(&queue, &bytes).await?;
+    println!(
+        "deployed {} to {queue}: version {}; workers serving {queue} load it within a second",
+        file.display(),
+        version.get(..12).unwrap_or(&version)
+    );
+    Ok(Exit::Ok)
+}

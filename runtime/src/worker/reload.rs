@@ -1,0 +1,91 @@
+//! Hot swap, beside the claim loop: every [`RELOAD_EVERY`], install modules
+//! published through the backend (`runtime deploy`) for the served queues,
+//! and load changed module files again. Compiling runs on a blocking thread
+//! (milliseconds to seconds), never on the async threads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::job::QueueName;
+use crate::queue::QueueBackend;
+use crate::sandbox::HandlerRegistry;
+
+/// How often a worker looks for published modules and changed files.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs until aborted.
+pub(super) async fn run(
+    registry: Arc<HandlerRegistry>,
+    backend: Arc<dyn QueueBackend>,
+    queues: Vec<QueueName>,
+    mut deployments: Deployments,
+) {
+    let mut tick = tokio::time::interval(RELOAD_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        deployments.sync(&registry, &*backend, &queues).await;
+        let registry = registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.refresh()).await;
+    }
+}
+
+/// Follows the published modules of the served queues.
+#[derive(Debug, Default)]
+pub(super) struct Deployments {
+    /// The version last tried per queue, installed or not, so a module that
+    /// does not load is reported once, not every second.
+    tried: HashMap<QueueName, String>,
+}
+
+impl Deployments {
+    /// Installs newly published versions and drops withdrawn ones. A
+    /// backend that does not answer is skipped until the next tick (the
+    /// claim loop reports outages).
+    pub(super) async fn sync(
+        &mut self,
+        registry: &Arc<HandlerRegistry>,
+        backend: &dyn QueueBackend,
+        queues: &[QueueName],
+    ) {
+        let Ok(versions) = backend.module_versions(queues).await else {
+            return;
+        };
+        for (queue, version) in queues.iter().zip(versions) {
+            let Some(version) = version else {
+                if self.tried.remove(queue).is_some() {
+                    registry.withdraw(queue);
+                    tracing::info!(queue = %queue, "published module withdrawn; back to the module file");
+                }
+                continue;
+            };
+            if self.tried.get(queue) == Some(&version) {
+                continue;
+            }
+            let Ok(Some((got, bytes))) = backend.module(queue).await else {
+                continue;
+            };
+            self.tried.insert(queue.clone(), got.clone());
+            let installed = {
+                let (registry, queue, got) = (registry.clone(), queue.clone(), got.clone());
+                tokio::task::spawn_blocking(move || registry.install(&queue, &got, &bytes)).await
+            };
+            match installed {
+                Ok(Ok(())) => {
+                    tracing::info!(queue = %queue, version = %got, "published module installed");
+                }
+                Ok(Err(e)) => tracing::error!(
+                    queue = %queue,
+                    version = %got,
+                    error = %e,
+                    "published module cannot be loaded; still serving the version loaded before"
+                ),
+                Err(e) => {
+                    tracing::error!(queue = %queue, error = %e, "installing a published module failed")
+                }
+            }
+        }
+    }
+}
