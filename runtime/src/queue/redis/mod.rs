@@ -334,6 +334,12 @@ impl RedisBackend {
         cmd.query_async(&mut conn).await.map_err(|e| self.err(e))
     }
 
+    /// Runs a pipeline on the main connection.
+    async fn query_pipe<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, QueueError> {
+        let mut conn = self.shared.conn.clone();
+        pipe.query_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: RedisError) -> QueueError {
         QueueError::Backend {
             backend: self.shared.name.clone(),
@@ -829,9 +835,8 @@ impl QueueBackend for RedisBackend {
             pipe.cmd("ZCARD").arg(key);
         }
         pipe.cmd("HGET").arg(&k.keys[5]).arg("done");
-        let mut conn = self.shared.conn.clone();
         let (pending, scheduled, running, failed, done): (u64, u64, u64, u64, Option<u64>) =
-            pipe.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+            self.query_pipe(&pipe).await?;
         Ok(StateCounts {
             pending,
             scheduled,
@@ -860,10 +865,7 @@ impl QueueBackend for RedisBackend {
             .arg(expires)
             .arg(&worker.id)
             .ignore();
-        let mut conn = self.shared.conn.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.err(e))
+        self.query_pipe(&pipe).await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
@@ -1011,10 +1013,7 @@ impl QueueBackend for RedisBackend {
             .arg(&set)
             .arg(id)
             .ignore();
-        let mut conn = self.shared.conn.clone();
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| self.err(e))
+        self.query_pipe(&pipe).await
     }
 
     async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
