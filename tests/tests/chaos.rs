@@ -39,8 +39,10 @@ fn dispatch_jobs(env: &Env) {
 fn start_worker(env: &Env, grace: &str) -> WorkerProcess {
     env.worker(&[
         guests::RECORD,
+        // Short, so killed workers' jobs come back quickly; not so short
+        // that a loaded machine's late renewal looks like a kill.
         "--lease",
-        "1s",
+        "2s",
         "--concurrency",
         CONCURRENCY,
         "--grace",
