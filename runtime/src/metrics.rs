@@ -274,3 +274,88 @@ pub fn rss_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::RunReport;
+
+    fn report(outcome: RunOutcome, ms: u64) -> RunReport {
+        RunReport {
+            outcome,
+            log: String::new(),
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn counts_by_outcome_and_reason_with_cumulative_buckets() {
+        let m = Metrics::default();
+        let q = QueueName::new("q").expect("valid");
+        for _ in 0..4 {
+            m.started(&q);
+        }
+        m.finished(&q, Some(&report(RunOutcome::Done, 3)), Ack::Applied(None));
+        let timeout = RunOutcome::Crashed {
+            reason: "timeout after 100ms".into(),
+        };
+        m.finished(
+            &q,
+            Some(&report(timeout, 100)),
+            Ack::Applied(Some(JobState::Scheduled)),
+        );
+        let fail = RunOutcome::Fail {
+            reason: "no".into(),
+        };
+        m.finished(
+            &q,
+            Some(&report(fail, 2000)),
+            Ack::Applied(Some(JobState::Failed)),
+        );
+        assert_eq!(m.in_flight(), 1);
+        let text = m.render(&Readings::default());
+        let at = |s: &str| value(&text, s);
+        assert_eq!(at("runtime_jobs_processed_total{queue=\"q\"}"), Some(3.0));
+        assert_eq!(at("runtime_jobs_done_total{queue=\"q\"}"), Some(1.0));
+        assert_eq!(
+            at("runtime_jobs_retried_total{queue=\"q\",reason=\"timeout\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            at("runtime_jobs_failed_total{queue=\"q\",reason=\"handler\"}"),
+            Some(1.0)
+        );
+        assert_eq!(at("runtime_jobs_in_flight{queue=\"q\"}"), Some(1.0));
+        // Buckets count everything at or below their bound.
+        let bucket = |le: &str| {
+            at(&format!(
+                "runtime_job_duration_seconds_bucket{{queue=\"q\",le=\"{le}\"}}"
+            ))
+        };
+        assert_eq!(bucket("0.0025"), Some(0.0));
+        assert_eq!(bucket("0.005"), Some(1.0));
+        assert_eq!(bucket("0.1"), Some(2.0));
+        assert_eq!(bucket("1"), Some(2.0));
+        assert_eq!(bucket("5"), Some(3.0));
+        assert_eq!(bucket("+Inf"), Some(3.0));
+        assert_eq!(
+            at("runtime_job_duration_seconds_count{queue=\"q\"}"),
+            Some(3.0)
+        );
+        let sum = at("runtime_job_duration_seconds_sum{queue=\"q\"}").expect("sum");
+        assert!((sum - 2.103).abs() < 1e-9, "{sum}");
+        // Every family is announced once, before its samples.
+        for name in ["runtime_jobs_done_total", "runtime_job_duration_seconds"] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{text}"
+            );
+        }
+    }
+}

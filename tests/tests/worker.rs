@@ -393,6 +393,15 @@ fn a_changed_module_file_swaps_in_for_new_jobs_and_a_broken_one_keeps_the_old() 
             .starts_with("panic"),
         "{failed}"
     );
+    // The file removed: logged, and the loaded version keeps serving.
+    std::fs::remove_file(&file).expect("remove module");
+    w.wait_for_log("file is gone", Duration::from_secs(10));
+    env.dispatch("swap", "{}", &["--max-attempts", "1"]);
+    eventually(
+        Duration::from_secs(20),
+        "the job to fail on the loaded version",
+        || env.count("swap", "failed") == 2,
+    );
 }
 
 /// `GET /metrics` over plain HTTP/1.1; the body.
@@ -613,4 +622,27 @@ fn runtime_deploy_publishes_a_module_to_every_worker_and_withdraw_goes_back_to_t
         || env.count("dep", "done") == 2,
     );
     assert_eq!(env.count("dep", "failed"), 4);
+}
+
+#[test]
+fn a_killed_worker_drops_out_of_the_registry_after_three_missed_heartbeats() {
+    let env = Env::new();
+    let mut w = env.worker(&[guests::NAP, "--heartbeat", "200ms"]);
+    let pid = w.pid();
+    let listed = |pid: u32| {
+        let run = env.run(&["workers", "--json"]);
+        run.expect_code(0);
+        run.json()
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(|x| x["pid"] == pid))
+    };
+    eventually(Duration::from_secs(10), "the worker to be listed", || {
+        listed(pid)
+    });
+    w.kill(); // no chance to unregister
+    eventually(
+        Duration::from_secs(10),
+        "the dead worker to drop out",
+        || !listed(pid),
+    );
 }

@@ -43,11 +43,11 @@ pub struct Args {
     /// `127.0.0.1:9090` (`:0` picks a free port; the log says which).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<String>,
+    /// How often the worker announces itself to `runtime workers`; it drops
+    /// out of the list after three missed beats (killed, or cut off).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    heartbeat: Duration,
 }
-
-/// How often a worker announces itself (`runtime workers`); its record
-/// expires after three missed beats.
-const HEARTBEAT: Duration = Duration::from_secs(5);
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let queues = args
@@ -57,6 +57,9 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .collect::<Result<Vec<_>, _>>()?;
     if args.concurrency == 0 {
         anyhow::bail!("--concurrency must be at least 1");
+    }
+    if args.heartbeat < Duration::from_millis(100) {
+        anyhow::bail!("--heartbeat must be at least 100ms");
     }
     if args.lease < Duration::from_millis(300) {
         anyhow::bail!("--lease must be at least 300ms (it is renewed every third of it)");
@@ -111,7 +114,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             max_jobs: args.max_jobs,
             drain: args.drain,
             grace: args.grace,
-            heartbeat: Some(HEARTBEAT),
+            heartbeat: Some(args.heartbeat),
             ..WorkerConfig::default()
         })
         .with_events(tx)
