@@ -19,7 +19,8 @@ use super::{Cli, CliResult, Exit};
 /// Run jobs from the queue server (needs --backend).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queues to serve, earlier ones first when several have work.
+    /// Queues to serve; when several have work they share the worker by
+    /// their `weight` (config), each under its `concurrency` cap.
     #[arg(required = true)]
     queues: Vec<String>,
     /// Jobs run at once.
