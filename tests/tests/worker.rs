@@ -591,6 +591,11 @@ fn runtime_deploy_publishes_a_module_to_every_worker_and_withdraw_goes_back_to_t
         "both workers to install it",
         || installed(&w1) == 1 && installed(&w2) == 1,
     );
+    assert!(
+        !w1.log().contains("no handler"),
+        "no missing-file warning for a published module:\n{}",
+        w1.log()
+    );
     env.dispatch("dep", r#"{"ms":1}"#, &["--max-attempts", "1"]);
     eventually(Duration::from_secs(20), "the job to be done", || {
         env.count("dep", "done") == 1

@@ -82,8 +82,17 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         tracing::warn!("{warning}");
     }
     // Load the handlers up front: a missing module is reported at start
-    // (the worker still runs: the file may be deployed later).
-    for queue in &queues {
+    // (the worker still runs: the file may be deployed later). Queues with
+    // a published module get it when the worker starts instead.
+    let published = rt
+        .backend()
+        .module_versions(&queues)
+        .await
+        .unwrap_or_default();
+    for (i, queue) in queues.iter().enumerate() {
+        if published.get(i).is_some_and(Option::is_some) {
+            continue;
+        }
         if let Err(e) = rt.registry().handler(queue) {
             tracing::warn!("{e}");
         }
