@@ -343,6 +343,22 @@ fn commands_that_need_a_queue_server_say_so_and_unreachable_redis_names_the_url(
     let run = runtime(cache.path(), &["--backend", &url, "worker", "hello"], None);
     run.expect_code(2);
     assert!(run.stderr().contains(&url), "{}", run.stderr());
+    // With JSON logs, the fatal error is one more JSON record.
+    let run = runtime(
+        cache.path(),
+        &["--log-format", "json", "--backend", &url, "worker", "hello"],
+        None,
+    );
+    run.expect_code(2);
+    let line = run.stderr().lines().last().unwrap_or_default().to_string();
+    let record: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {}", run.stderr()));
+    assert_eq!(record["level"], "ERROR", "{line}");
+    let error = record["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&url) && error.contains("cannot connect"),
+        "{line}"
+    );
 }
 
 #[test]

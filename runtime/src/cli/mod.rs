@@ -119,9 +119,21 @@ pub fn main() -> ExitCode {
     match result {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            fatal(cli.log_format, &e);
             ExitCode::from(Exit::Usage as u8)
         }
+    }
+}
+
+/// Reports the error that ends the command: as a log record when logs are
+/// JSON (so a log pipeline gets one more record, not a stray text line),
+/// else as plain text. Never filtered away.
+fn fatal(format: LogFormat, e: &anyhow::Error) {
+    match format {
+        LogFormat::Json if tracing::enabled!(target: "runtime", tracing::Level::ERROR) => {
+            tracing::error!(target: "runtime", error = %format!("{e:#}"), "command failed");
+        }
+        _ => eprintln!("error: {e:#}"),
     }
 }
 
