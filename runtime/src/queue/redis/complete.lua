@@ -4,20 +4,24 @@
 -- group: 'done', 'pending', 'scheduled', 'failed' or 'stale'.
 local out = {}
 local woke = false
+local done = 0
 for i = 3, #ARGV, 6 do
   local seq, token, kind = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local err, again, log = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local jk = jobkey(seq)
-  local st = redis.call('HMGET', jk, 'state', 'token', 'attempts', 'max_attempts')
+  local st = redis.call('HMGET', jk, 'state', 'token', 'attempts', 'max_attempts', 'unique_key')
   local result
   if st[1] ~= 'running' or st[2] ~= token then
     result = 'stale'
   else
     redis.call('ZREM', K_RUNNING, member(seq))
     if kind == 'done' then
-      release_unique(seq)
+      local key = st[5]
+      if key and redis.call('HGET', K_UNIQUE, key) == seq then
+        redis.call('HDEL', K_UNIQUE, key)
+      end
       redis.call('DEL', jk, histkey(seq))
-      redis.call('HINCRBY', K_STATS, 'done', 1)
+      done = done + 1
       result = 'done'
     elseif kind == 'release' then
       redis.call('HINCRBY', jk, 'attempts', -1)
@@ -44,5 +48,6 @@ for i = 3, #ARGV, 6 do
   end
   out[#out + 1] = result
 end
+if done > 0 then redis.call('HINCRBY', K_STATS, 'done', done) end
 if woke then wake() end
 return out
