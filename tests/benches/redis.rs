@@ -9,6 +9,9 @@
 //! (d) idle latency: a worker waits in BLPOP; 1,000 single dispatches, one
 //!     at a time, each timed from dispatch to its recorded ack (so an upper
 //!     bound on dispatch-to-start); p50 and p99.
+//!     Beside each drain: Redis's own CPU per job (`INFO cpu` before and
+//!     after), and how much of it the scripts took and, inside them, the
+//!     commands they called (`INFO commandstats`).
 //! (e) the baseline, in the same run: `redis-benchmark` SET with pipelining
 //!     on the same server, i.e. what this Redis does per second with the
 //!     simplest command, to put jobs/s in proportion.
@@ -59,6 +62,7 @@ fn main() {
         let started = Instant::now();
         admin(&["dispatch", guests::NOOP, "--file", &file]);
         let dispatched = started.elapsed();
+        let before = ServerTime::read(redis.port());
         let started = Instant::now();
         let children: Vec<_> = (0..workers)
             .map(|_| {
@@ -84,6 +88,14 @@ fn main() {
             drained.as_secs_f64(),
             rate / set_rate,
             set_rate / rate
+        );
+        let spent = ServerTime::read(redis.port()).since(&before);
+        let per_job = |secs: f64| secs * 1e6 / n as f64;
+        println!(
+            "    Redis CPU {:.1} µs/job: scripts {:.1} µs, of which the commands they call {:.1} µs",
+            per_job(spent.cpu),
+            per_job(spent.scripts),
+            per_job(spent.commands)
         );
     }
     let counts = admin(&["queues", "--json"]).json();
@@ -174,4 +186,64 @@ fn redis_benchmark(port: u16) -> f64 {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("cannot read redis-benchmark's output: {text}"))
+}
+
+/// Redis's CPU time so far and, from `INFO commandstats`, the time spent
+/// in scripts and in the commands they (or anyone) called; all in seconds.
+struct ServerTime {
+    cpu: f64,
+    scripts: f64,
+    commands: f64,
+}
+
+impl ServerTime {
+    fn read(port: u16) -> Self {
+        let info = |section: &str| {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "info", section])
+                .output()
+                .expect("run redis-cli (installed with redis-server)");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let mut time = ServerTime {
+            cpu: 0.0,
+            scripts: 0.0,
+            commands: 0.0,
+        };
+        for line in info("cpu").lines() {
+            if let Some((name, value)) = line.trim().split_once(':')
+                && (name == "used_cpu_user" || name == "used_cpu_sys")
+            {
+                time.cpu += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        // cmdstat_<name>:calls=..,usec=..,...
+        for line in info("commandstats").lines() {
+            let Some((name, stats)) = line.trim().split_once(':') else {
+                continue;
+            };
+            let Some(name) = name.strip_prefix("cmdstat_") else {
+                continue;
+            };
+            let usec = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            match name {
+                "evalsha" | "eval" => time.scripts += usec / 1e6,
+                "info" | "config|get" | "config|resetstat" | "blpop" => {}
+                _ => time.commands += usec / 1e6,
+            }
+        }
+        time
+    }
+
+    fn since(&self, before: &ServerTime) -> ServerTime {
+        ServerTime {
+            cpu: self.cpu - before.cpu,
+            scripts: self.scripts - before.scripts,
+            commands: self.commands - before.commands,
+        }
+    }
 }
