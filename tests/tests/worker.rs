@@ -558,6 +558,14 @@ fn json_logs_metrics_and_the_workers_registry_describe_a_running_worker() {
         env.run(&["workers", "--json"]).json(),
         serde_json::json!([])
     );
+    // A metrics address that cannot be served stops the start, named.
+    let bad = env.run(&["worker", guests::NAP, "--metrics-addr", "nonsense"]);
+    bad.expect_code(2);
+    assert!(
+        bad.stderr().contains("--metrics-addr nonsense") && bad.stderr().contains("host:port"),
+        "{}",
+        bad.stderr()
+    );
 }
 
 #[test]

@@ -103,7 +103,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     if let Some(addr) = &args.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr.as_str())
             .await
-            .with_context(|| format!("cannot listen on --metrics-addr {addr}"))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on --metrics-addr {addr}; give a free host:port, e.g. 127.0.0.1:9464"
+                )
+            })?;
         let local = listener.local_addr().context("metrics listener address")?;
         tracing::info!("metrics at http://{local}/metrics");
         let sources = Sources {
