@@ -106,27 +106,30 @@ impl Metrics {
     pub fn render(&self, readings: &Readings) -> String {
         let mut out = String::new();
         let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        let mut family =
-            |name: &str, kind: &str, help: &str, lines: &mut dyn FnMut(&mut String)| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-                lines(&mut out);
-            };
-        let per_queue = |out: &mut String, name: &str, value: &dyn Fn(&QueueMetrics) -> u64| {
-            for (q, m) in queues.iter() {
-                let _ = writeln!(out, "{name}{{queue=\"{q}\"}} {}", value(m));
-            }
+        let per_queue = |out: &mut String,
+                         name: &str,
+                         kind: &str,
+                         help: &str,
+                         value: fn(&QueueMetrics) -> u64| {
+            family(out, name, kind, help, |out| {
+                for (q, m) in queues.iter() {
+                    let _ = writeln!(out, "{name}{{queue=\"{q}\"}} {}", value(m));
+                }
+            });
         };
-        family(
+        per_queue(
+            &mut out,
             "runtime_jobs_processed_total",
             "counter",
             "Attempts that ran to an outcome.",
-            &mut |out| per_queue(out, "runtime_jobs_processed_total", &|m| m.processed),
+            |m| m.processed,
         );
-        family(
+        per_queue(
+            &mut out,
             "runtime_jobs_done_total",
             "counter",
             "Attempts that finished their job.",
-            &mut |out| per_queue(out, "runtime_jobs_done_total", &|m| m.done),
+            |m| m.done,
         );
         for (name, help, pick) in [
             (
@@ -141,7 +144,7 @@ impl Metrics {
                 |m: &QueueMetrics| &m.failed,
             ),
         ] {
-            family(name, "counter", help, &mut |out| {
+            family(&mut out, name, "counter", help, |out| {
                 for (q, m) in queues.iter() {
                     for (reason, n) in pick(m) {
                         let _ = writeln!(out, "{name}{{queue=\"{q}\",reason=\"{reason}\"}} {n}");
@@ -149,23 +152,26 @@ impl Metrics {
                 }
             });
         }
-        family(
+        per_queue(
+            &mut out,
             "runtime_jobs_handed_back_total",
             "counter",
             "Jobs handed back at shutdown (not counted as attempts).",
-            &mut |out| per_queue(out, "runtime_jobs_handed_back_total", &|m| m.handed_back),
+            |m| m.handed_back,
         );
-        family(
+        per_queue(
+            &mut out,
             "runtime_jobs_stale_total",
             "counter",
             "Attempts whose lease had been lost when they ended.",
-            &mut |out| per_queue(out, "runtime_jobs_stale_total", &|m| m.stale),
+            |m| m.stale,
         );
         family(
+            &mut out,
             "runtime_job_duration_seconds",
             "histogram",
             "Run time of attempts, instantiation included.",
-            &mut |out| {
+            |out| {
                 for (q, m) in queues.iter() {
                     let h = &m.durations;
                     for (bound, n) in BUCKETS.iter().zip(&h.counts) {
@@ -182,17 +188,19 @@ impl Metrics {
                 }
             },
         );
-        family(
+        per_queue(
+            &mut out,
             "runtime_jobs_in_flight",
             "gauge",
             "Jobs running in this worker now.",
-            &mut |out| per_queue(out, "runtime_jobs_in_flight", &|m| m.in_flight),
+            |m| m.in_flight,
         );
         family(
+            &mut out,
             "runtime_queue_jobs",
             "gauge",
             "Jobs in the queue by state (all workers), read when scraped.",
-            &mut |out| {
+            |out| {
                 for (q, c) in &readings.depth {
                     for state in [
                         JobState::Pending,
@@ -209,7 +217,7 @@ impl Metrics {
                 }
             },
         );
-        let gauges = [
+        let mut single = vec![
             (
                 "runtime_backend_up",
                 "gauge",
@@ -235,23 +243,27 @@ impl Metrics {
                 readings.sandbox.memory_bytes,
             ),
         ];
-        for (name, kind, help, value) in gauges {
-            family(name, kind, help, &mut |out| {
-                let _ = writeln!(out, "{name} {value}");
-            });
-        }
         if let Some(rss) = readings.rss_bytes {
-            family(
+            single.push((
                 "process_resident_memory_bytes",
                 "gauge",
                 "Resident set size of the worker process.",
-                &mut |out| {
-                    let _ = writeln!(out, "process_resident_memory_bytes {rss}");
-                },
-            );
+                rss,
+            ));
+        }
+        for (name, kind, help, value) in single {
+            family(&mut out, name, kind, help, |out| {
+                let _ = writeln!(out, "{name} {value}");
+            });
         }
         out
     }
+}
+
+/// One metric family: its HELP and TYPE lines, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl FnOnce(&mut String)) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    samples(out);
 }
 
 /// What is read at scrape time rather than counted.
