@@ -174,11 +174,6 @@ impl HandlerRegistry {
         Ok(())
     }
 
-    /// The published module version serving `queue`, if one does.
-    pub fn deployed_version(&self, queue: &QueueName) -> Option<String> {
-        self.lock().get(queue).and_then(|l| l.deployed.clone())
-    }
-
     /// Drops a withdrawn published module: the queue's next job loads its
     /// module file again.
     pub fn withdraw(&self, queue: &QueueName) {
