@@ -308,13 +308,15 @@ impl RedisBackend {
         format!("{}{{{}}}", self.shared.prefix, queue)
     }
 
-    /// The workers index and one worker's record: `<prefix>{@workers}` and
-    /// `<prefix>{@workers}:<id>`, in one cluster slot (`@` is in no queue
-    /// name, so no queue's keys can collide).
-    fn worker_keys(&self, id: &str) -> (String, String) {
-        let set = format!("{}{{@workers}}", self.shared.prefix);
-        let record = format!("{set}:{id}");
-        (set, record)
+    /// The live workers' index (id → expiry): `<prefix>{@workers}` (`@` is
+    /// in no queue name, so no queue's keys can collide).
+    fn workers_key(&self) -> String {
+        format!("{}{{@workers}}", self.shared.prefix)
+    }
+
+    /// One worker's record, in the index's slot.
+    fn worker_key(&self, id: &str) -> String {
+        format!("{}:{id}", self.workers_key())
     }
 
     /// The published modules' index (queue → version): `<prefix>{@modules}`.
@@ -847,7 +849,7 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
-        let (set, record) = self.worker_keys(&worker.id);
+        let (set, record) = (self.workers_key(), self.worker_key(&worker.id));
         let json = serde_json::to_string(worker).map_err(|e| QueueError::Backend {
             backend: self.shared.name.clone(),
             message: format!("cannot encode worker record: {e}"),
@@ -869,7 +871,7 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
-        let (set, _) = self.worker_keys("");
+        let set = self.workers_key();
         let now = self.shared.clock.now();
         // Records expire by themselves; the index is trimmed here.
         let _: u64 = self
@@ -886,16 +888,18 @@ impl QueueBackend for RedisBackend {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.worker_keys(id).1).collect();
+        let keys: Vec<String> = ids.iter().map(|id| self.worker_key(id)).collect();
         let records: Vec<Option<String>> = self.query(redis::cmd("MGET").arg(&keys)).await?;
         let mut workers = Vec::new();
+        let mut gone = Vec::new();
         for (id, record) in ids.iter().zip(records) {
             match record.and_then(|r| serde_json::from_str::<WorkerInfo>(&r).ok()) {
                 Some(w) => workers.push(w),
-                None => {
-                    let _: u64 = self.query(redis::cmd("ZREM").arg(&set).arg(id)).await?;
-                }
+                None => gone.push(id),
             }
+        }
+        if !gone.is_empty() {
+            let _: u64 = self.query(redis::cmd("ZREM").arg(&set).arg(gone)).await?;
         }
         Ok(workers)
     }
@@ -1004,7 +1008,7 @@ impl QueueBackend for RedisBackend {
     }
 
     async fn unregister(&self, id: &str) -> Result<(), QueueError> {
-        let (set, record) = self.worker_keys(id);
+        let (set, record) = (self.workers_key(), self.worker_key(id));
         let mut pipe = redis::pipe();
         pipe.cmd("DEL")
             .arg(&record)
