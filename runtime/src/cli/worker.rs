@@ -189,14 +189,15 @@ fn log_event(event: &JobEvent) {
         return;
     };
     let duration_ms = (report.elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-    let outcome = match event.ack {
-        Ack::Stale => "stale",
-        Ack::Applied(None) => "done",
-        Ack::Applied(Some(JobState::Failed)) => "failed",
-        Ack::Applied(Some(_)) => "retry",
+    // The outcome field, and how the message words it.
+    let (outcome, ended) = match event.ack {
+        Ack::Stale => ("stale", "ended after its lease was lost"),
+        Ack::Applied(None) => ("done", "done"),
+        Ack::Applied(Some(JobState::Failed)) => ("failed", "failed"),
+        Ack::Applied(Some(_)) => ("retry", "will retry"),
     };
     match &report.outcome {
-        RunOutcome::Done if outcome == "done" => {
+        RunOutcome::Done if event.ack == Ack::Applied(None) => {
             tracing::info!(job = %id, queue, attempt, duration_ms, outcome, "job done");
         }
         RunOutcome::Done => tracing::warn!(
@@ -216,12 +217,7 @@ fn log_event(event: &JobEvent) {
             duration_ms,
             outcome,
             error = %reason,
-            "job {}",
-            match outcome {
-                "failed" => "failed",
-                "retry" => "will retry",
-                _ => "ended after its lease was lost",
-            }
+            "job {ended}"
         ),
     }
 }
