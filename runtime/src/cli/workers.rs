@@ -5,7 +5,8 @@ use runtime::queue::{Clock, SystemClock};
 use super::{Cli, CliResult, Exit};
 
 /// List the live workers: host, pid, queues, jobs in flight, since when
-/// (needs --backend). A worker that stops beating drops out within 15 s.
+/// (needs --backend). A worker that stops beating drops out after three
+/// missed heartbeats (15 s at the default `--heartbeat 5s`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print JSON instead of a table.
