@@ -66,7 +66,11 @@ fn reason(outcome: &RunOutcome) -> &'static str {
 impl Metrics {
     fn with(&self, queue: &QueueName, f: impl FnOnce(&mut QueueMetrics)) {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        f(queues.entry(queue.clone()).or_default());
+        // The name is copied only the first time a queue is seen.
+        match queues.get_mut(queue) {
+            Some(m) => f(m),
+            None => f(queues.entry(queue.clone()).or_default()),
+        }
     }
 
     /// An attempt of a `queue` job started.
