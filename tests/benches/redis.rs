@@ -27,8 +27,8 @@ use runtime::job::{NewJob, Payload, QueueName};
 use runtime::queue::SystemClock;
 use runtime::queue::redis::RedisBackend;
 use runtime::{QueueBackend, Runtime, WorkerConfig};
-use runtime_tests::redis::RedisServer;
-use runtime_tests::{TempDir, guests, runtime, runtime_bin};
+use runtime_tests::workers::Env;
+use runtime_tests::{guests, runtime_bin};
 
 const ORDER: &str = r#"{"id":42,"customer":"ada@example.com","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}]}"#;
 
@@ -37,16 +37,13 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let redis = RedisServer::start();
-    let cache = TempDir::new("bench-redis");
-    let url = redis.url();
+    let env = Env::new();
+    let (redis, cache, url) = (&env.redis, &env.cache, env.url());
     let file = cache.path().join("jobs.jsonl");
     std::fs::write(&file, format!("{ORDER}\n").repeat(n)).expect("write jobs");
     let file = file.display().to_string();
     let admin = |args: &[&str]| {
-        let mut all = vec!["--backend", url.as_str(), "--handlers", guests::DIR];
-        all.extend_from_slice(args);
-        let run = runtime(cache.path(), &all, None);
+        let run = env.run(args);
         run.expect_code(0);
         run
     };

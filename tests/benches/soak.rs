@@ -13,49 +13,29 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runtime_tests::redis::RedisServer;
-use runtime_tests::{TempDir, guests, runtime, runtime_bin};
+use runtime_tests::workers::Env;
+use runtime_tests::{guests, runtime_bin};
 
 const ORDER: &str = r#"{"id":42,"customer":"ada@example.com","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}]}"#;
 const WAVE: usize = 100_000;
 
-struct Bench {
-    redis: RedisServer,
-    cache: TempDir,
-}
-
-impl Bench {
-    fn admin(&self, args: &[&str]) -> runtime_tests::Run {
-        let url = self.redis.url();
-        let mut all = vec!["--backend", url.as_str(), "--handlers", guests::DIR];
-        all.extend_from_slice(args);
-        let run = runtime(self.cache.path(), &all, None);
-        run.expect_code(0);
-        run
-    }
-
-    fn count(&self, queue: &str, state: &str) -> u64 {
-        self.admin(&["queues", "--json"]).json()[queue][state]
-            .as_u64()
-            .unwrap_or(0)
-    }
-
-    fn worker(&self, args: &[&str]) -> Child {
-        Command::new(runtime_bin())
-            .args(["--backend", &self.redis.url(), "--handlers", guests::DIR])
-            .args([
-                "--config",
-                &self.cache.path().join("soak.toml").display().to_string(),
-            ])
-            .arg("worker")
-            .args(args)
-            .env("RUNTIME_CACHE_DIR", self.cache.path())
-            .env("RUNTIME_LOG", "warn")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start worker")
-    }
+/// `runtime worker ARGS` with the soak's config, logging only warnings (a
+/// line per job would be measured too).
+fn start_worker(env: &Env, args: &[&str]) -> Child {
+    Command::new(runtime_bin())
+        .args(["--backend", &env.url(), "--handlers", &env.handlers])
+        .args([
+            "--config",
+            &env.cache.path().join("soak.toml").display().to_string(),
+        ])
+        .arg("worker")
+        .args(args)
+        .env("RUNTIME_CACHE_DIR", env.cache.path())
+        .env("RUNTIME_LOG", "warn")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start worker")
 }
 
 /// A process's resident set size in MiB, from /proc.
@@ -81,64 +61,52 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
-    let bench = Bench {
-        redis: RedisServer::start(),
-        cache: TempDir::new("soak"),
+    let env = Env::new();
+    let admin = |args: &[&str]| {
+        env.run(args).expect_code(0);
     };
     std::fs::write(
-        bench.cache.path().join("soak.toml"),
+        env.cache.path().join("soak.toml"),
         "[sandbox]\nmax_instances = 1000\n",
     )
     .expect("write config");
-    let wave = bench.cache.path().join("wave.jsonl");
+    let wave = env.cache.path().join("wave.jsonl");
     std::fs::write(&wave, format!("{ORDER}\n").repeat(WAVE.min(n))).expect("write jobs");
     let wave = wave.display().to_string();
     // Warm the module cache.
-    bench.admin(&["dispatch", guests::NOOP, ORDER]);
-    bench.admin(&["worker", guests::NOOP, "--drain"]);
-    let base_done = bench.count(guests::NOOP, "done");
+    admin(&["dispatch", guests::NOOP, ORDER]);
+    admin(&["worker", guests::NOOP, "--drain"]);
+    let base_done = env.count(guests::NOOP, "done");
 
     // (f)
-    let worker = bench.worker(&[guests::NOOP, "--concurrency", "64"]);
+    let worker = start_worker(&env, &[guests::NOOP, "--concurrency", "64"]);
     let pid = worker.id();
     std::thread::sleep(Duration::from_millis(500));
     let start = rss_mib(pid);
-    let feeder = {
-        let url = bench.redis.url();
-        let cache = bench.cache.path().to_path_buf();
-        let waves = n.div_ceil(WAVE);
-        std::thread::spawn(move || {
-            for _ in 0..waves {
-                let args = [
-                    "--backend",
-                    url.as_str(),
-                    "--handlers",
-                    guests::DIR,
-                    "dispatch",
-                    guests::NOOP,
-                    "--file",
-                    wave.as_str(),
-                ];
-                runtime(&cache, &args, None).expect_code(0);
-            }
-        })
-    };
-    let started = Instant::now();
     let mut samples: Vec<(f64, u64, f64)> = Vec::new();
     let mut warm = None;
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let done = bench.count(guests::NOOP, "done") - base_done;
-        let rss = rss_mib(pid);
-        samples.push((started.elapsed().as_secs_f64(), done, rss));
-        if warm.is_none() && done >= WAVE as u64 {
-            warm = Some(rss);
+    let waves = n.div_ceil(WAVE);
+    let started = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..waves {
+                admin(&["dispatch", guests::NOOP, "--file", &wave]);
+            }
+        });
+        let started = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let done = env.count(guests::NOOP, "done") - base_done;
+            let rss = rss_mib(pid);
+            samples.push((started.elapsed().as_secs_f64(), done, rss));
+            if warm.is_none() && done >= WAVE as u64 {
+                warm = Some(rss);
+            }
+            if done >= (waves * WAVE) as u64 {
+                break;
+            }
         }
-        if done >= (n.div_ceil(WAVE) * WAVE) as u64 {
-            break;
-        }
-    }
-    let _ = feeder.join();
+        started
+    });
     let elapsed = started.elapsed().as_secs_f64();
     let end = rss_mib(pid);
     stop(worker);
@@ -162,23 +130,23 @@ fn main() {
     println!("    samples (time:jobs done:RSS MiB): {}", trace.join(" "));
 
     // (g)
-    let worker = bench.worker(&[guests::NAP, "--concurrency", "1000"]);
+    let worker = start_worker(&env, &[guests::NAP, "--concurrency", "1000"]);
     let pid = worker.id();
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_mib(pid);
-    let naps = bench.cache.path().join("naps.jsonl");
+    let naps = env.cache.path().join("naps.jsonl");
     std::fs::write(&naps, "{\"ms\":3000}\n".repeat(1000)).expect("write naps");
-    bench.admin(&[
+    admin(&[
         "dispatch",
         guests::NAP,
         "--file",
         &naps.display().to_string(),
     ]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while bench.count(guests::NAP, "running") < 1000 && Instant::now() < deadline {
+    while env.count(guests::NAP, "running") < 1000 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let running = bench.count(guests::NAP, "running");
+    let running = env.count(guests::NAP, "running");
     std::thread::sleep(Duration::from_millis(300));
     let busy = rss_mib(pid);
     stop(worker);
