@@ -33,10 +33,7 @@ use runtime_tests::{guests, runtime_bin};
 const ORDER: &str = r#"{"id":42,"customer":"ada@example.com","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}]}"#;
 
 fn main() {
-    let n: usize = std::env::var("BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let n = runtime_tests::job_count("BENCH_JOBS", 100_000);
     let env = Env::new();
     let (redis, cache, url) = (&env.redis, &env.cache, env.url());
     let file = cache.path().join("jobs.jsonl");

@@ -57,10 +57,7 @@ fn stop(mut child: Child) {
 }
 
 fn main() {
-    let n: usize = std::env::var("SOAK_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let n = runtime_tests::job_count("SOAK_JOBS", 1_000_000);
     let env = Env::new();
     let admin = |args: &[&str]| {
         env.run(args).expect_code(0);

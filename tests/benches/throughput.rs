@@ -204,10 +204,7 @@ fn main() {
     if std::env::var_os("RUST_BACKTRACE").is_some() {
         eprintln!("note: RUST_BACKTRACE is set; wasmtime gets slower with it");
     }
-    let jobs: usize = std::env::var("BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let jobs = runtime_tests::job_count("BENCH_JOBS", 100_000);
     let cache = TempDir::new("bench");
     let rt = runtime_for_bench(&cache);
     // Warm up: compile, fill the pool, fault in pages.
