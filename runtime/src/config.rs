@@ -95,6 +95,12 @@ pub struct QueueSection {
     /// This queue's share of a worker's capacity, relative to the other
     /// queues it serves. Default 1.
     pub weight: Option<u32>,
+    /// Core WebAssembly instances one instance of the handler may create.
+    pub max_core_instances: Option<u32>,
+    /// Linear memories one instance of the handler may have.
+    pub max_memories: Option<u32>,
+    /// Tables one instance of the handler may have.
+    pub max_tables: Option<u32>,
 }
 
 /// One queue's settings with every default applied.
@@ -211,9 +217,16 @@ impl Config {
             .filter_map(|s| s.memory_mib)
             .map(|mib| mib.saturating_mul(1 << 20))
             .fold(Limits::default().memory, u64::max);
+        let built_in = Limits::default();
+        let largest = |pick: fn(&QueueSection) -> Option<u32>, default: u32| {
+            sections().filter_map(pick).fold(default, u32::max)
+        };
         SandboxConfig {
             max_instances: self.sandbox.max_instances.unwrap_or(defaults.max_instances),
             max_memory,
+            max_core_instances: largest(|s| s.max_core_instances, built_in.core_instances),
+            max_memories: largest(|s| s.max_memories, built_in.memories),
+            max_tables: largest(|s| s.max_tables, built_in.tables),
             max_wasm_stack: self
                 .sandbox
                 .max_wasm_stack_kib
@@ -243,6 +256,9 @@ impl QueueSection {
                 .map(|n| u64::try_from(n).unwrap_or(u64::MAX)),
         )?;
         positive("weight", self.weight.map(u64::from))?;
+        positive("max_core_instances", self.max_core_instances.map(u64::from))?;
+        positive("max_memories", self.max_memories.map(u64::from))?;
+        positive("max_tables", self.max_tables.map(u64::from))?;
         if let (Some(base), Some(cap)) = (self.backoff_base_ms, self.backoff_cap_ms)
             && base > cap
         {
@@ -284,6 +300,15 @@ impl QueueSection {
         }
         if let Some(w) = self.weight {
             s.weight = w;
+        }
+        if let Some(n) = self.max_core_instances {
+            s.limits.core_instances = n;
+        }
+        if let Some(n) = self.max_memories {
+            s.limits.memories = n;
+        }
+        if let Some(n) = self.max_tables {
+            s.limits.tables = n;
         }
         s
     }

@@ -33,6 +33,9 @@ pub enum InputError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A failure kind that is not one of [`crate::job::FailureKind::ALL`].
+    #[error("invalid failure kind {0:?}")]
+    FailureKind(String),
     /// `max_attempts` of zero.
     #[error("max attempts must be at least 1")]
     ZeroAttempts,

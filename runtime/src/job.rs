@@ -29,6 +29,106 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 /// Priority of a job whose dispatch does not say (the seeds' default).
 pub const DEFAULT_PRIORITY: i32 = 1;
 
+/// Longest unique key, in bytes. Keys are stored on the queue server
+/// beside every job that holds one; an idempotency key needs no more.
+pub const MAX_UNIQUE_KEY_BYTES: usize = 256;
+
+/// Furthest a job may be put off: a delay, a run-at time (from now) or a
+/// handler's retry delay of at most one year. Far enough for any schedule a
+/// queue serves; near enough that no job waits forever and every time stays
+/// representable.
+pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Why an attempt did not finish its job: a fixed kind, kept beside the
+/// free-text reason, so a handler's own words can never pass for a limit
+/// of the host (a handler that fails with `memory limit 16 MiB exceeded`
+/// is still of kind [`FailureKind::Handler`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The handler returned `retry` or `fail`; the reason is its own text.
+    Handler,
+    /// The attempt ran out of wall-clock time.
+    Timeout,
+    /// The job's memory limit (linear memories and tables together).
+    Memory,
+    /// The queue's fuel budget.
+    Fuel,
+    /// The output limit (log lines, stdout, stderr).
+    Output,
+    /// The per-job dispatch limit, or a job tree's follow-up budget.
+    DispatchLimit,
+    /// The WebAssembly call stack overflowed.
+    StackOverflow,
+    /// The guest panicked (and said so before trapping).
+    Panic,
+    /// The guest called `exit`.
+    Exit,
+    /// Any other trap of guest code (`unreachable`, out-of-bounds access...).
+    Trap,
+    /// A host call the guest made failed or was refused (a WASI call
+    /// without a grant, a resource limit of the host).
+    Host,
+    /// The handler module is missing or cannot be loaded.
+    Load,
+    /// The worker running the attempt was lost (its lease expired).
+    WorkerLost,
+}
+
+impl FailureKind {
+    /// Every kind.
+    pub const ALL: [FailureKind; 13] = [
+        FailureKind::Handler,
+        FailureKind::Timeout,
+        FailureKind::Memory,
+        FailureKind::Fuel,
+        FailureKind::Output,
+        FailureKind::DispatchLimit,
+        FailureKind::StackOverflow,
+        FailureKind::Panic,
+        FailureKind::Exit,
+        FailureKind::Trap,
+        FailureKind::Host,
+        FailureKind::Load,
+        FailureKind::WorkerLost,
+    ];
+
+    /// The snake_case name used in records, JSON, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Handler => "handler",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory",
+            FailureKind::Fuel => "fuel",
+            FailureKind::Output => "output",
+            FailureKind::DispatchLimit => "dispatch_limit",
+            FailureKind::StackOverflow => "stack_overflow",
+            FailureKind::Panic => "panic",
+            FailureKind::Exit => "exit",
+            FailureKind::Trap => "trap",
+            FailureKind::Host => "host",
+            FailureKind::Load => "load",
+            FailureKind::WorkerLost => "worker_lost",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FailureKind {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        FailureKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| InputError::FailureKind(s.to_string()))
+    }
+}
+
 /// A queue's name: 1 to 64 of `a-z`, `0-9`, `-` and `_`, starting with a
 /// letter or digit.
 ///

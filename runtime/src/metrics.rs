@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::job::{JobState, QueueName};
 use crate::queue::{Ack, StateCounts};
-use crate::sandbox::{RunOutcome, RunReport, SandboxSnapshot, crash_kind};
+use crate::sandbox::{RunOutcome, RunReport, SandboxSnapshot};
 
 /// Upper bounds of the run-time histogram's buckets, seconds.
 const BUCKETS: [f64; 14] = [
@@ -59,7 +59,7 @@ fn reason(outcome: &RunOutcome) -> &'static str {
     match outcome {
         RunOutcome::Done => "none",
         RunOutcome::Retry { .. } | RunOutcome::Fail { .. } => "handler",
-        RunOutcome::Crashed { reason } => crash_kind(reason),
+        RunOutcome::Crashed { kind, .. } => kind.as_str(),
     }
 }
 
@@ -318,6 +318,7 @@ mod tests {
         }
         m.finished(&q, Some(&report(RunOutcome::Done, 3)), Ack::Applied(None));
         let timeout = RunOutcome::Crashed {
+            kind: crate::job::FailureKind::Timeout,
             reason: "timeout after 100ms".into(),
         };
         m.finished(

@@ -82,7 +82,7 @@ fn reason(event: &JobEvent) -> String {
         RunOutcome::Done => "done".into(),
         RunOutcome::Retry { reason, .. }
         | RunOutcome::Fail { reason }
-        | RunOutcome::Crashed { reason } => reason.clone(),
+        | RunOutcome::Crashed { reason, .. } => reason.clone(),
     }
 }
 

@@ -322,7 +322,7 @@ fn outcome_text(outcome: &RunOutcome) -> String {
         RunOutcome::Done => "done".into(),
         RunOutcome::Retry { reason, .. } => format!("retry: {reason}"),
         RunOutcome::Fail { reason } => format!("fail: {reason}"),
-        RunOutcome::Crashed { reason } => reason.clone(),
+        RunOutcome::Crashed { reason, .. } => reason.clone(),
     }
 }
 
@@ -334,7 +334,7 @@ fn update(entry: &mut JobJson, event: &JobEvent) {
             RunOutcome::Done => None,
             RunOutcome::Retry { reason, .. }
             | RunOutcome::Fail { reason }
-            | RunOutcome::Crashed { reason } => Some(reason.clone()),
+            | RunOutcome::Crashed { reason, .. } => Some(reason.clone()),
         };
         entry.runs.push(AttemptJson {
             attempt: event.job.attempts,

@@ -210,7 +210,7 @@ fn log_event(event: &JobEvent) {
         ),
         RunOutcome::Retry { reason, .. }
         | RunOutcome::Fail { reason }
-        | RunOutcome::Crashed { reason } => tracing::warn!(
+        | RunOutcome::Crashed { reason, .. } => tracing::warn!(
             job = %id,
             queue,
             attempt,

@@ -33,6 +33,20 @@ pub struct Limits {
     /// Follow-up jobs one attempt may dispatch. Stops dispatch floods.
     /// Default 100. Reason: `dispatch limit 100 per job exceeded`.
     pub dispatches: u32,
+    /// Core WebAssembly instances one instance of the handler creates, all
+    /// nested components counted. Each takes a slot of the worker's shared
+    /// pool, so without a ceiling one job could take every slot and fail
+    /// the jobs beside it. A Rust handler has 3, a QuickJS one 8, a
+    /// componentize-py one 14. Default 32; a module needing more is refused
+    /// when it loads.
+    pub core_instances: u32,
+    /// Linear memories of one instance of the handler (their sizes count
+    /// together toward `memory`). Default 4; a module needing more is
+    /// refused when it loads.
+    pub memories: u32,
+    /// Tables of one instance of the handler (their elements count toward
+    /// `memory`). Default 8; a module needing more is refused when it loads.
+    pub tables: u32,
 }
 
 impl Default for Limits {
@@ -43,6 +57,9 @@ impl Default for Limits {
             fuel: None,
             output: 64 * 1024,
             dispatches: 100,
+            core_instances: 32,
+            memories: 4,
+            tables: 8,
         }
     }
 }

@@ -26,7 +26,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::error::LoadError;
-use crate::job::JobRecord;
+use crate::job::{FailureKind, JobRecord};
 use crate::queue::QueueBackend;
 use host::{
     EchoContext, HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob, WitOutcome,
@@ -45,6 +45,14 @@ pub struct SandboxConfig {
     /// The largest memory limit of any queue; pool slots are this big.
     /// Default 64 MiB.
     pub max_memory: u64,
+    /// The largest per-job ceiling of any queue on core instances,
+    /// memories and tables ([`Limits::core_instances`] ...): the pool
+    /// holds this many of each for every instance.
+    pub max_core_instances: u32,
+    /// See [`SandboxConfig::max_core_instances`].
+    pub max_memories: u32,
+    /// See [`SandboxConfig::max_core_instances`].
+    pub max_tables: u32,
     /// WebAssembly stack per call; deeper recursion traps as
     /// `stack overflow`. Default 512 KiB.
     pub max_wasm_stack: usize,
@@ -59,11 +67,43 @@ impl Default for SandboxConfig {
         SandboxConfig {
             max_instances: 256,
             max_memory: Limits::default().memory,
+            max_core_instances: Limits::default().core_instances,
+            max_memories: Limits::default().memories,
+            max_tables: Limits::default().tables,
             max_wasm_stack: 512 * 1024,
             fuel: false,
             cache_dir: None,
         }
     }
+}
+
+/// The engine's settings for `config`: every instance of the pool has room
+/// for the largest per-job ceiling of core instances, memories and tables,
+/// so no job can take another's room. Compiled code depends on these
+/// settings: whatever compiles modules for an engine must use the same.
+pub fn engine_config(config: &SandboxConfig) -> Config {
+    let n = config.max_instances.max(1);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(n)
+        .total_core_instances(n.saturating_mul(config.max_core_instances.max(1)))
+        .total_memories(n.saturating_mul(config.max_memories.max(1)))
+        .total_tables(n.saturating_mul(config.max_tables.max(1)))
+        .max_core_instances_per_component(config.max_core_instances.max(1))
+        .max_memories_per_component(config.max_memories.max(1))
+        .max_tables_per_component(config.max_tables.max(1))
+        .total_stacks(n)
+        .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX))
+        .table_elements(host::MAX_TABLE_ELEMENTS)
+        .pagemap_scan(Enabled::Auto)
+        .linear_memory_keep_resident(4 << 20)
+        .table_keep_resident(4 << 20);
+    let mut wasm = Config::new();
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .consume_fuel(config.fuel)
+        .max_wasm_stack(config.max_wasm_stack)
+        .concurrency_support(false);
+    wasm
 }
 
 /// Milliseconds between epoch ticks.
@@ -175,7 +215,10 @@ pub enum RunOutcome {
     /// The attempt was stopped: trap, panic, timeout, a limit. Retried with
     /// backoff while attempts remain.
     Crashed {
-        /// Why, e.g. `timeout after 100ms`, `panic: boom`.
+        /// What stopped it, as a fixed kind.
+        kind: FailureKind,
+        /// Why, in words, leading with the cause: `timeout after 100ms`,
+        /// `panic: boom`.
         reason: String,
     },
 }
@@ -198,25 +241,7 @@ impl Sandbox {
             path: PathBuf::from("<engine>"),
             message: format!("cannot configure the WebAssembly engine: {e:#}"),
         };
-        let n = config.max_instances.max(1);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
-            .total_stacks(n)
-            .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX))
-            .table_elements(host::MAX_TABLE_ELEMENTS)
-            .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(4 << 20)
-            .table_keep_resident(4 << 20);
-        let mut wasm = Config::new();
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-            .epoch_interruption(true)
-            .consume_fuel(config.fuel)
-            .max_wasm_stack(config.max_wasm_stack)
-            .concurrency_support(false);
-        let engine = Engine::new(&wasm).map_err(engine_error)?;
+        let engine = Engine::new(&engine_config(config)).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
         host::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_error)?;
@@ -420,10 +445,12 @@ impl Sandbox {
                     reason: host::truncate(reason, MAX_REASON_BYTES),
                 },
             },
-            Ok(Err(error)) => RunOutcome::Crashed {
-                reason: crash_reason(store.data(), limits, &error),
-            },
+            Ok(Err(error)) => {
+                let (kind, reason) = crash_reason(store.data(), limits, &error);
+                RunOutcome::Crashed { kind, reason }
+            }
             Err(_elapsed) => RunOutcome::Crashed {
+                kind: FailureKind::Timeout,
                 reason: timeout_reason(limits),
             },
         };
@@ -450,63 +477,54 @@ fn timeout_reason(limits: &Limits) -> String {
     format!("timeout after {}", Millis(limits.timeout))
 }
 
-/// The job's reason for an attempt that ended in an error: the limit it hit
-/// if any, else the panic it reported, else the trap.
-fn crash_reason(state: &HostState, limits: &Limits, error: &wasmtime::Error) -> String {
+/// The kind and reason of an attempt that ended in an error: the limit it
+/// hit if any, else the panic it reported, else the trap.
+fn crash_reason(
+    state: &HostState,
+    limits: &Limits,
+    error: &wasmtime::Error,
+) -> (FailureKind, String) {
     if state.timed_out {
-        return timeout_reason(limits);
+        return (FailureKind::Timeout, timeout_reason(limits));
     }
     if state.limiter.exceeded {
-        return format!("memory limit {} exceeded", Bytes(limits.memory));
+        let reason = format!("memory limit {} exceeded", Bytes(limits.memory));
+        return (FailureKind::Memory, reason);
     }
     if state.output.exceeded() {
-        return format!("output limit {} exceeded", Bytes(limits.output as u64));
+        let reason = format!("output limit {} exceeded", Bytes(limits.output as u64));
+        return (FailureKind::Output, reason);
     }
     if state.dispatch_exceeded {
-        return format!("dispatch limit {} per job exceeded", limits.dispatches);
+        let reason = format!("dispatch limit {} per job exceeded", limits.dispatches);
+        return (FailureKind::DispatchLimit, reason);
     }
     if let Some(message) = &state.panic {
-        return format!("panic: {message}");
+        return (FailureKind::Panic, format!("panic: {message}"));
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return format!("exited with status {}", exit.0);
+        return (FailureKind::Exit, format!("exited with status {}", exit.0));
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => "stack overflow".to_string(),
-        Some(Trap::OutOfFuel) => match limits.fuel {
-            Some(fuel) => format!("fuel budget {fuel} exhausted"),
-            None => "fuel exhausted".to_string(),
-        },
-        Some(Trap::UnreachableCodeReached) => "trap: unreachable".to_string(),
+        Some(Trap::StackOverflow) => (FailureKind::StackOverflow, "stack overflow".to_string()),
+        Some(Trap::OutOfFuel) => {
+            let reason = match limits.fuel {
+                Some(fuel) => format!("fuel budget {fuel} exhausted"),
+                None => "fuel exhausted".to_string(),
+            };
+            (FailureKind::Fuel, reason)
+        }
+        Some(Trap::UnreachableCodeReached) => (FailureKind::Trap, "trap: unreachable".to_string()),
         Some(trap) => {
             let text = trap.to_string();
-            format!("trap: {}", text.trim_start_matches("wasm trap: "))
+            let reason = format!("trap: {}", text.trim_start_matches("wasm trap: "));
+            (FailureKind::Trap, reason)
         }
-        None => host::truncate(format!("error: {error:#}"), MAX_REASON_BYTES),
+        None => (
+            FailureKind::Host,
+            host::truncate(format!("error: {error:#}"), MAX_REASON_BYTES),
+        ),
     }
-}
-
-/// A short, fixed name for the kind of crash a reason describes, for
-/// metric labels: `timeout`, `memory`, `panic`, `trap`... (the reasons
-/// themselves are free text). Kept next to [`crash_reason`], which writes
-/// them.
-pub fn crash_kind(reason: &str) -> &'static str {
-    const KINDS: [(&str, &str); 10] = [
-        ("timeout after", "timeout"),
-        ("memory limit", "memory"),
-        ("output limit", "output"),
-        ("dispatch limit", "dispatch_limit"),
-        ("panic", "panic"),
-        ("exited with status", "exit"),
-        ("stack overflow", "stack_overflow"),
-        ("fuel", "fuel"),
-        ("trap", "trap"),
-        ("no handler for queue", "no_handler"),
-    ];
-    KINDS
-        .iter()
-        .find(|(prefix, _)| reason.starts_with(prefix))
-        .map_or("error", |&(_, kind)| kind)
 }
 
 /// The first eight bytes tell a component from a core module from garbage;

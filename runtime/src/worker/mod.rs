@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::error::QueueError;
-use crate::job::{JobRecord, JobState, QueueName};
+use crate::job::{FailureKind, JobRecord, JobState, QueueName};
 use crate::metrics::Metrics;
 use crate::queue::clock::millis;
 use crate::queue::{Ack, Claim, Clock, Completion, Lease, QueueBackend, SystemClock, WorkerInfo};
@@ -490,6 +490,7 @@ impl Worker {
                     // Retried like a crash: the module may be deployed later.
                     Err(e) => RunReport {
                         outcome: RunOutcome::Crashed {
+                            kind: FailureKind::Load,
                             reason: e.to_string(),
                         },
                         log: String::new(),
@@ -540,7 +541,7 @@ impl Worker {
                         RunOutcome::Fail { reason } => Completion::Fail {
                             error: reason.clone(),
                         },
-                        RunOutcome::Crashed { reason } => Completion::Retry {
+                        RunOutcome::Crashed { reason, .. } => Completion::Retry {
                             error: reason.clone(),
                             delay: backoff(None),
                         },
