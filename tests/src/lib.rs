@@ -10,6 +10,7 @@
 //! - `tests/worker.rs`: `runtime worker` and the admin commands on a real
 //!   Redis: kill -9, SIGTERM, restarts, wake-up, delayed jobs.
 
+pub mod components;
 pub mod redis;
 pub mod workers;
 

@@ -65,19 +65,28 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     if args.lease < Duration::from_millis(300) {
         anyhow::bail!("--lease must be at least 300ms (it is renewed every third of it)");
     }
-    let config = cli.config()?;
+    let mut config = cli.config()?;
+    // The pool holds one place per job in flight, each with room for the
+    // largest shape any queue allows: sized from --concurrency unless the
+    // config fixes it, and then it must fit.
+    match config.sandbox.max_instances {
+        Some(max) if usize::try_from(max).unwrap_or(usize::MAX) < args.concurrency => {
+            anyhow::bail!(
+                "--concurrency {} is more than sandbox.max_instances {max}: raise max_instances in the config, or remove it to size the pool from --concurrency",
+                args.concurrency
+            );
+        }
+        Some(_) => {}
+        None => {
+            config.sandbox.max_instances =
+                Some(u32::try_from(args.concurrency).map_err(|_| {
+                    anyhow::anyhow!("--concurrency {} is too large", args.concurrency)
+                })?);
+        }
+    }
     let backend = cli.require_backend(&config, "runtime worker").await?;
     let handlers = Cli::handlers_dir(&config);
-    let max_instances = config.sandbox.max_instances;
     let rt = Runtime::new(backend, handlers, config).context("starting the sandbox")?;
-    if let Some(max) = max_instances
-        && usize::try_from(max).unwrap_or(usize::MAX) < args.concurrency
-    {
-        anyhow::bail!(
-            "--concurrency {} is more than sandbox.max_instances {max}: raise max_instances in the config",
-            args.concurrency
-        );
-    }
     for warning in rt.backend().settings_warnings().await {
         tracing::warn!("{warning}");
     }

@@ -88,28 +88,75 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps linear memory (and table) growth, remembering whether the cap was
-/// hit so the job's reason can name it. Also keeps the sandbox's counts of
-/// live instances and their memory, from creation to drop (with the
-/// store, however the attempt ends).
+/// The job's memory budget: all of its linear memories and all of its
+/// tables together (a table element costs [`TABLE_ELEMENT_BYTES`]), from
+/// their initial sizes at instantiation to every later growth. Whatever
+/// the shape of the component (one memory or several, nested instances),
+/// the sum stays within the queue's `memory` limit; the attempt that asks
+/// for more ends with `memory limit N exceeded`. Also caps how many
+/// instances, memories and tables the store may create (the per-job
+/// ceilings, checked again here for any shape a load-time check missed),
+/// and keeps the sandbox's counts of live instances and their memory, from
+/// creation to drop (with the store, however the attempt ends).
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     max_bytes: usize,
+    /// Bytes of memories and tables granted so far.
+    used: usize,
+    /// The last growth granted, taken back if wasmtime then fails it.
+    last_grant: usize,
     pub exceeded: bool,
+    ceilings: Ceilings,
     stats: Arc<SandboxStats>,
-    granted: usize,
 }
 
+/// How many instances, memories and tables one store may create.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ceilings {
+    pub instances: usize,
+    pub memories: usize,
+    pub tables: usize,
+}
+
+/// What one table element costs against the job's memory budget: a
+/// pointer, as wasmtime stores function references.
+pub(crate) const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
 impl MemoryLimiter {
-    pub fn new(max_bytes: usize, stats: Arc<SandboxStats>) -> Self {
+    pub fn new(max_bytes: usize, ceilings: Ceilings, stats: Arc<SandboxStats>) -> Self {
         stats.instances.fetch_add(1, Ordering::Relaxed);
         stats.live.fetch_add(1, Ordering::Relaxed);
         MemoryLimiter {
             max_bytes,
+            used: 0,
+            last_grant: 0,
             exceeded: false,
+            ceilings,
             stats,
-            granted: 0,
         }
+    }
+
+    /// Grants `more` bytes if the job's budget has room for them.
+    fn grant(&mut self, more: usize) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_add(more);
+        if total > self.max_bytes {
+            self.exceeded = true;
+            return Err(wasmtime::format_err!(
+                "memory limit {} exceeded",
+                Bytes(self.max_bytes as u64)
+            ));
+        }
+        self.used = total;
+        self.last_grant = more;
+        self.stats.memory.fetch_add(more as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Takes back the last grant: wasmtime could not carry it out.
+    fn revoke_last(&mut self) {
+        let back = std::mem::take(&mut self.last_grant);
+        self.used -= back;
+        self.stats.memory.fetch_sub(back as u64, Ordering::Relaxed);
     }
 }
 
@@ -118,12 +165,13 @@ impl Drop for MemoryLimiter {
         self.stats.live.fetch_sub(1, Ordering::Relaxed);
         self.stats
             .memory
-            .fetch_sub(self.granted as u64, Ordering::Relaxed);
+            .fetch_sub(self.used as u64, Ordering::Relaxed);
     }
 }
 
-/// Elements a table may grow to: Rust guests stay far below; a table bomb
-/// hits it long before the host notices.
+/// Elements one table may grow to (its slot in the pool is this big);
+/// the elements of all of a job's tables also count toward its memory
+/// limit.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -133,26 +181,42 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_bytes {
-            self.exceeded = true;
-            return Err(wasmtime::format_err!(
-                "memory limit {} exceeded",
-                Bytes(self.max_bytes as u64)
-            ));
-        }
-        let more = desired.saturating_sub(current);
-        self.granted += more;
-        self.stats.memory.fetch_add(more as u64, Ordering::Relaxed);
-        Ok(true)
+        self.grant(desired.saturating_sub(current))
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.revoke_last();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        let more = desired.saturating_sub(current);
+        self.grant(more.saturating_mul(TABLE_ELEMENT_BYTES))
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.revoke_last();
+        Ok(())
+    }
+
+    fn instances(&self) -> usize {
+        self.ceilings.instances
+    }
+
+    fn memories(&self) -> usize {
+        self.ceilings.memories
+    }
+
+    fn tables(&self) -> usize {
+        self.ceilings.tables
     }
 }
 

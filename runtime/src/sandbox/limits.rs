@@ -66,6 +66,18 @@ impl Default for Limits {
 
 const MIB: u64 = 1024 * 1024;
 
+/// Most bytes one `wasi:random` call returns. The host builds the bytes
+/// outside the job's memory before copying them in, and cannot be stopped
+/// mid-call: at this size a call takes a few milliseconds, so neither the
+/// host's memory nor the job's deadline can be pushed by a huge request.
+/// Reason for more: `host call failed: requested len ... exceeds limit`.
+pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// Most host resources (streams, pollables, ...) one attempt holds at once.
+/// Each lives in the host's memory, outside the job's memory limit; a guest
+/// creating them in a loop stops here instead of growing the worker.
+pub const MAX_HOST_RESOURCES: usize = 10_000;
+
 /// Bytes written the way people read them: `64 MiB`, `512 KiB`, `100 bytes`.
 #[derive(Debug, Clone, Copy)]
 pub struct Bytes(pub u64);

@@ -29,7 +29,8 @@ use crate::error::LoadError;
 use crate::job::{FailureKind, JobRecord};
 use crate::queue::QueueBackend;
 use host::{
-    EchoContext, HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob, WitOutcome,
+    Ceilings, EchoContext, HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob,
+    WitOutcome,
 };
 pub use limits::Limits;
 use limits::{Bytes, Millis};
@@ -77,6 +78,12 @@ impl Default for SandboxConfig {
     }
 }
 
+/// A place in the pool, held for the length of one attempt.
+#[derive(Debug)]
+pub struct Room {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// The engine's settings for `config`: every instance of the pool has room
 /// for the largest per-job ceiling of core instances, memories and tables,
 /// so no job can take another's room. Compiled code depends on these
@@ -91,6 +98,8 @@ pub fn engine_config(config: &SandboxConfig) -> Config {
         .max_core_instances_per_component(config.max_core_instances.max(1))
         .max_memories_per_component(config.max_memories.max(1))
         .max_tables_per_component(config.max_tables.max(1))
+        .max_memories_per_module(config.max_memories.max(1))
+        .max_tables_per_module(config.max_tables.max(1))
         .total_stacks(n)
         .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX))
         .table_elements(host::MAX_TABLE_ELEMENTS)
@@ -122,6 +131,7 @@ pub struct Sandbox {
     ticker_stop: Arc<AtomicBool>,
     stats: Arc<SandboxStats>,
     echo_logs: AtomicBool,
+    room: Arc<tokio::sync::Semaphore>,
 }
 
 /// Counts kept by a sandbox as instances come and go.
@@ -241,6 +251,7 @@ impl Sandbox {
             path: PathBuf::from("<engine>"),
             message: format!("cannot configure the WebAssembly engine: {e:#}"),
         };
+        let n = config.max_instances.max(1);
         let engine = Engine::new(&engine_config(config)).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
@@ -271,6 +282,7 @@ impl Sandbox {
             ticker_stop,
             stats: Arc::new(SandboxStats::default()),
             echo_logs: AtomicBool::new(false),
+            room: Arc::new(tokio::sync::Semaphore::new(n as usize)),
         })
     }
 
@@ -367,27 +379,62 @@ impl Sandbox {
         })
     }
 
-    /// Runs one attempt of `job` in a fresh instance of `handler`.
-    /// Follow-up jobs the handler dispatches go to `dispatcher`.
+    /// A place in the pool for one attempt, waiting while every place is
+    /// taken. The pool holds [`SandboxConfig::max_instances`] instances of
+    /// the largest shape any queue allows, so an attempt holding a place
+    /// never finds the pool full: a job waits for room instead of failing
+    /// for lack of it.
+    pub async fn room(&self) -> Room {
+        // Acquiring fails only on a closed semaphore, and this one is
+        // never closed.
+        Room {
+            _permit: self.room.clone().acquire_owned().await.ok(),
+        }
+    }
+
+    /// Runs one attempt of `job` in a fresh instance of `handler`, once
+    /// there is room for it in the pool. Follow-up jobs the handler
+    /// dispatches go to `dispatcher`.
     pub async fn run(
         &self,
         handler: &Handler,
         job: &JobRecord,
         dispatcher: Option<Arc<dyn QueueBackend>>,
     ) -> RunReport {
+        let room = self.room().await;
+        self.run_in(room, handler, job, dispatcher).await
+    }
+
+    /// Like [`Sandbox::run`], in a place of the pool already taken.
+    pub async fn run_in(
+        &self,
+        room: Room,
+        handler: &Handler,
+        job: &JobRecord,
+        dispatcher: Option<Arc<dyn QueueBackend>>,
+    ) -> RunReport {
+        let _room = room;
         let started = Instant::now();
         let limits = &handler.limits;
         let output = JobOutput::new(limits.output);
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
             .stderr(output.clone())
+            .max_random_size(limits::MAX_RANDOM_BYTES)
             .build();
+        let mut table = wasmtime::component::ResourceTable::new();
+        table.set_max_capacity(limits::MAX_HOST_RESOURCES);
         let state = HostState {
             wasi,
-            table: wasmtime::component::ResourceTable::new(),
+            table,
             output: output.clone(),
             limiter: MemoryLimiter::new(
                 usize::try_from(limits.memory).unwrap_or(usize::MAX),
+                Ceilings {
+                    instances: limits.core_instances as usize,
+                    memories: limits.memories as usize,
+                    tables: limits.tables as usize,
+                },
                 self.stats.clone(),
             ),
             panic: None,
@@ -520,9 +567,15 @@ fn crash_reason(
             let reason = format!("trap: {}", text.trim_start_matches("wasm trap: "));
             (FailureKind::Trap, reason)
         }
+        // A host call failed or refused the guest (a WASI call over a host
+        // bound, a store limit): the cause leads; the wasm backtrace that
+        // wraps it says nothing the job's owner can act on.
         None => (
             FailureKind::Host,
-            host::truncate(format!("error: {error:#}"), MAX_REASON_BYTES),
+            host::truncate(
+                format!("host call failed: {}", error.root_cause()),
+                MAX_REASON_BYTES,
+            ),
         ),
     }
 }

@@ -482,20 +482,26 @@ impl Worker {
             let run = async {
                 match registry.handler(&queue) {
                     Ok(handler) => {
-                        registry
-                            .sandbox()
-                            .run(&handler, &job, Some(backend.clone()))
-                            .await
+                        // Waiting for a place in the pool is not the job's
+                        // fault: if none frees up within a lease, the job
+                        // goes back uncounted, like at shutdown.
+                        let sandbox = registry.sandbox();
+                        let room = tokio::time::timeout(lease_len, sandbox.room()).await.ok()?;
+                        Some(
+                            sandbox
+                                .run_in(room, &handler, &job, Some(backend.clone()))
+                                .await,
+                        )
                     }
                     // Retried like a crash: the module may be deployed later.
-                    Err(e) => RunReport {
+                    Err(e) => Some(RunReport {
                         outcome: RunOutcome::Crashed {
                             kind: FailureKind::Load,
                             reason: e.to_string(),
                         },
                         log: String::new(),
                         elapsed: Duration::ZERO,
-                    },
+                    }),
                 }
             };
             let renew = async {
@@ -518,7 +524,7 @@ impl Worker {
                 }
             };
             let report = tokio::select! {
-                report = run => Some(report),
+                report = run => report,
                 () = renew => None,
                 () = handed_back => None,
             };

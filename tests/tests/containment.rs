@@ -1,0 +1,225 @@
+//! Limits that must hold for any component, not only for the shapes the
+//! Rust SDK emits: several memories, tables, many core instances, and more
+//! jobs than the pool has places. Fixtures are hand-written components
+//! (`runtime_tests::components`), run through the library on the
+//! in-memory backend; normal jobs run beside the hostile ones and must
+//! succeed.
+
+use std::path::PathBuf;
+
+use runtime::config::Config;
+use runtime::job::{DispatchOptions, FailureKind, NewJob, Payload, QueueName};
+use runtime::queue::Ack;
+use runtime::sandbox::RunOutcome;
+use runtime::worker::{JobEvent, WorkerConfig};
+use runtime::{JobState, Runtime};
+use runtime_tests::{TempDir, components, guests};
+
+/// A runtime whose queues are the given hand-written components (queue
+/// name, component bytes), plus `hello` and `nap`, under `config` (TOML
+/// added to the file).
+struct Env {
+    rt: Runtime,
+    _dir: TempDir,
+}
+
+fn env(config: &str, modules: &[(&str, Vec<u8>)]) -> Env {
+    let dir = TempDir::new("containment");
+    let mut text = format!(
+        "cache_dir = {:?}\n{config}\n[queues.hello]\nmodule = {:?}\n",
+        dir.path().join("cache").display().to_string(),
+        format!("{}/hello_job.wasm", guests::JOBS_DIR),
+    );
+    for (queue, bytes) in modules {
+        let path: PathBuf = dir.path().join(format!("{queue}.wasm"));
+        std::fs::write(&path, bytes).expect("write fixture");
+        text.push_str(&format!(
+            "[queues.{queue}]\nmodule = {:?}\n",
+            path.display().to_string()
+        ));
+    }
+    let config = Config::parse(&text).expect("valid test config");
+    let rt = Runtime::in_memory(guests::DIR.into(), config).expect("runtime");
+    Env { rt, _dir: dir }
+}
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).expect("valid queue")
+}
+
+async fn dispatch(rt: &Runtime, queue: &str, payload: &str) {
+    let job = NewJob {
+        queue: q(queue),
+        payload: Payload::new(payload).expect("valid payload"),
+        options: DispatchOptions {
+            max_attempts: 1,
+            ..Default::default()
+        },
+    };
+    rt.dispatch(job).await.expect("dispatch");
+}
+
+/// Runs everything dispatched with `concurrency` jobs in flight.
+async fn drain(rt: &Runtime, concurrency: usize) -> Vec<JobEvent> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let worker = rt
+        .worker(WorkerConfig {
+            concurrency,
+            drain: true,
+            retry_at_once: true,
+            ..Default::default()
+        })
+        .with_events(tx);
+    worker.run(std::future::pending()).await.expect("worker");
+    let mut events = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        events.push(e);
+    }
+    events
+}
+
+fn outcome(event: &JobEvent) -> &RunOutcome {
+    &event.report.as_ref().expect("ran").outcome
+}
+
+/// The one event of `queue`, which must have crashed with `kind`; returns
+/// its reason.
+fn crashed<'a>(events: &'a [JobEvent], queue: &str, kind: FailureKind) -> &'a str {
+    let mine: Vec<_> = events
+        .iter()
+        .filter(|e| e.job.id.queue().as_str() == queue)
+        .collect();
+    assert_eq!(mine.len(), 1, "one attempt of {queue}");
+    assert_eq!(mine[0].ack, Ack::Applied(Some(JobState::Failed)));
+    match outcome(mine[0]) {
+        RunOutcome::Crashed { kind: k, reason } => {
+            assert_eq!(*k, kind, "{queue}: {reason}");
+            reason
+        }
+        other => panic!("{queue} should have crashed with {kind}: {other:?}"),
+    }
+}
+
+/// Every `hello` job ran once and was done.
+fn hellos_done(events: &[JobEvent], expected: usize) {
+    let hellos: Vec<_> = events
+        .iter()
+        .filter(|e| e.job.id.queue().as_str() == "hello")
+        .collect();
+    assert_eq!(hellos.len(), expected, "every hello job ran once");
+    for e in hellos {
+        assert_eq!(outcome(e), &RunOutcome::Done, "{}", e.job.id);
+        assert_eq!(e.ack, Ack::Applied(None));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_linear_memories_of_a_job_count_together() {
+    // Three memories of 6 MiB each: every one within 16 MiB, 18 MiB in all.
+    let over = components::handler(&components::memories(3, 6));
+    // Two: 12 MiB in all, within the limit.
+    let under = components::handler(&components::memories(2, 6));
+    let env = env(
+        "[defaults]\nmemory_mib = 16",
+        &[("three", over), ("two", under)],
+    );
+    dispatch(&env.rt, "three", "{}").await;
+    dispatch(&env.rt, "two", "{}").await;
+    dispatch(&env.rt, "hello", r#"{"name":"a"}"#).await;
+    let events = drain(&env.rt, 2).await;
+    let reason = crashed(&events, "three", FailureKind::Memory);
+    assert_eq!(reason, "memory limit 16 MiB exceeded");
+    let two: Vec<_> = events
+        .iter()
+        .filter(|e| e.job.id.queue().as_str() == "two")
+        .collect();
+    assert_eq!(outcome(two[0]), &RunOutcome::Done);
+    hellos_done(&events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_elements_count_toward_the_memory_limit() {
+    // Four tables of 100,000 elements: 3.2 MB of a 4 MiB limit, then a
+    // memory of 1 MiB on top.
+    let tables = components::tables(1, 4, 100_000);
+    let over = components::handler(&format!("{tables}{}", components::memories(1, 1)));
+    let under = components::handler(&tables);
+    let env = env(
+        "[defaults]\nmemory_mib = 4",
+        &[("tables-over", over), ("tables-under", under)],
+    );
+    dispatch(&env.rt, "tables-over", "{}").await;
+    dispatch(&env.rt, "tables-under", "{}").await;
+    dispatch(&env.rt, "hello", r#"{"name":"a"}"#).await;
+    let events = drain(&env.rt, 2).await;
+    let reason = crashed(&events, "tables-over", FailureKind::Memory);
+    assert_eq!(reason, "memory limit 4 MiB exceeded");
+    let under: Vec<_> = events
+        .iter()
+        .filter(|e| e.job.id.queue().as_str() == "tables-under")
+        .collect();
+    assert_eq!(outcome(under[0]), &RunOutcome::Done);
+    hellos_done(&events, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_over_the_per_job_ceilings_is_refused_when_it_loads() {
+    let cases = [
+        ("instances", components::core_instances(40), "core"),
+        ("memories", components::memories(4, 1), "memor"),
+        ("tables", components::tables(9, 1, 10), "table"),
+    ];
+    let modules: Vec<_> = cases
+        .iter()
+        .map(|(q, extra, _)| (*q, components::handler(extra)))
+        .collect();
+    let env = env("", &modules);
+    for (queue, _, what) in cases {
+        let error = env
+            .rt
+            .registry()
+            .handler(&q(queue))
+            .expect_err("over a ceiling")
+            .to_string();
+        assert!(error.contains(what), "{queue}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_at_every_ceiling_cannot_starve_the_jobs_beside_them() {
+    // Each hostile instance takes every core instance, memory and table a
+    // job may have (the handler's own instance and memory included).
+    let greedy = components::handler(&format!(
+        "{}{}{}",
+        components::core_instances(27),
+        components::memories(3, 1),
+        components::tables(1, 8, 10),
+    ));
+    let env = env("[sandbox]\nmax_instances = 4", &[("greedy", greedy)]);
+    for i in 0..8 {
+        dispatch(&env.rt, "greedy", "{}").await;
+        dispatch(&env.rt, "hello", &format!(r#"{{"name":"n{i}"}}"#)).await;
+    }
+    let events = drain(&env.rt, 4).await;
+    assert_eq!(events.len(), 16, "every job ran once");
+    for e in &events {
+        assert_eq!(outcome(e), &RunOutcome::Done, "{}", e.job.id);
+        assert_eq!(e.job.attempts, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_jobs_in_flight_than_pool_places_wait_and_are_not_charged() {
+    let env = env("[sandbox]\nmax_instances = 2", &[]);
+    for _ in 0..12 {
+        dispatch(&env.rt, "nap", r#"{"ms":30}"#).await;
+    }
+    let events = drain(&env.rt, 8).await;
+    assert_eq!(events.len(), 12);
+    for e in &events {
+        assert_eq!(outcome(e), &RunOutcome::Done, "{}", e.job.id);
+        assert_eq!(e.job.attempts, 1, "{} was charged for waiting", e.job.id);
+    }
+    let stats = env.rt.registry().sandbox().stats();
+    assert_eq!(stats.instances_live, 0);
+}
