@@ -223,6 +223,21 @@ pub enum RunOutcome {
     },
 }
 
+impl RunOutcome {
+    /// The kind and reason of an attempt that did not finish its job:
+    /// [`FailureKind::Handler`] for the handler's own retry or fail, whatever
+    /// its words say; `None` when it finished.
+    pub fn failure(&self) -> Option<(FailureKind, &str)> {
+        match self {
+            RunOutcome::Done => None,
+            RunOutcome::Retry { reason, .. } | RunOutcome::Fail { reason } => {
+                Some((FailureKind::Handler, reason))
+            }
+            RunOutcome::Crashed { kind, reason } => Some((*kind, reason)),
+        }
+    }
+}
+
 /// The result of one attempt.
 #[derive(Debug, Clone)]
 pub struct RunReport {
