@@ -47,6 +47,32 @@ pub fn lines(s: &str) -> impl Iterator<Item = Cow<'_, str>> {
     s.split('\n').filter(move |_| !empty).map(escape)
 }
 
+/// JSON text with every control and invisible format character outside
+/// ASCII written as a `\u` escape (`\u202e`; a surrogate pair above the
+/// basic plane). The same JSON value, but safe to show in a terminal: JSON
+/// writers escape ASCII controls (so no value can end a line) but pass C1
+/// controls and bidi overrides through raw. Such characters can only stand
+/// inside JSON strings, where the escape means the same.
+pub fn json_safe(json: &str) -> Cow<'_, str> {
+    let hidden = |c: char| !c.is_ascii() && needs_escape(c);
+    let Some(first) = json.find(hidden) else {
+        return Cow::Borrowed(json);
+    };
+    let mut out = String::with_capacity(json.len() + 16);
+    out.push_str(&json[..first]);
+    for c in json[first..].chars() {
+        if hidden(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// Whether `c` is shown as an escape rather than as itself.
 fn needs_escape(c: char) -> bool {
     c == '\\' || c.is_control() || is_invisible_format(c)
@@ -126,6 +152,17 @@ mod tests {
                 .any(|c| c.is_control() || is_invisible_format(c)),
             "a control or format character survived"
         );
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_loses_its_invisible_characters() {
+        let value = "a\u{9b}31m\u{202e}b\u{e0041}\u{1f600}é\n";
+        let json = serde_json::to_string(value).expect("a string");
+        let safe = json_safe(&json);
+        assert_eq!(safe, "\"a\\u009b31m\\u202eb\\udb40\\udc41\u{1f600}é\\n\"");
+        let back: String = serde_json::from_str(&safe).expect("still JSON");
+        assert_eq!(back, value);
+        assert!(matches!(json_safe("{\"a\":\"plain ✓\"}"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -412,11 +412,10 @@ impl Sandbox {
             dispatch_exceeded: false,
             deadline: started + limits.timeout,
             timed_out: false,
-            echo: self.echo_logs.load(Ordering::Relaxed).then(|| EchoContext {
-                job: job.id.to_string(),
-                queue: job.id.queue().to_string(),
-                attempt: job.attempts,
-            }),
+            echo: self
+                .echo_logs
+                .load(Ordering::Relaxed)
+                .then(|| EchoContext::new(job, limits.output)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
