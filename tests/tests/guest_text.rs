@@ -187,7 +187,11 @@ fn a_worker_log_and_the_admin_commands_show_hostile_guest_text_as_inert_data() {
     assert_safe("runtime jobs list", &out);
     assert_eq!(out.lines().count(), 2, "{out}");
 
-    let json = env.show(&failed);
+    let shown = env.run(&["jobs", "show", &failed, "--json"]);
+    assert_inert("runtime jobs show --json", &shown.expect_code(0).stdout());
+    let listed = env.run(&["jobs", "list", guests::FORGE, "--state", "failed", "--json"]);
+    assert_inert("runtime jobs list --json", &listed.expect_code(0).stdout());
+    let json = shown.json();
     assert_eq!(
         (&json["error_kind"], &json["error"]),
         (&Value::from("handler"), &Value::from(HOSTILE))

@@ -77,7 +77,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             };
             let jobs = backend.list(&queue, state, page).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                print_json(&jobs)?;
             } else {
                 for job in &jobs {
                     println!("{}", one_line(job));
@@ -94,7 +94,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
+                print_json(&job)?;
             } else {
                 print_job(&job);
             }
@@ -138,6 +138,14 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Records as JSON, with what serde leaves raw in a guest's text (C1
+/// controls, bidi and invisible characters) escaped too: the same JSON,
+/// safe in a terminal.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", text::json_safe(&serde_json::to_string_pretty(value)?));
+    Ok(())
 }
 
 fn time(ms: UnixMillis) -> String {
