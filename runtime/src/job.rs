@@ -409,7 +409,12 @@ pub struct AttemptRecord {
     pub started_at: UnixMillis,
     /// When it ended; `None` while running.
     pub ended_at: Option<UnixMillis>,
-    /// `done`, or the reason it did not finish (`timeout after 100ms`...).
+    /// Why it did not finish, as a fixed kind; `None` while running, and for
+    /// attempts recorded before kinds were kept.
+    #[serde(default)]
+    pub kind: Option<FailureKind>,
+    /// The reason it did not finish, in words (`timeout after 100ms`...);
+    /// a handler's own text when `kind` is [`FailureKind::Handler`].
     pub outcome: Option<String>,
 }
 
@@ -434,7 +439,12 @@ pub struct JobRecord {
     pub created_at: UnixMillis,
     /// When it becomes runnable (scheduled jobs); otherwise when it last did.
     pub run_at: UnixMillis,
-    /// The last attempt's error, if it had one.
+    /// The kind of the last attempt's error: what tells a host limit from
+    /// a handler's own words. `None` with no error, and for errors recorded
+    /// before kinds were kept.
+    #[serde(default)]
+    pub error_kind: Option<FailureKind>,
+    /// The last attempt's error, if it had one, in words.
     pub error: Option<String>,
     /// Every attempt so far, oldest first.
     pub history: Vec<AttemptRecord>,

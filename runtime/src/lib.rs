@@ -15,6 +15,7 @@
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
 //! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
+//! - [`text`]: guest text made safe to print (escapes controls and invisible characters).
 //! - [`config`]: the TOML configuration and per-queue settings.
 //! - [`Runtime`]: the above put together, for embedding.
 //! - `cli` (private): the `runtime` binary's subcommands, thin over the above.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod sandbox;
+pub mod text;
 pub mod worker;
 
 pub use error::{InputError, LoadError, QueueError};

@@ -99,6 +99,7 @@ fn bench_sandbox(rt: &Runtime, threads: usize, jobs: usize) -> f64 {
         unique_key: None,
         created_at: 0,
         run_at: 0,
+        error_kind: None,
         error: None,
         history: Vec::new(),
         log: String::new(),

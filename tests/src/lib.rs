@@ -9,6 +9,9 @@
 //!   a real 3-master Redis Cluster, and the key layout.
 //! - `tests/worker.rs`: `runtime worker` and the admin commands on a real
 //!   Redis: kill -9, SIGTERM, restarts, wake-up, delayed jobs.
+//! - `tests/guest_text.rs`: hostile guest text through `runtime dispatch`,
+//!   `runtime jobs` and a worker's logs; failure kinds end to end; the
+//!   worker log's bound per attempt.
 
 pub mod components;
 pub mod redis;

@@ -108,7 +108,7 @@ fn a_runaway_job_is_stopped_by_the_configured_timeout() {
     run.expect_code(1);
     assert!(
         run.stdout()
-            .contains("spin:1: failed after 1 attempt: timeout after 100ms"),
+            .contains("spin:1: failed [timeout] after 1 attempt: timeout after 100ms"),
         "{}",
         run.stdout()
     );

@@ -1,12 +1,14 @@
 //! The queue contract on a real Redis: the conformance suite, unchanged,
 //! against a standalone server (over its unix socket) and against a local
 //! 3-master Redis Cluster; then what only Redis has: the key layout, the
-//! prefix, script reloading, and a clear error when Redis is unreachable.
+//! prefix, script reloading, records written by an older version, and a
+//! clear error when Redis is unreachable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use runtime::job::FailureKind;
 use runtime::queue::redis::RedisBackend;
 use runtime::queue::{Completion, ManualClock, QueueBackend, SystemClock};
 use runtime::{JobState, NewJob, Payload, QueueError, QueueName};
@@ -126,6 +128,82 @@ async fn scripts_are_loaded_again_after_script_flush() {
         .await
         .expect("complete works after NOSCRIPT");
     assert_eq!(b.counts(&q("flush")).await.expect("counts").done, 1);
+}
+
+/// Records and attempt entries written before failure kinds were kept
+/// read back without a kind, whatever their text says (a handler's old
+/// reason cannot turn into a host limit), and take kinds from then on.
+#[tokio::test]
+async fn records_from_before_failure_kinds_read_without_them() {
+    let prefix = prefix();
+    let b = connect(&server().url(), &prefix).await;
+    let id = b.dispatch(job("old")).await.expect("dispatch");
+    let claim = b
+        .claim(&[q("old")], 1, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a job");
+    let fail = Completion::Fail {
+        kind: FailureKind::Handler,
+        error: "first".into(),
+    };
+    b.complete(&claim.lease, fail, String::new())
+        .await
+        .expect("complete");
+    // Rewrite it as an older version stored it: no `error_kind`, and an
+    // attempt entry `n|started|ended|outcome` whose outcome reads like a kind.
+    let key = format!("{prefix}{{old}}:job:{}", id.seq());
+    let old_reason = "memory|memory limit 64 MiB exceeded";
+    let _: i64 = b
+        .query(redis::cmd("HDEL").arg(&key).arg("error_kind"))
+        .await
+        .expect("HDEL");
+    let _: i64 = b
+        .query(redis::cmd("HSET").arg(&key).arg("error").arg(old_reason))
+        .await
+        .expect("HSET");
+    let entry = format!("1|1000|1250|{old_reason}");
+    let _: String = b
+        .query(
+            redis::cmd("LSET")
+                .arg(format!("{key}:h"))
+                .arg(0)
+                .arg(&entry),
+        )
+        .await
+        .expect("LSET");
+    let rec = b.get(&id).await.expect("get").expect("kept");
+    assert_eq!(
+        (rec.error_kind, rec.error.as_deref()),
+        (None, Some(old_reason))
+    );
+    let first = &rec.history[0];
+    assert_eq!(
+        (first.ended_at, first.kind, first.outcome.as_deref()),
+        (Some(1250), None, Some(old_reason))
+    );
+    // Run again: the new attempt has its kind, the old one still none.
+    b.retry(&id).await.expect("retry");
+    let claim = b
+        .claim(&[q("old")], 1, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a job");
+    let crash = Completion::Fail {
+        kind: FailureKind::Timeout,
+        error: "timeout after 1s".into(),
+    };
+    b.complete(&claim.lease, crash, String::new())
+        .await
+        .expect("complete");
+    let rec = b.get(&id).await.expect("get").expect("kept");
+    assert_eq!(rec.error_kind, Some(FailureKind::Timeout));
+    assert_eq!(
+        rec.history.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [None, Some(FailureKind::Timeout)]
+    );
 }
 
 #[tokio::test]

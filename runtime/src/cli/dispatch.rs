@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use runtime::job::{DispatchOptions, JobId, NewJob, Payload, QueueName, RunAt};
+use runtime::job::{DispatchOptions, FailureKind, JobId, NewJob, Payload, QueueName, RunAt};
 use runtime::queue::Ack;
 use runtime::sandbox::RunOutcome;
+use runtime::text;
 use runtime::worker::{JobEvent, WorkerConfig};
 use runtime::{JobState, QueueBackend, Runtime};
 use serde::Serialize;
@@ -58,7 +59,13 @@ pub struct Args {
 #[derive(Debug, Serialize)]
 struct AttemptJson {
     attempt: u32,
-    outcome: String,
+    /// `done`, `retry` or `fail` (the handler's word), or `crashed`.
+    outcome: &'static str,
+    /// Why it did not finish, as a fixed kind (`handler` for the handler's
+    /// own retry or fail); `null` when done.
+    kind: Option<FailureKind>,
+    /// The reason in words; `null` when done.
+    error: Option<String>,
     elapsed_ms: f64,
     log: String,
 }
@@ -70,6 +77,9 @@ struct JobJson {
     queue: String,
     state: &'static str,
     attempts: u32,
+    /// The kind of `error`: what tells a limit of the host from the
+    /// handler's own words.
+    error_kind: Option<FailureKind>,
     error: Option<String>,
     runs: Vec<AttemptJson>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -84,6 +94,7 @@ impl JobJson {
             queue: id.queue().to_string(),
             state: "pending",
             attempts: 0,
+            error_kind: None,
             error: None,
             runs: Vec::new(),
             followups: Vec::new(),
@@ -317,12 +328,26 @@ fn state_name(ack: Ack) -> &'static str {
     }
 }
 
-fn outcome_text(outcome: &RunOutcome) -> String {
+/// How an attempt ended, in one word.
+fn outcome_word(outcome: &RunOutcome) -> &'static str {
     match outcome {
-        RunOutcome::Done => "done".into(),
-        RunOutcome::Retry { reason, .. } => format!("retry: {reason}"),
-        RunOutcome::Fail { reason } => format!("fail: {reason}"),
-        RunOutcome::Crashed { reason, .. } => reason.clone(),
+        RunOutcome::Done => "done",
+        RunOutcome::Retry { .. } => "retry",
+        RunOutcome::Fail { .. } => "fail",
+        RunOutcome::Crashed { .. } => "crashed",
+    }
+}
+
+/// How an attempt ended, for a person: `retry [handler]: <reason>`,
+/// `crashed [memory]: memory limit 64 MiB exceeded`. The kind comes first,
+/// in brackets, before any text the guest controls, and that text is
+/// escaped, so a handler's words cannot pass for a host limit or start a
+/// line of their own.
+fn outcome_text(outcome: &RunOutcome) -> String {
+    let word = outcome_word(outcome);
+    match outcome.failure() {
+        None => word.to_string(),
+        Some((kind, reason)) => format!("{word} [{kind}]: {}", text::escape(reason)),
     }
 }
 
@@ -330,15 +355,14 @@ fn update(entry: &mut JobJson, event: &JobEvent) {
     entry.state = state_name(event.ack);
     entry.attempts = event.job.attempts;
     if let Some(report) = &event.report {
-        entry.error = match &report.outcome {
-            RunOutcome::Done => None,
-            RunOutcome::Retry { reason, .. }
-            | RunOutcome::Fail { reason }
-            | RunOutcome::Crashed { reason, .. } => Some(reason.clone()),
-        };
+        let failure = report.outcome.failure();
+        entry.error_kind = failure.map(|(kind, _)| kind);
+        entry.error = failure.map(|(_, reason)| reason.to_string());
         entry.runs.push(AttemptJson {
             attempt: event.job.attempts,
-            outcome: outcome_text(&report.outcome),
+            outcome: outcome_word(&report.outcome),
+            kind: entry.error_kind,
+            error: entry.error.clone(),
             elapsed_ms: report.elapsed.as_secs_f64() * 1000.0,
             log: report.log.clone(),
         });
@@ -363,17 +387,28 @@ fn print_event(event: &JobEvent) {
         outcome_text(&report.outcome),
         report.elapsed.as_secs_f64() * 1000.0,
     );
-    for line in report.log.lines() {
+    // Split on newlines only, each line escaped: a guest line cannot start
+    // a line of the report that lacks the `  | ` of the log.
+    for line in text::lines(&report.log) {
         println!("  | {line}");
     }
 }
 
+/// `hello:1: failed [memory] after 2 attempts: memory limit 64 MiB exceeded`:
+/// the kind beside the state, the (escaped) reason after it.
 fn print_summary(job: &JobJson) {
     let plural = if job.attempts == 1 { "" } else { "s" };
+    let kind = job
+        .error_kind
+        .map(|kind| format!(" [{kind}]"))
+        .unwrap_or_default();
     match &job.error {
         Some(error) if job.state != "done" => println!(
-            "{}: {} after {} attempt{plural}: {error}",
-            job.id, job.state, job.attempts
+            "{}: {}{kind} after {} attempt{plural}: {}",
+            job.id,
+            job.state,
+            job.attempts,
+            text::escape(error)
         ),
         _ => println!(
             "{}: {} after {} attempt{plural}",

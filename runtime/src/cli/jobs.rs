@@ -1,8 +1,9 @@
 //! `runtime jobs list|show|retry|delete`: inspect and repair jobs.
 
 use anyhow::Context;
-use runtime::job::UnixMillis;
+use runtime::job::{FailureKind, UnixMillis};
 use runtime::queue::Page;
+use runtime::text;
 use runtime::{JobId, JobRecord, JobState, QueueName};
 
 use super::{Cli, CliResult, Exit};
@@ -76,7 +77,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             };
             let jobs = backend.list(&queue, state, page).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&jobs)?);
+                print_json(&jobs)?;
             } else {
                 for job in &jobs {
                     println!("{}", one_line(job));
@@ -93,7 +94,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&job)?);
+                print_json(&job)?;
             } else {
                 print_job(&job);
             }
@@ -139,9 +140,26 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
 }
 
+/// Records as JSON, with what serde leaves raw in a guest's text (C1
+/// controls, bidi and invisible characters) escaped too: the same JSON,
+/// safe in a terminal.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", text::json_safe(&serde_json::to_string_pretty(value)?));
+    Ok(())
+}
+
 fn time(ms: UnixMillis) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// A failure for a person: `[memory] memory limit 64 MiB exceeded`. The
+/// kind (`[unknown]` on records from before kinds were kept) comes before
+/// the text, which a guest may have written and which is escaped, so it can
+/// neither pass for a host limit nor start a line of its own.
+fn failure(kind: Option<FailureKind>, text: &str) -> String {
+    let kind = kind.map_or("unknown", FailureKind::as_str);
+    format!("[{kind}] {}", text::escape(text))
 }
 
 fn one_line(job: &JobRecord) -> String {
@@ -155,7 +173,7 @@ fn one_line(job: &JobRecord) -> String {
         time(job.run_at)
     );
     if let Some(e) = &job.error {
-        line.push_str(&format!("  error: {e}"));
+        line.push_str(&format!("  error: {}", failure(job.error_kind, e)));
     }
     line
 }
@@ -167,12 +185,13 @@ fn print_job(job: &JobRecord) {
     println!("priority:  {}", job.priority);
     println!("created:   {}", time(job.created_at));
     println!("run at:    {}", time(job.run_at));
+    // A follow-up's unique key and payload come from a guest too.
     if let Some(key) = &job.unique_key {
-        println!("unique:    {key}");
+        println!("unique:    {}", text::escape(key));
     }
-    println!("payload:   {}", job.payload.as_str());
+    println!("payload:   {}", text::escape(job.payload.as_str()));
     if let Some(e) = &job.error {
-        println!("error:     {e}");
+        println!("error:     {}", failure(job.error_kind, e));
     }
     for a in &job.history {
         match (a.ended_at, &a.outcome) {
@@ -182,7 +201,7 @@ fn print_job(job: &JobRecord) {
                 time(a.started_at),
                 time(end),
                 end.saturating_sub(a.started_at),
-                if outcome.is_empty() { "done" } else { outcome }
+                failure(a.kind, outcome)
             ),
             _ => println!(
                 "attempt {}: started {}, running",
@@ -193,7 +212,7 @@ fn print_job(job: &JobRecord) {
     }
     if !job.log.is_empty() {
         println!("log of the last attempt:");
-        for line in job.log.lines() {
+        for line in text::lines(&job.log) {
             println!("  | {line}");
         }
     }

@@ -13,11 +13,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::fmt;
+
 use clap::{Parser, Subcommand};
 use runtime::QueueBackend;
 use runtime::config::{Config, DEFAULT_HANDLERS_DIR};
 use runtime::queue::SystemClock;
 use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
+use runtime::text;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::Writer;
 
 /// A WebAssembly-sandboxed job executor.
 #[derive(Debug, Parser)]
@@ -205,6 +212,12 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 /// Logs to stderr; `RUNTIME_LOG` filters (default `info`), e.g.
 /// `RUNTIME_LOG=warn,guest=info`: guests' own lines have target `guest`.
+///
+/// Guest text reaches the log as its own log lines and as jobs' errors. In
+/// JSON every value is a JSON string, escaped by serde (no guest text can
+/// end the line or add a key), and [`JsonSafeStderr`] escapes what serde
+/// leaves raw; in the human format every field goes through
+/// [`EscapedFields`].
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNTIME_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -213,13 +226,94 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder
+            .fmt_fields(EscapedFields)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
         LogFormat::Json => builder
+            .with_writer(|| JsonSafeStderr)
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
             .init(),
+    }
+}
+
+/// The human log's fields, each value escaped with [`text::escape`]: no
+/// value can start a new log line, move the cursor or recolour the terminal.
+/// The message comes first, bare; then `name=value`, with text values
+/// (`&str` fields, such as a job's `error`) in quotes, so words inside one
+/// cannot pass for another field.
+struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = EscapingVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct EscapingVisitor<'writer> {
+    writer: Writer<'writer>,
+    result: fmt::Result,
+    first: bool,
+}
+
+impl EscapingVisitor<'_> {
+    fn write(&mut self, name: &str, value: &str, quoted: bool) {
+        if self.result.is_err() {
+            return;
+        }
+        let space = if std::mem::take(&mut self.first) {
+            ""
+        } else {
+            " "
+        };
+        let value = text::escape(value);
+        self.result = if name == "message" {
+            write!(self.writer, "{space}{value}")
+        } else if quoted {
+            let value = value.replace('"', "\\\"");
+            write!(self.writer, "{space}{name}=\"{value}\"")
+        } else {
+            write!(self.writer, "{space}{name}={value}")
+        };
+    }
+}
+
+impl Visit for EscapingVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write(field.name(), value, true);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field.name(), &format!("{value:?}"), false);
+    }
+}
+
+/// Stderr for the JSON log, each record passed through [`text::json_safe`]:
+/// C1 controls and bidi or invisible characters in a value become `\u`
+/// escapes, the same JSON, safe to tail in a terminal.
+struct JsonSafeStderr;
+
+impl std::io::Write for JsonSafeStderr {
+    /// One call per record (the formatter writes each whole), so a
+    /// character is never split between calls.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut stderr = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(json) => stderr.write_all(text::json_safe(json).as_bytes())?,
+            Err(_) => stderr.write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }

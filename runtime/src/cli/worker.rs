@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use runtime::metrics::Metrics;
 use runtime::queue::Ack;
-use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig};
 use runtime::{JobState, QueueName, Runtime};
 
@@ -189,7 +188,9 @@ async fn shutdown_signal() {
 }
 
 /// One line per attempt, with the job's id, queue, attempt, duration and
-/// outcome as fields (top-level keys in `--log-format json`).
+/// outcome as fields (top-level keys in `--log-format json`); a failure adds
+/// its `kind` and its `error` text. The text may be a guest's: it is a
+/// field's value, escaped by either log format, never part of the message.
 fn log_event(event: &JobEvent) {
     let job = &event.job;
     let (id, queue, attempt) = (&job.id, job.id.queue().as_str(), job.attempts);
@@ -205,11 +206,11 @@ fn log_event(event: &JobEvent) {
         Ack::Applied(Some(JobState::Failed)) => ("failed", "failed"),
         Ack::Applied(Some(_)) => ("retry", "will retry"),
     };
-    match &report.outcome {
-        RunOutcome::Done if event.ack == Ack::Applied(None) => {
+    match report.outcome.failure() {
+        None if event.ack == Ack::Applied(None) => {
             tracing::info!(job = %id, queue, attempt, duration_ms, outcome, "job done");
         }
-        RunOutcome::Done => tracing::warn!(
+        None => tracing::warn!(
             job = %id,
             queue,
             attempt,
@@ -217,15 +218,14 @@ fn log_event(event: &JobEvent) {
             outcome,
             "job finished but its lease was lost: it will run again"
         ),
-        RunOutcome::Retry { reason, .. }
-        | RunOutcome::Fail { reason }
-        | RunOutcome::Crashed { reason, .. } => tracing::warn!(
+        Some((kind, error)) => tracing::warn!(
             job = %id,
             queue,
             attempt,
             duration_ms,
             outcome,
-            error = %reason,
+            kind = kind.as_str(),
+            error,
             "job {ended}"
         ),
     }

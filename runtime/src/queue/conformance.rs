@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Ack, Completion, ManualClock, Page, QueueBackend, WorkerInfo};
-use crate::job::{DispatchOptions, JobId, JobState, NewJob, Payload, QueueName, RunAt};
+use crate::job::{
+    DispatchOptions, FailureKind, JobId, JobState, NewJob, Payload, QueueName, RunAt,
+};
 
 /// Where every test's clock starts: an arbitrary fixed time (2026-01-01).
 pub const START: u64 = 1_767_225_600_000;
@@ -60,6 +62,7 @@ macro_rules! queue_conformance {
             wait_for_work_returns_when_a_delayed_job_is_due,
             history_records_each_attempt,
             complete_many_applies_each_in_order,
+            failure_kinds_are_kept_apart_from_their_text,
             workers_registry_drops_silent_workers,
             published_modules_replace_and_withdraw
         );
@@ -261,6 +264,7 @@ pub async fn retry_schedules_then_fails_when_attempts_run_out(b: Backend, c: Clo
     let id = b.dispatch(with("q", "1", two)).await.expect("dispatch");
     let first = claim_one(&b, "q").await.expect("a job");
     let retry = |e: &str| Completion::Retry {
+        kind: FailureKind::Handler,
         error: e.to_string(),
         delay: Duration::from_secs(3),
     };
@@ -275,6 +279,7 @@ pub async fn retry_schedules_then_fails_when_attempts_run_out(b: Backend, c: Clo
         (JobState::Scheduled, START + 3_000)
     );
     assert_eq!(rec.error.as_deref(), Some("boom 1"));
+    assert_eq!(rec.error_kind, Some(FailureKind::Handler));
     assert!(claim_one(&b, "q").await.is_none());
     c.advance(Duration::from_secs(3));
     let second = claim_one(&b, "q").await.expect("due again");
@@ -296,6 +301,7 @@ pub async fn retry_with_zero_delay_is_pending_at_once(b: Backend, _c: Clock) {
     let id = b.dispatch(job("q", "1")).await.expect("dispatch");
     let claim = claim_one(&b, "q").await.expect("a job");
     let now = Completion::Retry {
+        kind: FailureKind::Handler,
         error: "again".into(),
         delay: Duration::ZERO,
     };
@@ -315,6 +321,7 @@ pub async fn fail_is_final_and_keeps_error_and_log(b: Backend, _c: Clock) {
     let id = b.dispatch(job("q", "1")).await.expect("dispatch");
     let claim = claim_one(&b, "q").await.expect("a job");
     let fail = Completion::Fail {
+        kind: FailureKind::Panic,
         error: "panic: boom".into(),
     };
     let ack = b
@@ -326,6 +333,7 @@ pub async fn fail_is_final_and_keeps_error_and_log(b: Backend, _c: Clock) {
     assert_eq!(rec.state, JobState::Failed);
     assert_eq!(rec.attempts, 1);
     assert_eq!(rec.error.as_deref(), Some("panic: boom"));
+    assert_eq!(rec.error_kind, Some(FailureKind::Panic));
     assert_eq!(rec.log, "line 1\nline 2\n");
     assert!(claim_one(&b, "q").await.is_none());
     assert_eq!(b.counts(&q("q")).await.expect("counts").failed, 1);
@@ -361,12 +369,15 @@ pub async fn expired_lease_requeues_and_fences_the_old_holder(b: Backend, c: Clo
         new.job.error.as_deref(),
         Some("worker lost: lease expired during attempt 1")
     );
+    assert_eq!(new.job.error_kind, Some(FailureKind::WorkerLost));
+    assert_eq!(new.job.history[0].kind, Some(FailureKind::WorkerLost));
     let late = b
         .complete(&old.lease, Completion::Done, String::new())
         .await
         .expect("complete");
     assert_eq!(late, Ack::Stale);
     let late_fail = Completion::Fail {
+        kind: FailureKind::Handler,
         error: "late".into(),
     };
     let late = b.complete(&old.lease, late_fail, String::new()).await;
@@ -394,6 +405,11 @@ pub async fn expired_lease_on_last_attempt_fails_as_worker_lost(b: Backend, c: C
     assert_eq!(
         rec.error.as_deref(),
         Some("worker lost: lease expired during attempt 1")
+    );
+    assert_eq!(rec.error_kind, Some(FailureKind::WorkerLost));
+    assert_eq!(
+        rec.history.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [Some(FailureKind::WorkerLost)]
     );
 }
 
@@ -486,7 +502,10 @@ pub async fn retry_a_failed_job_with_fresh_attempts(b: Backend, _c: Clock) {
     let id = b.dispatch(job("q", "1")).await.expect("dispatch");
     assert!(b.retry(&id).await.is_err(), "a pending job is not retried");
     let claim = claim_one(&b, "q").await.expect("a job");
-    let fail = Completion::Fail { error: "no".into() };
+    let fail = Completion::Fail {
+        kind: FailureKind::Handler,
+        error: "no".into(),
+    };
     b.complete(&claim.lease, fail, String::new())
         .await
         .expect("complete");
@@ -629,6 +648,7 @@ pub async fn history_records_each_attempt(b: Backend, c: Clock) {
     );
     c.advance(Duration::from_millis(250));
     let retry = Completion::Retry {
+        kind: FailureKind::Timeout,
         error: "timeout after 100ms".into(),
         delay: Duration::ZERO,
     };
@@ -645,9 +665,10 @@ pub async fn history_records_each_attempt(b: Backend, c: Clock) {
         (1, START, Some(START + 250))
     );
     assert_eq!(a.outcome.as_deref(), Some("timeout after 100ms"));
+    assert_eq!(a.kind, Some(FailureKind::Timeout));
     assert_eq!(
-        (b2.number, b2.started_at, b2.ended_at),
-        (2, START + 1_000, None)
+        (b2.number, b2.started_at, b2.ended_at, b2.kind),
+        (2, START + 1_000, None, None)
     );
     assert_eq!(second.job, rec);
 }
@@ -677,7 +698,10 @@ pub async fn complete_many_applies_each_in_order(b: Backend, _c: Clock) {
             (lease(&a), Completion::Done, String::new()),
             (
                 lease(&bb),
-                Completion::Fail { error: "no".into() },
+                Completion::Fail {
+                    kind: FailureKind::Handler,
+                    error: "no".into(),
+                },
                 "log b".into(),
             ),
             (lease(&c), Completion::Done, String::new()),
@@ -697,6 +721,69 @@ pub async fn complete_many_applies_each_in_order(b: Backend, _c: Clock) {
     assert_eq!(
         (failed.state, failed.log.as_str()),
         (JobState::Failed, "log b")
+    );
+    assert_eq!(failed.error_kind, Some(FailureKind::Handler));
+}
+
+/// A failure's kind is stored apart from its words: a handler whose reason
+/// reads like a host limit, or holds the separators a backend stores
+/// attempts with, is still of kind `handler`, on the job, on each attempt,
+/// in listings and after a retry.
+pub async fn failure_kinds_are_kept_apart_from_their_text(b: Backend, _c: Clock) {
+    let two = DispatchOptions {
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let id = b.dispatch(with("q", "1", two)).await.expect("dispatch");
+    let forged = "memory|1|2:memory|memory limit 16 MiB exceeded\nworker lost: x";
+    let first = claim_one(&b, "q").await.expect("a job");
+    let crash = Completion::Retry {
+        kind: FailureKind::Memory,
+        error: "memory limit 16 MiB exceeded".into(),
+        delay: Duration::ZERO,
+    };
+    b.complete(&first.lease, crash, String::new())
+        .await
+        .expect("complete");
+    let second = claim_one(&b, "q").await.expect("a job");
+    let own = Completion::Fail {
+        kind: FailureKind::Handler,
+        error: forged.into(),
+    };
+    b.complete(&second.lease, own, String::new())
+        .await
+        .expect("complete");
+    let rec = b.get(&id).await.expect("get").expect("kept");
+    assert_eq!(rec.state, JobState::Failed);
+    assert_eq!(
+        (rec.error_kind, rec.error.as_deref()),
+        (Some(FailureKind::Handler), Some(forged))
+    );
+    let attempts: Vec<_> = rec
+        .history
+        .iter()
+        .map(|a| (a.kind, a.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (
+                Some(FailureKind::Memory),
+                Some("memory limit 16 MiB exceeded")
+            ),
+            (Some(FailureKind::Handler), Some(forged)),
+        ]
+    );
+    let listed = b
+        .list(&q("q"), JobState::Failed, Page::default())
+        .await
+        .expect("list");
+    assert_eq!(listed, std::slice::from_ref(&rec));
+    b.retry(&id).await.expect("retry");
+    let third = claim_one(&b, "q").await.expect("a job");
+    assert_eq!(
+        third.job.history.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        [Some(FailureKind::Memory), Some(FailureKind::Handler), None]
     );
 }
 

@@ -17,7 +17,9 @@ use super::{
     module_version,
 };
 use crate::error::{InputError, QueueError};
-use crate::job::{AttemptRecord, JobId, JobRecord, JobState, NewJob, QueueName, RunAt, UnixMillis};
+use crate::job::{
+    AttemptRecord, FailureKind, JobId, JobRecord, JobState, NewJob, QueueName, RunAt, UnixMillis,
+};
 
 /// The in-memory queue backend.
 #[derive(Debug)]
@@ -167,8 +169,7 @@ impl Queue {
             };
             let attempt = e.record.attempts;
             let reason = format!("worker lost: lease expired during attempt {attempt}");
-            finish_attempt(&mut e.record, now, &reason);
-            e.record.error = Some(reason);
+            fail_attempt(&mut e.record, now, FailureKind::WorkerLost, reason);
             if e.record.attempts >= e.record.max_attempts {
                 e.record.state = JobState::Failed;
                 e.failed_at = now;
@@ -204,13 +205,17 @@ impl Entry {
     }
 }
 
-fn finish_attempt(record: &mut JobRecord, now: UnixMillis, outcome: &str) {
+/// Ends the open attempt with `kind` and `error`, and makes them the job's.
+fn fail_attempt(record: &mut JobRecord, now: UnixMillis, kind: FailureKind, error: String) {
     if let Some(last) = record.history.last_mut()
         && last.ended_at.is_none()
     {
         last.ended_at = Some(now);
-        last.outcome = Some(outcome.to_string());
+        last.kind = Some(kind);
+        last.outcome = Some(error.clone());
     }
+    record.error_kind = Some(kind);
+    record.error = Some(error);
 }
 
 impl Inner {
@@ -254,6 +259,7 @@ impl Inner {
             unique_key: job.options.unique_key,
             created_at: now,
             run_at,
+            error_kind: None,
             error: None,
             history: Vec::new(),
             log: String::new(),
@@ -323,6 +329,7 @@ impl QueueBackend for MemoryBackend {
                     number: e.record.attempts,
                     started_at: now,
                     ended_at: None,
+                    kind: None,
                     outcome: None,
                 });
                 e.token += 1;
@@ -430,12 +437,11 @@ impl QueueBackend for MemoryBackend {
                 self.work.notify_waiters();
                 Ok(Ack::Applied(Some(JobState::Pending)))
             }
-            Completion::Retry { error, delay } => {
+            Completion::Retry { kind, error, delay } => {
                 let Some(e) = q.jobs.get_mut(&seq) else {
                     return Ok(Ack::Stale);
                 };
-                finish_attempt(&mut e.record, now, &error);
-                e.record.error = Some(error);
+                fail_attempt(&mut e.record, now, kind, error);
                 e.record.log = log;
                 let out_of_attempts = e.record.attempts >= e.record.max_attempts;
                 if out_of_attempts {
@@ -457,12 +463,11 @@ impl QueueBackend for MemoryBackend {
                 self.work.notify_waiters();
                 Ok(Ack::Applied(Some(state)))
             }
-            Completion::Fail { error } => {
+            Completion::Fail { kind, error } => {
                 let Some(e) = q.jobs.get_mut(&seq) else {
                     return Ok(Ack::Stale);
                 };
-                finish_attempt(&mut e.record, now, &error);
-                e.record.error = Some(error);
+                fail_attempt(&mut e.record, now, kind, error);
                 e.record.log = log;
                 e.record.state = JobState::Failed;
                 e.failed_at = now;

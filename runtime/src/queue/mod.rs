@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
-use crate::job::{JobId, JobRecord, JobState, NewJob, QueueName, UnixMillis};
+use crate::job::{FailureKind, JobId, JobRecord, JobState, NewJob, QueueName, UnixMillis};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
@@ -43,7 +43,10 @@ pub struct Claim {
     pub lease: Lease,
 }
 
-/// How an attempt ended, as a worker reports it.
+/// How an attempt ended, as a worker reports it. A failure carries its
+/// kind beside its words, and backends store both as they are: the kind is
+/// never read back out of the text, so a handler's own reason cannot pass
+/// for a limit of the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {
     /// Finished: remove the job and count it.
@@ -51,14 +54,18 @@ pub enum Completion {
     /// Did not finish: run again after `delay` if attempts remain, else
     /// fail with `error`.
     Retry {
-        /// Why; recorded on the job.
+        /// What stopped it; recorded on the job and the attempt.
+        kind: FailureKind,
+        /// Why, in words; recorded on the job and the attempt.
         error: String,
         /// How long to wait before the next attempt.
         delay: Duration,
     },
     /// Failed for good, whatever attempts remain.
     Fail {
-        /// Why; recorded on the job.
+        /// What stopped it; recorded on the job and the attempt.
+        kind: FailureKind,
+        /// Why, in words; recorded on the job and the attempt.
         error: String,
     },
     /// Not run to the end through no fault of the job (the worker is
@@ -157,7 +164,8 @@ impl Default for Page {
 /// Ordering: within a queue, higher priority first, then dispatch order.
 /// A job is at least once: a claim holds it under a [`Lease`]; if the lease
 /// expires the job goes back to pending (its attempt counted) or, out of
-/// attempts, to failed with the reason `worker lost`.
+/// attempts, to failed with the reason `worker lost` (kind
+/// [`FailureKind::WorkerLost`]).
 #[async_trait]
 pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
     /// Records a worker's heartbeat; the record vanishes `ttl` later

@@ -11,7 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::SandboxStats;
 use super::limits::Bytes;
 use super::output::JobOutput;
-use crate::job::{DispatchOptions, NewJob, Payload, QueueName, RunAt};
+use crate::job::{DispatchOptions, JobRecord, NewJob, Payload, QueueName, RunAt};
 use crate::queue::QueueBackend;
 
 wasmtime::component::bindgen!({
@@ -50,17 +50,78 @@ pub(crate) struct HostState {
     pub echo: Option<EchoContext>,
 }
 
-/// Who a guest's log line is from, in the process's log.
+/// Bytes charged to the echo budget for each echoed line beyond its
+/// message, job id and queue name: the timestamp, level, target, field
+/// names, attempt number and punctuation of the longer of the two log
+/// formats (JSON: 131 bytes at most; human, with a terminal's colour codes:
+/// about 115), with room to spare. An upper bound, so the budget bounds
+/// what is really written.
+const ECHO_LINE_OVERHEAD: usize = 160;
+
+/// Who a guest's log line is from, in the process's log, and how much of
+/// the process's log the attempt may still fill.
+///
+/// The job's own log is bounded by the output limit, but each echoed line
+/// carries the job's context, so a guest writing its whole output budget as
+/// one-byte lines would fill the process's log ten to twenty times over
+/// (0.7 MB of human log, 1.3 MB of JSON, per attempt of a 64 KiB limit). Every echoed line is
+/// therefore charged what it can take in the log, context included, against
+/// the same output limit; past it the attempt's lines stop reaching the
+/// process's log, with one line saying so (they stay in the job's log).
+/// An attempt so fills at most its output limit plus that one line.
 pub(crate) struct EchoContext {
-    pub job: String,
-    pub queue: String,
-    pub attempt: u32,
+    job: String,
+    queue: String,
+    attempt: u32,
+    /// Bytes the attempt may still write to the process's log.
+    budget: usize,
+    /// Whether the budget ran out (and the line saying so was written).
+    stopped: bool,
 }
 
 impl EchoContext {
-    fn emit(&self, level: &str, message: &str) {
-        let (job, queue, attempt) = (&self.job, &self.queue, self.attempt);
+    /// The context of `job`'s current attempt, allowed `output_limit` bytes
+    /// of the process's log.
+    pub fn new(job: &JobRecord, output_limit: usize) -> Self {
+        EchoContext {
+            job: job.id.to_string(),
+            queue: job.id.queue().to_string(),
+            attempt: job.attempts,
+            budget: output_limit,
+            stopped: false,
+        }
+    }
+
+    /// What `message` can take in the process's log, at most: escaped for
+    /// the human format or for JSON, whichever is longer, plus the context.
+    fn cost(&self, message: &str) -> usize {
+        let human = crate::text::escape(message).len();
+        let json = serde_json::to_string(message)
+            .map_or(usize::MAX, |json| crate::text::json_safe(&json).len());
+        human
+            .max(json)
+            .saturating_add(self.job.len() + self.queue.len() + ECHO_LINE_OVERHEAD)
+    }
+
+    fn emit(&mut self, level: &str, message: &str) {
+        if self.stopped {
+            return;
+        }
         let message = message.trim_end_matches('\n');
+        let cost = self.cost(message);
+        if cost > self.budget {
+            self.stopped = true;
+            tracing::warn!(
+                target: "guest",
+                job = %self.job,
+                queue = %self.queue,
+                attempt = self.attempt,
+                "this attempt's log lines filled its share of this log (its output limit); the rest are only in the job's log"
+            );
+            return;
+        }
+        self.budget -= cost;
+        let (job, queue, attempt) = (&self.job, &self.queue, self.attempt);
         match level {
             "ERROR" => {
                 tracing::error!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
@@ -240,8 +301,9 @@ impl self::runtime::job::log::Host for HostState {
             .line(level, &message)
             .map_err(wasmtime::Error::new)?;
         // Only lines that fit the job's output bound reach the process's
-        // log, so a chatty guest cannot flood it either.
-        if let Some(echo) = &self.echo {
+        // log, and only while the attempt's echo budget lasts, so a chatty
+        // guest cannot flood it either.
+        if let Some(echo) = &mut self.echo {
             echo.emit(level, &message);
         }
         Ok(())

@@ -233,6 +233,21 @@ pub enum RunOutcome {
     },
 }
 
+impl RunOutcome {
+    /// The kind and reason of an attempt that did not finish its job:
+    /// [`FailureKind::Handler`] for the handler's own retry or fail, whatever
+    /// its words say; `None` when it finished.
+    pub fn failure(&self) -> Option<(FailureKind, &str)> {
+        match self {
+            RunOutcome::Done => None,
+            RunOutcome::Retry { reason, .. } | RunOutcome::Fail { reason } => {
+                Some((FailureKind::Handler, reason))
+            }
+            RunOutcome::Crashed { kind, reason } => Some((*kind, reason)),
+        }
+    }
+}
+
 /// The result of one attempt.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -444,11 +459,10 @@ impl Sandbox {
             dispatch_exceeded: false,
             deadline: started + limits.timeout,
             timed_out: false,
-            echo: self.echo_logs.load(Ordering::Relaxed).then(|| EchoContext {
-                job: job.id.to_string(),
-                queue: job.id.queue().to_string(),
-                attempt: job.attempts,
-            }),
+            echo: self
+                .echo_logs
+                .load(Ordering::Relaxed)
+                .then(|| EchoContext::new(job, limits.output)),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);

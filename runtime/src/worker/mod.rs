@@ -538,16 +538,21 @@ impl Worker {
                             delay.unwrap_or_else(|| settings.backoff.delay(job.attempts))
                         }
                     };
+                    // The handler's own retry and fail are always of kind
+                    // `Handler`; only the sandbox names a limit.
                     let completion = match &report.outcome {
                         RunOutcome::Done => Completion::Done,
                         RunOutcome::Retry { reason, delay } => Completion::Retry {
+                            kind: FailureKind::Handler,
                             error: reason.clone(),
                             delay: backoff(*delay),
                         },
                         RunOutcome::Fail { reason } => Completion::Fail {
+                            kind: FailureKind::Handler,
                             error: reason.clone(),
                         },
-                        RunOutcome::Crashed { reason, .. } => Completion::Retry {
+                        RunOutcome::Crashed { kind, reason } => Completion::Retry {
+                            kind: *kind,
                             error: reason.clone(),
                             delay: backoff(None),
                         },

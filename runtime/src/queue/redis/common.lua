@@ -10,8 +10,11 @@
 --   KEYS[7] wake       list: a marker wakes one blocked worker
 -- ARGV[1] is the prefix of job keys (<prefix>{<queue>}:job:), ARGV[2] now
 -- (ms, from the caller's clock). A job is a hash at <job prefix><seq> and
--- its attempts a list at <job prefix><seq>:h, one "n|started|ended|outcome"
--- entry per attempt (ended and outcome empty while it runs).
+-- its attempts a list at <job prefix><seq>:h, one "n|started|ended:kind|outcome"
+-- entry per attempt ("n|started||" while it runs). The kind (a failure
+-- kind's snake_case name) sits in a field only the host writes, so no
+-- outcome text can be read as one; entries from before kinds were kept
+-- have a bare "ended".
 local K_PENDING, K_SCHEDULED, K_RUNNING, K_FAILED = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_UNIQUE, K_STATS, K_WAKE = KEYS[5], KEYS[6], KEYS[7]
 local JOB = ARGV[1]
@@ -35,15 +38,18 @@ local function release_unique(seq)
   end
 end
 
-local function finish_attempt(seq, outcome)
+-- Ends the open attempt with a failure kind and its reason, and makes them
+-- the job's error.
+local function fail_attempt(seq, kind, reason)
   local hk = histkey(seq)
   local last = redis.call('LINDEX', hk, -1)
   if last then
     local n, started, ended = string.match(last, '^(%d+)|(%d+)|(%d*)|')
     if n and ended == '' then
-      redis.call('LSET', hk, -1, n .. '|' .. started .. '|' .. NOW_S .. '|' .. outcome)
+      redis.call('LSET', hk, -1, n .. '|' .. started .. '|' .. NOW_S .. ':' .. kind .. '|' .. reason)
     end
   end
+  redis.call('HSET', jobkey(seq), 'error_kind', kind, 'error', reason)
 end
 
 local function to_pending(seq)
@@ -76,9 +82,7 @@ local function promote()
     local jk = jobkey(seq)
     redis.call('ZREM', K_RUNNING, m)
     local attempts = redis.call('HGET', jk, 'attempts')
-    local reason = 'worker lost: lease expired during attempt ' .. attempts
-    finish_attempt(seq, reason)
-    redis.call('HSET', jk, 'error', reason)
+    fail_attempt(seq, 'worker_lost', 'worker lost: lease expired during attempt ' .. attempts)
     if tonumber(attempts) >= tonumber(redis.call('HGET', jk, 'max_attempts')) then
       to_failed(seq)
     else

@@ -18,7 +18,7 @@
 //! | `P{q}:stats`                 | hash | `seq` (last job number), `done`         |
 //! | `P{q}:wake`                  | list | wake-up marker for blocked workers      |
 //! | `P{q}:job:<seq>`             | hash | the job's fields                        |
-//! | `P{q}:job:<seq>:h`           | list | one `n\|started\|ended\|outcome` per attempt |
+//! | `P{q}:job:<seq>:h`           | list | one `n\|started\|ended:kind\|outcome` per attempt |
 //! | `Pqueues`                    | set  | names of queues ever dispatched to      |
 //!
 //! # Scripts
@@ -58,7 +58,8 @@ use super::{
 };
 use crate::error::{InputError, QueueError};
 use crate::job::{
-    AttemptRecord, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt, UnixMillis,
+    AttemptRecord, FailureKind, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt,
+    UnixMillis,
 };
 
 /// The key prefix when none is configured.
@@ -486,6 +487,9 @@ impl RedisBackend {
             unique_key: fields.get("unique_key").cloned(),
             created_at: number("created_at")?,
             run_at: number("run_at")?,
+            // Lenient: records from before kinds were kept have none, and
+            // a kind this version does not know reads as none too.
+            error_kind: fields.get("error_kind").and_then(|k| k.parse().ok()),
             error: fields.get("error").cloned(),
             history,
             log: fields.get("log").cloned().unwrap_or_default(),
@@ -607,33 +611,50 @@ impl Drop for Waiting {
     }
 }
 
-/// One `n|started|ended|outcome` attempt entry.
+/// One `n|started|ended:kind|outcome` attempt entry (`n|started||` while it
+/// runs). The kind is read from the host-written `ended` field only, never
+/// from the outcome text; an entry from before kinds were kept (a bare
+/// `ended`), or with a kind this version does not know, has none.
 fn parse_attempt(entry: &str) -> Option<AttemptRecord> {
     let mut parts = entry.splitn(4, '|');
     let number = parts.next()?.parse().ok()?;
     let started_at = parts.next()?.parse().ok()?;
     let ended = parts.next()?;
     let outcome = parts.next()?;
-    let ended_at = if ended.is_empty() {
-        None
+    let (ended_at, kind) = if ended.is_empty() {
+        (None, None)
     } else {
-        Some(ended.parse().ok()?)
+        let (at, kind) = match ended.split_once(':') {
+            Some((at, kind)) => (at, kind.parse::<FailureKind>().ok()),
+            None => (ended, None),
+        };
+        (Some(at.parse().ok()?), kind)
     };
     Some(AttemptRecord {
         number,
         started_at,
         ended_at,
+        kind,
         outcome: ended_at.map(|_| outcome.to_string()),
     })
 }
 
-/// The complete script's kind, error and run-again time for a completion.
-fn completion_args(completion: &Completion, now: UnixMillis) -> (&'static str, &str, UnixMillis) {
+/// The complete script's action, failure kind, error and run-again time
+/// for a completion.
+fn completion_args(
+    completion: &Completion,
+    now: UnixMillis,
+) -> (&'static str, &'static str, &str, UnixMillis) {
     match completion {
-        Completion::Done => ("done", "", now),
-        Completion::Release => ("release", "", now),
-        Completion::Fail { error } => ("fail", error, now),
-        Completion::Retry { error, delay } => ("retry", error, now.saturating_add(millis(*delay))),
+        Completion::Done => ("done", "", "", now),
+        Completion::Release => ("release", "", "", now),
+        Completion::Fail { kind, error } => ("fail", kind.as_str(), error, now),
+        Completion::Retry { kind, error, delay } => (
+            "retry",
+            kind.as_str(),
+            error,
+            now.saturating_add(millis(*delay)),
+        ),
     }
 }
 
@@ -750,10 +771,13 @@ impl QueueBackend for RedisBackend {
         log: String,
     ) -> Result<Ack, QueueError> {
         let now = self.shared.clock.now();
-        let (kind, error, again) = completion_args(&completion, now);
+        let (action, kind, error, again) = completion_args(&completion, now);
         let results: Vec<String> = self
             .call(&SCRIPTS.complete, lease.id.queue(), now, |inv| {
-                inv.arg(lease.id.seq()).arg(lease.token).arg(kind);
+                inv.arg(lease.id.seq())
+                    .arg(lease.token)
+                    .arg(action)
+                    .arg(kind);
                 inv.arg(error).arg(again).arg(log);
             })
             .await?;
@@ -783,8 +807,11 @@ impl QueueBackend for RedisBackend {
                 .call(&SCRIPTS.complete, &queue, now, |inv| {
                     for &i in &idx {
                         let (lease, completion, log) = &items[i];
-                        let (kind, error, again) = completion_args(completion, now);
-                        inv.arg(lease.id.seq()).arg(lease.token).arg(kind);
+                        let (action, kind, error, again) = completion_args(completion, now);
+                        inv.arg(lease.id.seq())
+                            .arg(lease.token)
+                            .arg(action)
+                            .arg(kind);
                         inv.arg(error).arg(again).arg(log);
                     }
                 })
@@ -1107,13 +1134,27 @@ mod tests {
     fn attempt_entries_parse_with_any_outcome() {
         let open = parse_attempt("2|1000||").expect("valid");
         assert_eq!(
-            (open.number, open.started_at, open.ended_at),
-            (2, 1000, None)
+            (open.number, open.started_at, open.ended_at, open.kind),
+            (2, 1000, None, None)
         );
         assert_eq!(open.outcome, None);
-        let done = parse_attempt("1|1000|1250|panic: a|b").expect("valid");
+        let done = parse_attempt("1|1000|1250:panic|panic: a|b").expect("valid");
         assert_eq!(done.ended_at, Some(1250));
+        assert_eq!(done.kind, Some(FailureKind::Panic));
         assert_eq!(done.outcome.as_deref(), Some("panic: a|b"));
         assert!(parse_attempt("x|1||").is_none());
+        assert!(parse_attempt("1|1000|soon:panic|x").is_none());
+    }
+
+    #[test]
+    fn entries_from_before_kinds_have_none_whatever_their_text_says() {
+        let old = parse_attempt("1|1000|1250|memory|memory limit 64 MiB exceeded").expect("valid");
+        assert_eq!((old.ended_at, old.kind), (Some(1250), None));
+        assert_eq!(
+            old.outcome.as_deref(),
+            Some("memory|memory limit 64 MiB exceeded")
+        );
+        let unknown = parse_attempt("1|1000|1250:meteor|hit").expect("valid");
+        assert_eq!((unknown.ended_at, unknown.kind), (Some(1250), None));
     }
 }
