@@ -9,6 +9,9 @@
 //!   a real 3-master Redis Cluster, and the key layout.
 //! - `tests/worker.rs`: `runtime worker` and the admin commands on a real
 //!   Redis: kill -9, SIGTERM, restarts, wake-up, delayed jobs.
+//! - `tests/foreign.rs`: handlers built by Python and JavaScript toolchains
+//!   (tests/foreign/, built by scripts/foreign.sh), through the library and
+//!   the binary under the default config.
 
 pub mod redis;
 pub mod workers;
