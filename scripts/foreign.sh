@@ -13,8 +13,8 @@
 # network used is PyPI and npm, and only when a pin changed.
 #
 # A component is rebuilt only when the hash of its inputs (its sources, the
-# WIT world, its toolchain's pin and this script) differs from the one
-# stamped beside it, so a second run costs a few hashes.
+# WIT world, its toolchain's pin and its build command below) differs from
+# the one stamped beside it, so a second run costs a few hashes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +26,7 @@ mkdir -p "$wasm"
 
 for tool in python3 node npm sha256sum; do
     if ! command -v "$tool" >/dev/null; then
-        echo "scripts/foreign.sh: $tool is not installed; the Python and JavaScript test handlers need python3 (3.10 or later, with venv), node and npm" >&2
+        echo "scripts/foreign.sh: $tool is not installed; the Python and JavaScript test handlers need python3 (3.9 or later, with venv), node (18 or later) and npm" >&2
         exit 2
     fi
 done
@@ -37,7 +37,6 @@ hash_of() {
 }
 
 wit_files=$(find "$wit" -name '*.wit' | sort)
-script=scripts/foreign.sh
 
 # componentize-py into a venv, reinstalled when its pin changes.
 venv=$out/venv
@@ -80,8 +79,9 @@ if [ "$(cat "$modules/.pin" 2>/dev/null)" != "$lock" ]; then
 fi
 
 # build NAME INPUTS... -- COMMAND: unless the stamp of NAME matches the hash
-# of INPUTS, runs COMMAND OUTPUT, then moves OUTPUT into place, so a failed or
-# interrupted build never leaves a half-written module.
+# of INPUTS and of COMMAND's definition, runs COMMAND OUTPUT, then moves
+# OUTPUT into place, so a failed or interrupted build never leaves a
+# half-written module.
 build() {
     local name=$1
     shift
@@ -93,7 +93,7 @@ build() {
     shift
     local target=$wasm/${name}_job.wasm
     local stamp
-    stamp=$(hash_of "${inputs[@]}")
+    stamp=$({ sha256sum "${inputs[@]}" && declare -f "$1"; } | sha256sum | cut -d' ' -f1)
     if [ -f "$target" ] && [ "$(cat "$target.stamp" 2>/dev/null)" = "$stamp" ]; then
         return 0
     fi
@@ -133,11 +133,11 @@ build_spidermonkey() {
 }
 
 # shellcheck disable=SC2086 # $wit_files is one path per line, without spaces
-build python "$foreign"/python/*.py "$foreign/python/requirements.txt" $wit_files "$script" \
+build python "$foreign"/python/*.py "$foreign/python/requirements.txt" $wit_files \
     -- build_python
 # shellcheck disable=SC2086
 build quickjs "$foreign/js/quickjs.js" "$foreign/js/outcomes.js" "$foreign/js/package-lock.json" \
-    $wit_files "$script" -- build_quickjs
+    $wit_files -- build_quickjs
 # shellcheck disable=SC2086
 build spidermonkey "$foreign/js/spidermonkey.js" "$foreign/js/outcomes.js" \
-    "$foreign/js/package-lock.json" $wit_files "$script" -- build_spidermonkey
+    "$foreign/js/package-lock.json" $wit_files -- build_spidermonkey
