@@ -23,30 +23,51 @@ use runtime::{JobState, Runtime};
 use runtime_tests::{guests, runtime};
 use serde_json::{Value, json};
 
-/// The compile cache every test here shares.
-fn cache() -> PathBuf {
-    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("foreign-cache")
+/// The compile cache every test of `queue`'s handler shares, kept across
+/// runs (in cargo's scratch dir for tests).
+fn cache(queue: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("foreign-cache")
+        .join(queue)
 }
 
-/// The default config, but for the shared compile cache.
-fn config() -> Config {
-    let text = format!("cache_dir = {:?}\n", cache().display().to_string());
+/// The default config, but for the shared compile cache of `queue`.
+fn config(queue: &str) -> Config {
+    let text = format!("cache_dir = {:?}\n", cache(queue).display().to_string());
     Config::parse(&text).expect("valid test config")
 }
 
-/// The built module serving `queue`, compiled into the shared cache by the
+/// The built module serving `queue`, compiled into its shared cache by the
 /// first test that needs it while any other test needing it waits, so each
-/// module compiles once per run, not once per test.
+/// module compiles once per run, not once per test (and not at all while it
+/// is unchanged).
 fn module(queue: &str) -> String {
     static COMPILED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let path = format!("{}/{queue}_job.wasm", guests::FOREIGN_DIR);
-    assert!(
-        std::path::Path::new(&path).is_file(),
-        "{path} is missing: run scripts/foreign.sh (it installs the pinned toolchains and builds the Python and JavaScript test handlers)"
-    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!("{path}: {e}: run scripts/foreign.sh (it installs the pinned toolchains and builds the Python and JavaScript test handlers)")
+        });
     let mut compiled = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
     if !compiled.contains(queue) {
-        let rt = Runtime::in_memory(guests::FOREIGN_DIR.into(), config()).expect("runtime");
+        // The toolchains do not build the same bytes twice, so each rebuild
+        // would leave another 5 to 37 MB entry behind: drop those older
+        // than the module.
+        for entry in std::fs::read_dir(cache(queue))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let older = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < built);
+            if older {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let rt = Runtime::in_memory(guests::FOREIGN_DIR.into(), config(queue)).expect("runtime");
         if let Err(e) = rt.registry().handler(&q(queue)) {
             panic!("{path} does not load under the default config: {e}");
         }
@@ -166,7 +187,7 @@ fn runs_every_outcome(queue: &str, exception: &str) {
         ..Default::default()
     };
     let tokio = tokio();
-    let rt = Runtime::in_memory(guests::FOREIGN_DIR.into(), config()).expect("runtime");
+    let rt = Runtime::in_memory(guests::FOREIGN_DIR.into(), config(queue)).expect("runtime");
     let (ids, stats, events) = tokio.block_on(async {
         let mut ids = Vec::new();
         for (n, case) in cases.iter().enumerate() {
@@ -275,7 +296,7 @@ fn runs_in_sync_mode(queue: &str, exception: &str) {
         &payload,
         "--json",
     ];
-    let run = runtime(&cache(), &args, None);
+    let run = runtime(&cache(queue), &args, None);
     run.expect_code(0);
     let out = run.json();
     assert_eq!(out["state"], "done", "{out:#}");
@@ -302,7 +323,7 @@ fn runs_in_sync_mode(queue: &str, exception: &str) {
         "--max-attempts",
         "1",
     ];
-    let run = runtime(&cache(), &args, None);
+    let run = runtime(&cache(queue), &args, None);
     run.expect_code(1);
     let summary = format!("{queue}:1: failed after 1 attempt: panic: {exception}boom");
     assert!(run.stdout().contains(&summary), "{}", run.stdout());
@@ -312,7 +333,7 @@ fn runs_in_sync_mode(queue: &str, exception: &str) {
 /// the handler world's imports and export.
 fn passes_check(queue: &str) {
     let path = module(queue);
-    let run = runtime(&cache(), &["check", &path], None);
+    let run = runtime(&cache(queue), &["check", &path], None);
     run.expect_code(0);
     let out = run.stdout();
     for name in [
