@@ -97,6 +97,10 @@ struct Case {
     /// Final state: `None` for done (removed from the queue).
     state: Option<JobState>,
     attempts: u32,
+    /// The delay the handler asks for when it retries.
+    retry_delay: Option<Duration>,
+    /// Every attempt ends in the same panic instead of asking to retry.
+    panics: bool,
     /// The last attempt's reason; also the job's error when it failed.
     reason: String,
     /// Follow-up jobs each one dispatches.
@@ -111,6 +115,8 @@ impl Case {
             count,
             state: None,
             attempts: 1,
+            retry_delay: None,
+            panics: false,
             reason: "done".into(),
             followups: 0,
         }
@@ -142,6 +148,7 @@ fn runs_every_outcome(queue: &str, exception: &str) {
         // in SpiderMonkey, a Number in QuickJS, an int in Python).
         Case {
             attempts: 2,
+            retry_delay: Some(Duration::from_secs(60)),
             ..Case::new(
                 json!({"succeed_on_attempt": 2, "retry_after_ms": 60_000}),
                 4,
@@ -177,15 +184,11 @@ fn runs_every_outcome(queue: &str, exception: &str) {
             max_attempts: 2,
             state: Some(JobState::Failed),
             attempts: 2,
+            panics: true,
             reason: format!("panic: {exception}boom"),
             ..Case::new(json!({"raise": "boom"}), 2)
         },
     ];
-    let worker = WorkerConfig {
-        drain: true,
-        retry_at_once: true,
-        ..Default::default()
-    };
     let tokio = tokio();
     let rt = Runtime::in_memory(guests::FOREIGN_DIR.into(), config(queue)).expect("runtime");
     let (ids, stats, events) = tokio.block_on(async {
@@ -204,7 +207,12 @@ fn runs_every_outcome(queue: &str, exception: &str) {
             }
         }
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let run = rt.worker(worker.clone()).with_events(tx);
+        let worker = WorkerConfig {
+            drain: true,
+            retry_at_once: true,
+            ..Default::default()
+        };
+        let run = rt.worker(worker).with_events(tx);
         let stats = tokio::time::timeout(Duration::from_secs(300), run.run(std::future::pending()))
             .await
             .expect("the jobs finish within 5 minutes")
@@ -236,7 +244,18 @@ fn runs_every_outcome(queue: &str, exception: &str) {
                 case.max_attempts
             );
             assert!(report.log.contains(&line), "{what}: {:?}", report.log);
+            if case.panics {
+                let panic = matches!(&report.outcome, RunOutcome::Crashed { reason, .. } if *reason == case.reason);
+                assert!(panic, "{what}: {:?}", report.outcome);
+            }
             if attempt < case.attempts {
+                if !case.panics {
+                    let retry = RunOutcome::Retry {
+                        reason: format!("not yet (attempt {attempt})"),
+                        delay: case.retry_delay,
+                    };
+                    assert_eq!(report.outcome, retry, "{what}");
+                }
                 assert_eq!(e.ack, Ack::Applied(Some(JobState::Pending)), "{what}");
             }
         }
@@ -252,9 +271,12 @@ fn runs_every_outcome(queue: &str, exception: &str) {
                 assert_eq!(record.error.as_deref(), Some(case.reason.as_str()));
             }
         }
-        for _ in 0..case.followups {
-            assert!(report.log.contains(&format!("INFO dispatched {queue}:")));
-        }
+        let dispatched = format!("INFO dispatched {queue}:");
+        assert_eq!(
+            report.log.matches(&dispatched).count(),
+            case.followups,
+            "{what}"
+        );
         followups += case.followups;
         expected.claimed += u64::from(case.attempts);
         expected.retried += u64::from(case.attempts - 1);
