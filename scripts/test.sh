@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 # wasmtime captures host backtraces on every trap when this is set: slow.
 unset RUST_BACKTRACE
 scripts/setup.sh
+# The Python and JavaScript handlers tests/tests/foreign.rs runs: here, not
+# in setup.sh, which the quick start shares and which should not fetch
+# their toolchains. Rebuilds only what changed.
+scripts/foreign.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo build (release: tests drive the real binary and an optimised Cranelift)"

@@ -60,6 +60,10 @@ fn main() {
         "/// Directory of the built example jobs.\npub const JOBS_DIR: &str = {:?};\n",
         jobs_out.display().to_string()
     ));
+    consts.push_str(&format!(
+        "/// Directory of the Python and JavaScript handlers built by scripts/foreign.sh.\npub const FOREIGN_DIR: &str = {:?};\n",
+        manifest.join("foreign/target/wasm").display().to_string()
+    ));
     let tests_src = read_tests(&manifest.join("tests")) + &read_tests(&manifest.join("benches"));
     println!(
         "cargo:rerun-if-changed={}",

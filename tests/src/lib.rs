@@ -12,6 +12,12 @@
 //! - `tests/guest_text.rs`: hostile guest text through `runtime dispatch`,
 //!   `runtime jobs` and a worker's logs; failure kinds end to end; the
 //!   worker log's bound per attempt.
+//! - `tests/foreign.rs`: handlers built by Python and JavaScript toolchains
+//!   (tests/foreign/, built by scripts/foreign.sh), through the library and
+//!   the binary under the default config.
+//! - `tests/containment.rs`: limits that hold for any component shape
+//!   (several memories, tables, many core instances) and more jobs than
+//!   the pool has places, with hand-written components (`components`).
 
 pub mod components;
 pub mod redis;
