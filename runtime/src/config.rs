@@ -67,6 +67,9 @@ pub struct SandboxSection {
     pub max_instances: Option<u32>,
     /// WebAssembly stack per call, KiB. Default 512.
     pub max_wasm_stack_kib: Option<usize>,
+    /// Linear memory kept resident per pool slot between jobs, KiB.
+    /// Default 1024.
+    pub keep_resident_kib: Option<usize>,
 }
 
 /// Settings of a queue (or, under `[defaults]`, of all queues). Every key is
@@ -227,6 +230,10 @@ impl Config {
             max_core_instances: largest(|s| s.max_core_instances, built_in.core_instances),
             max_memories: largest(|s| s.max_memories, built_in.memories),
             max_tables: largest(|s| s.max_tables, built_in.tables),
+            keep_resident: self
+                .sandbox
+                .keep_resident_kib
+                .map_or(defaults.keep_resident, |k| k.saturating_mul(1024)),
             max_wasm_stack: self
                 .sandbox
                 .max_wasm_stack_kib

@@ -7,6 +7,11 @@
 //!     worker (claim, fresh instance, call, ack) across both cores, beside
 //!     the queue alone (claim and ack, no handler) as the baseline.
 //!
+//! (c) What each pool slot keeps resident between jobs: the cost per job
+//!     of (a) on 2 threads with the default 1 MiB of linear memory kept
+//!     per slot, beside 4 MiB (more speed for working sets between the
+//!     two, at up to four times the idle memory a worker keeps).
+//!
 //! `BENCH_JOBS` sets N (default 100000). Figures vary with machine load:
 //! compare the ratios, which are measured in the same run.
 
@@ -48,7 +53,15 @@ fn native_handle(payload: &str) -> bool {
 }
 
 fn runtime_for_bench(cache: &TempDir) -> Runtime {
-    let text = format!("cache_dir = {:?}\n", cache.path().display().to_string());
+    runtime_with(cache, "")
+}
+
+/// A runtime over the fixtures with `extra` config (TOML).
+fn runtime_with(cache: &TempDir, extra: &str) -> Runtime {
+    let text = format!(
+        "cache_dir = {:?}\n{extra}\n",
+        cache.path().display().to_string()
+    );
     let config = Config::parse(&text).expect("config");
     Runtime::in_memory(guests::DIR.into(), config).expect("runtime")
 }
@@ -221,6 +234,16 @@ fn main() {
             "    {threads:>7}   {native:>13.2}   {sandbox:>14.2}   {:>5.1}x",
             sandbox / native
         );
+    }
+
+    println!("(c) memory kept resident per pool slot, sandbox µs/job on 2 threads");
+    let mut base = None;
+    for kib in [1024, 4096] {
+        let rt = runtime_with(&cache, &format!("[sandbox]\nkeep_resident_kib = {kib}"));
+        bench_sandbox(&rt, 2, 2_000);
+        let us = bench_sandbox(&rt, 2, jobs);
+        let ratio = us / *base.get_or_insert(us);
+        println!("    {kib:>5} KiB   {us:>8.2} µs/job   {ratio:>5.2}x of 1024 KiB");
     }
 
     println!("(b) in-memory end to end: dispatch {jobs}, drain on 2 worker threads");

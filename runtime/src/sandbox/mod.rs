@@ -54,6 +54,13 @@ pub struct SandboxConfig {
     pub max_memories: u32,
     /// See [`SandboxConfig::max_core_instances`].
     pub max_tables: u32,
+    /// Bytes of each linear memory slot kept resident between jobs (the
+    /// dirty pages of a job's working set up to this size are zeroed in
+    /// place instead of returned to the kernel, which is what makes a fresh
+    /// instance per job cheap). Pages a job touched beyond it go back to
+    /// the kernel when the job ends; what stays is at most this much per
+    /// memory slot of the pool. Default 1 MiB.
+    pub keep_resident: usize,
     /// WebAssembly stack per call; deeper recursion traps as
     /// `stack overflow`. Default 512 KiB.
     pub max_wasm_stack: usize,
@@ -71,6 +78,7 @@ impl Default for SandboxConfig {
             max_core_instances: Limits::default().core_instances,
             max_memories: Limits::default().memories,
             max_tables: Limits::default().tables,
+            keep_resident: 1 << 20,
             max_wasm_stack: 512 * 1024,
             fuel: false,
             cache_dir: None,
@@ -104,8 +112,8 @@ pub fn engine_config(config: &SandboxConfig) -> Config {
         .max_memory_size(usize::try_from(config.max_memory).unwrap_or(usize::MAX))
         .table_elements(host::MAX_TABLE_ELEMENTS)
         .pagemap_scan(Enabled::Auto)
-        .linear_memory_keep_resident(4 << 20)
-        .table_keep_resident(4 << 20);
+        .linear_memory_keep_resident(config.keep_resident)
+        .table_keep_resident(TABLE_KEEP_RESIDENT);
     let mut wasm = Config::new();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
         .epoch_interruption(true)
@@ -114,6 +122,10 @@ pub fn engine_config(config: &SandboxConfig) -> Config {
         .concurrency_support(false);
     wasm
 }
+
+/// Bytes of each table slot kept resident between jobs: tables of real
+/// handlers hold a few hundred functions, a few KiB.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 /// Milliseconds between epoch ticks.
 const TICK: Duration = Duration::from_millis(1);
