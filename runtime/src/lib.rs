@@ -16,6 +16,7 @@
 //! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
 //! - [`config`]: the TOML configuration and per-queue settings.
+//! - [`time`]: parsing the times and delays people give, printing stored times.
 //! - [`Runtime`]: the above put together, for embedding.
 //! - `cli` (private): the `runtime` binary's subcommands, thin over the above.
 
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod sandbox;
+pub mod time;
 pub mod worker;
 
 pub use error::{InputError, LoadError, QueueError};
