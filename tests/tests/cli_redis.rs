@@ -112,6 +112,42 @@ fn a_bad_line_stops_bulk_dispatch_before_its_chunk_and_skip_resumes_after_the_re
 }
 
 #[test]
+fn a_line_too_long_or_not_text_is_named_without_being_held() {
+    let env = Env::new();
+    let file = env.cache.path().join("jobs.jsonl");
+    let path = file.display().to_string();
+    let long = format!("{{}}\n\"{}\"\n{{}}\n", "x".repeat(3 << 20));
+    let cases: [(&[u8], &str); 2] = [
+        (
+            long.as_bytes(),
+            "line 2: longer than the payload limit of 1048576 bytes",
+        ),
+        (b"{}\n\"\xff\xfe\"\n", "line 2: not UTF-8 text"),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(&file, text).expect("write");
+        let run = env.run(&["dispatch", guests::NAP, "--file", &path]);
+        run.expect_code(2);
+        assert!(run.stderr().contains(expected), "{}", run.stderr());
+        assert!(
+            run.stderr().contains("nothing was enqueued"),
+            "{}",
+            run.stderr()
+        );
+    }
+    assert_eq!(env.count(guests::NAP, "pending"), 0);
+    std::fs::write(&file, "{}\n{}\n").expect("write");
+    let past = env.run(&["dispatch", guests::NAP, "--file", &path, "--skip", "5"]);
+    past.expect_code(0);
+    assert!(
+        past.stdout()
+            .contains("has no payload lines after the skipped ones"),
+        "{}",
+        past.stdout()
+    );
+}
+
+#[test]
 fn bulk_dispatch_streams_stdin_and_ctrl_c_stops_between_chunks() {
     let env = Env::new();
     let mut child = spawn(&env, &["dispatch", guests::NAP, "--file", "-"]);

@@ -270,24 +270,23 @@ fn open(file: &Path) -> anyhow::Result<Input> {
 enum Line {
     Text(Vec<u8>),
     TooLong,
-    Eof,
 }
 
 /// Reads one line into `buf` (without its `\n` or `\r\n`), reading at
 /// most a little over [`MAX_PAYLOAD_BYTES`]: a longer line is refused
-/// before it is held in memory.
+/// before it is held in memory. `None` at the end of the input.
 fn next_line(
     reader: &mut dyn BufRead,
     buf: &mut Vec<u8>,
     read: &AtomicU64,
-) -> std::io::Result<Line> {
+) -> std::io::Result<Option<Line>> {
     // The payload, a `\r` and the `\n`.
     let limit = MAX_PAYLOAD_BYTES as u64 + 2;
     buf.clear();
     let n = reader.take(limit).read_until(b'\n', buf)?;
     read.fetch_add(n as u64, Ordering::Relaxed);
     if n == 0 {
-        return Ok(Line::Eof);
+        return Ok(None);
     }
     if buf.last() == Some(&b'\n') {
         buf.pop();
@@ -295,9 +294,9 @@ fn next_line(
             buf.pop();
         }
     } else if n as u64 == limit {
-        return Ok(Line::TooLong);
+        return Ok(Some(Line::TooLong));
     }
-    Ok(Line::Text(std::mem::take(buf)))
+    Ok(Some(Line::Text(std::mem::take(buf))))
 }
 
 /// The reading thread: lines to checked chunks, until the end, a bad line,
@@ -331,8 +330,8 @@ fn read_lines(
     }
     loop {
         let line = match next_line(&mut reader, &mut buf, read) {
-            Ok(Line::Eof) => break,
-            Ok(line) => line,
+            Ok(None) => break,
+            Ok(Some(line)) => line,
             Err(e) => return bad(anyhow::Error::new(e).context(format!("cannot read {name}"))),
         };
         n += 1;
@@ -343,7 +342,6 @@ fn read_lines(
                     "{name} line {n}: longer than the payload limit of {MAX_PAYLOAD_BYTES} bytes; put large data elsewhere and pass its location"
                 ));
             }
-            Line::Eof => break,
         };
         let text = match String::from_utf8(text) {
             Ok(text) => text,
