@@ -318,10 +318,10 @@ async fn connect_failure(addr: &redis::ConnectionAddr, e: &RedisError) -> String
                     "nothing accepts connections on {shown} (connection refused): is redis-server running? Else {set_it}"
                 )
             } else {
-                format!("cannot connect to {shown}: {e}")
+                format!("{shown}: {e}")
             };
         }
-        _ => return format!("cannot connect: {e}"),
+        _ => return e.to_string(),
     };
     if wrong_password {
         return format!(
@@ -355,9 +355,10 @@ async fn connect_failure(addr: &redis::ConnectionAddr, e: &RedisError) -> String
         };
     }
     if !e.is_io_error() {
-        return format!("cannot connect to {host}:{port}: {e}");
+        return format!("{host}:{port}: {e}");
     }
-    if tokio::net::lookup_host((host, port)).await.is_err() {
+    let resolves = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host, port)));
+    if !matches!(resolves.await, Ok(Ok(_))) {
         return format!(
             "cannot resolve host {host:?} ({e}): check the host name in the URL, or {set_it}"
         );
@@ -371,7 +372,7 @@ async fn connect_failure(addr: &redis::ConnectionAddr, e: &RedisError) -> String
             "{host}:{port} closed the connection ({e}): if it serves TLS, use rediss://; else it may be full (maxclients)"
         )
     } else {
-        format!("cannot connect to {host}:{port}: {e}")
+        format!("{host}:{port}: {e}")
     }
 }
 
@@ -426,9 +427,8 @@ impl RedisBackend {
         let (conn, target) = match connected.await {
             Ok(connected) => connected,
             Err(e) => {
-                return Err(fail(
-                    connect_failure(client.get_connection_info().addr(), &e).await,
-                ));
+                let why = connect_failure(client.get_connection_info().addr(), &e).await;
+                return Err(fail(format!("cannot connect: {why}")));
             }
         };
         Ok(RedisBackend {
