@@ -151,6 +151,18 @@ pub enum ConfigError {
     },
 }
 
+/// A TOML error as its line, column and message, without the parser's
+/// quote of the line: that line may be `backend = "redis://:password@..."`.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let Some(start) = e.span().map(|span| span.start) else {
+        return e.message().to_string();
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}: {}", e.message())
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -171,7 +183,7 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::from("<text>"),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         config.validate()?;
         Ok(config)
@@ -369,5 +381,19 @@ mod tests {
         assert!(name.to_string().contains("queues.Bad"), "{name}");
         let module = Config::parse("[defaults]\nmodule = \"x\"").expect_err("module");
         assert!(module.to_string().contains("defaults.module"), "{module}");
+    }
+
+    #[test]
+    fn a_parse_error_names_the_place_without_quoting_a_password() {
+        for text in [
+            "backend = \"redis://:s3cret@host:6379\" x",
+            "prefix = \"a\"\nbackend = [\"redis://:s3cret@host\"]",
+        ] {
+            let e = Config::parse(text).expect_err("invalid").to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(e.contains("line "), "{e}");
+        }
+        let e = Config::parse("prefix = \"a\"\nbackend = 1").expect_err("type");
+        assert!(e.to_string().contains("line 2, column 11"), "{e}");
     }
 }

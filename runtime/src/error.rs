@@ -79,7 +79,7 @@ pub enum QueueError {
 pub enum LoadError {
     /// No module for the queue where the naming rule or config points.
     #[error(
-        "no handler for queue {queue}: looked for {} (build crate `{queue}-job` for wasm32-wasip2 and copy its {file} there, point --handlers at its directory, or map the queue to a module in config)",
+        "no handler for queue {queue}: looked for {}, which does not exist (build crate `{queue}-job` for wasm32-wasip2 and copy its {file} there, point --handlers at its directory, or map the queue to a module in config)",
         .path.display()
     )]
     NotFound {
@@ -89,6 +89,47 @@ pub enum LoadError {
         file: String,
         /// Where it looked.
         path: PathBuf,
+    },
+    /// The handlers directory does not exist.
+    #[error(
+        "no handler for queue {queue}: the handlers directory {} does not exist (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {file})",
+        .path.display()
+    )]
+    NoHandlersDir {
+        /// The queue.
+        queue: String,
+        /// The file name the naming rule gives.
+        file: String,
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The handlers directory is something else (a file, say).
+    #[error(
+        "no handler for queue {queue}: the handlers directory {} is {kind}, not a directory (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {file})",
+        .path.display()
+    )]
+    HandlersNotADir {
+        /// The queue.
+        queue: String,
+        /// The file name the naming rule gives.
+        file: String,
+        /// What was given as the directory.
+        path: PathBuf,
+        /// What it is instead: `a file`, `a named pipe`...
+        kind: &'static str,
+    },
+    /// Where the module should be there is something else (a directory, say).
+    #[error(
+        "no handler for queue {queue}: {} is {kind}, not a module file",
+        .path.display()
+    )]
+    NotAFile {
+        /// The queue.
+        queue: String,
+        /// Where the module should be.
+        path: PathBuf,
+        /// What it is instead: `a directory`, `a named pipe`...
+        kind: &'static str,
     },
     /// The file exists but could not be read.
     #[error("cannot read handler module {}: {message}", .path.display())]

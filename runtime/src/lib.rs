@@ -17,6 +17,7 @@
 //! - [`retry`]: backoff between attempts.
 //! - [`text`]: guest text made safe to print (escapes controls and invisible characters).
 //! - [`config`]: the TOML configuration and per-queue settings.
+//! - [`time`]: parsing the times and delays people give, printing stored times.
 //! - [`Runtime`]: the above put together, for embedding.
 //! - `cli` (private): the `runtime` binary's subcommands, thin over the above.
 
@@ -29,6 +30,7 @@ pub mod queue;
 pub mod retry;
 pub mod sandbox;
 pub mod text;
+pub mod time;
 pub mod worker;
 
 pub use error::{InputError, LoadError, QueueError};

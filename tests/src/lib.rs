@@ -4,6 +4,9 @@
 //!   library (runtime + in-memory backend + worker), asserting final state
 //!   and exact reason, and that the worker carries on.
 //! - `tests/cli.rs`: the real `runtime` binary, run as a user runs it.
+//! - `tests/cli_redis.rs`: the binary against a real Redis, used carelessly:
+//!   bulk dispatch stopped and resumed, odd stored times, closed stdout,
+//!   passwords, connection errors.
 //! - `tests/invariants.rs`: properties of the code base itself.
 //! - `tests/redis_queue.rs`: the queue conformance suite on a real Redis and
 //!   a real 3-master Redis Cluster, and the key layout.

@@ -312,3 +312,263 @@ fn a_restart_loads_the_compiled_module_from_the_cache() {
         .expect("mtime");
     assert_eq!(modified, again, "the entry was reused, not rewritten");
 }
+
+#[test]
+fn times_without_a_zone_or_out_of_range_are_refused_before_anything_runs() {
+    let cache = TempDir::new("cli");
+    let handlers = jobs();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--run-at", "2026-12-01T09:00:00"],
+            "has no offset from UTC; add one: RFC 3339 with a zone: 2026-12-01T09:00:00Z (UTC) or 2026-12-01T09:00:00+02:00",
+        ),
+        (
+            &["--run-at", "1969-12-31T23:59:59Z"],
+            "is before 1970-01-01T00:00:00Z",
+        ),
+        (
+            &["--run-at", "9999-12-31T23:59:59+02:00"],
+            "is more than 365 days from now",
+        ),
+        (&["--run-at", "tomorrow"], "is not a time"),
+        (&["--delay", "100000000years"], "is longer than 365 days"),
+        (&["--delay", "99999999999999999999999h"], "is not a delay"),
+        (&["--delay", "366days"], "is longer than 365 days"),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["--handlers", handlers.as_str(), "dispatch", "hello", "{}"];
+        args.extend_from_slice(flags);
+        let run = runtime(cache.path(), &args, None);
+        run.expect_code(2);
+        assert!(
+            run.stderr().contains(expected),
+            "{flags:?}: {}",
+            run.stderr()
+        );
+        assert!(run.stdout().is_empty(), "{flags:?}: {}", run.stdout());
+        assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
+    }
+}
+
+/// Runs `runtime ARGS` with its stdout a pipe whose reader is already
+/// gone, as after `| head -c 10`; its exit status and stderr.
+fn with_closed_stdout(cache: &std::path::Path, args: &[&str]) -> (i32, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(runtime_tests::runtime_bin())
+        .args(args)
+        .env("RUNTIME_CACHE_DIR", cache)
+        .env_remove("RUNTIME_BACKEND")
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runtime");
+    // Close the only reading end before the child writes anything.
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait for runtime");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let cache = TempDir::new("cli");
+    let hello = format!("{}/hello_job.wasm", guests::JOBS_DIR);
+    let jobs = jobs();
+    let cases: &[(&[&str], i32)] = &[
+        (
+            &[
+                "--handlers",
+                &jobs,
+                "dispatch",
+                "hello",
+                r#"{"name":"Ada"}"#,
+            ],
+            0,
+        ),
+        (
+            &[
+                "--handlers",
+                &jobs,
+                "dispatch",
+                "hello",
+                r#"{"name":"Ada"}"#,
+                "--json",
+            ],
+            0,
+        ),
+        (
+            &[
+                "--handlers",
+                guests::DIR,
+                "dispatch",
+                guests::PANIC,
+                "{}",
+                "--max-attempts",
+                "1",
+            ],
+            1,
+        ),
+        (&["check", &hello], 0),
+        (&["--help"], 0),
+        (&["jobs", "list", "--help"], 0),
+        (&["--version"], 0),
+    ];
+    for (args, code) in cases {
+        let (status, stderr) = with_closed_stdout(cache.path(), args);
+        assert_eq!(status, *code, "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} was not quiet: {stderr}");
+    }
+}
+
+#[test]
+fn a_stdout_that_cannot_be_written_is_an_error_not_a_silent_loss() {
+    let cache = TempDir::new("cli");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let output = std::process::Command::new(runtime_tests::runtime_bin())
+        .args([
+            "--handlers",
+            &jobs(),
+            "dispatch",
+            "hello",
+            r#"{"name":"Ada"}"#,
+            "--json",
+        ])
+        .env("RUNTIME_CACHE_DIR", cache.path())
+        .env_remove("RUST_BACKTRACE")
+        .stdout(full)
+        .output()
+        .expect("run runtime");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot write the output"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_wrong_handlers_path_says_what_is_wrong() {
+    let cache = TempDir::new("cli");
+    let dir = cache.path();
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, b"").expect("write");
+    let with_dir = dir.join("handlers");
+    std::fs::create_dir_all(with_dir.join("hello_job.wasm")).expect("mkdir");
+    let config = dir.join("runtime.toml");
+    std::fs::write(
+        &config,
+        format!("[queues.hello]\nmodule = {:?}\n", dir.display().to_string()),
+    )
+    .expect("write config");
+    let show = |p: &std::path::Path| p.display().to_string();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--handlers".into(), show(&file)],
+            format!(
+                "the handlers directory {} is a file, not a directory",
+                show(&file)
+            ),
+        ),
+        (
+            vec!["--handlers".into(), show(&dir.join("missing"))],
+            format!(
+                "the handlers directory {} does not exist",
+                show(&dir.join("missing"))
+            ),
+        ),
+        (
+            vec!["--handlers".into(), show(&with_dir)],
+            format!(
+                "{} is a directory, not a module file",
+                show(&with_dir.join("hello_job.wasm"))
+            ),
+        ),
+        (
+            vec!["--config".into(), show(&config)],
+            format!("{} is a directory, not a module file", show(dir)),
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args: Vec<&str> = flags.iter().map(String::as_str).collect();
+        args.extend(["dispatch", "hello", "{}"]);
+        let run = runtime(cache.path(), &args, None);
+        run.expect_code(2);
+        assert!(
+            run.stderr().contains(&expected),
+            "{args:?}: {}",
+            run.stderr()
+        );
+        assert!(!run.stderr().contains("looked for"), "{}", run.stderr());
+    }
+}
+
+#[test]
+fn a_payload_on_stdin_is_read_only_up_to_the_limit() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let cache = TempDir::new("cli");
+    let mut child = Command::new(runtime_tests::runtime_bin())
+        .args(["--handlers", &jobs(), "dispatch", "hello", "-"])
+        .env("RUNTIME_CACHE_DIR", cache.path())
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runtime");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // An endless payload: the writer stops when the reader goes away, or
+    // after 256 MiB if it never does.
+    let writer = std::thread::spawn(move || {
+        let block = vec![b' '; 64 * 1024];
+        let mut written = 0usize;
+        while written < 256 << 20 {
+            match stdin.write(&block) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+        }
+        written
+    });
+    let output = child.wait_with_output().expect("wait");
+    let written = writer.join().expect("writer");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("over the limit of 1048576 bytes (stopped reading there)"),
+        "{stderr}"
+    );
+    assert!(
+        written < 16 << 20,
+        "the command read {written} bytes of a payload limited to 1 MiB"
+    );
+}
+
+#[test]
+fn secrets_in_the_config_or_environment_are_not_printed() {
+    let cache = TempDir::new("cli");
+    let config = cache.path().join("runtime.toml");
+    std::fs::write(&config, "backend = \"redis://:s3cret@127.0.0.1:1\" x\n").expect("write");
+    let run = runtime(
+        cache.path(),
+        &["--config", &config.display().to_string(), "queues"],
+        None,
+    );
+    run.expect_code(2);
+    assert!(run.stderr().contains("line 1, column"), "{}", run.stderr());
+    assert!(!run.stderr().contains("s3cret"), "{}", run.stderr());
+
+    let help = std::process::Command::new(runtime_tests::runtime_bin())
+        .arg("--help")
+        .env("RUNTIME_BACKEND", "redis://:s3cret@127.0.0.1:1")
+        .output()
+        .expect("run runtime --help");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("RUNTIME_BACKEND"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}

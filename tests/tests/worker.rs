@@ -58,7 +58,8 @@ fn a_bad_line_in_the_file_enqueues_nothing() {
     ]);
     run.expect_code(2);
     assert!(
-        run.stderr().contains("line 2: nothing was enqueued"),
+        run.stderr().contains("line 2: payload is not valid JSON")
+            && run.stderr().contains("nothing was enqueued"),
         "{}",
         run.stderr()
     );

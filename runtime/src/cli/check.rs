@@ -20,18 +20,18 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let sandbox = Sandbox::new(&config.sandbox()).context("starting the sandbox")?;
     let report = sandbox.inspect(&args.file)?;
     let fits = sandbox.load(&args.file, Limits::default());
-    println!("{}", args.file.display());
-    println!("imports:");
+    outln!("{}", args.file.display());
+    outln!("imports:");
     for name in &report.imports {
-        println!("  {name}");
+        outln!("  {name}");
     }
-    println!("exports:");
+    outln!("exports:");
     for name in &report.exports {
-        println!("  {name}");
+        outln!("  {name}");
     }
     match fits {
         Ok(_) => {
-            println!("ok: implements runtime:job/handler@0.1.0");
+            outln!("ok: implements runtime:job/handler@0.1.0");
             Ok(Exit::Ok)
         }
         Err(e) => Err(e.into()),

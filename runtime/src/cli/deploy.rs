@@ -31,11 +31,9 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let backend = cli.require_backend(&config, "runtime deploy").await?;
     let Some(file) = &args.file else {
         if backend.withdraw_module(&queue).await? {
-            println!(
-                "withdrew the published module of {queue}: workers go back to its module file"
-            );
+            outln!("withdrew the published module of {queue}: workers go back to its module file");
         } else {
-            println!("{queue} had no published module");
+            outln!("{queue} had no published module");
         }
         return Ok(Exit::Ok);
     };
@@ -43,7 +41,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let sandbox = Sandbox::new(&config.sandbox()).context("starting the sandbox")?;
     sandbox.load_bytes(file, &bytes, config.queue(&queue).limits)?;
     let version = backend.publish_module(&queue, &bytes).await?;
-    println!(
+    outln!(
         "deployed {} to {queue}: version {}; workers serving {queue} load it within a second",
         file.display(),
         version.get(..12).unwrap_or(&version)

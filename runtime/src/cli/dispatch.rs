@@ -6,18 +6,19 @@
 //! nothing is left.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use runtime::job::{DispatchOptions, FailureKind, JobId, NewJob, Payload, QueueName, RunAt};
-use runtime::queue::Ack;
+use runtime::queue::{Ack, Clock, SystemClock};
 use runtime::sandbox::RunOutcome;
 use runtime::text;
 use runtime::worker::{JobEvent, WorkerConfig};
 use runtime::{JobState, QueueBackend, Runtime};
 use serde::Serialize;
 
+use super::bulk::{self, Bulk};
 use super::{Cli, CliResult, Exit};
 
 /// Dispatch a job: enqueue it on the queue server, or, on the in-memory
@@ -30,22 +31,33 @@ pub struct Args {
     #[arg(required_unless_present = "file")]
     payload: Option<String>,
     /// Enqueue one job per line of FILE (`-`: stdin), each line one JSON
-    /// payload; blank lines are skipped. All lines are checked before any
-    /// job is enqueued. Needs a queue server.
+    /// payload; blank lines are skipped. Needs a queue server. Lines are
+    /// read, checked and enqueued in chunks of 1,000 as they come, so any
+    /// size takes little memory. A bad line stops the command before its
+    /// chunk; so do a failure of the server and Ctrl-C (between chunks).
+    /// Chunks before stay enqueued, and the command says how many jobs
+    /// went in and the `--skip N` that resumes after them.
     #[arg(long, value_name = "FILE", conflicts_with = "payload")]
     file: Option<PathBuf>,
+    /// With --file: pass over the first N lines (to resume a run that
+    /// stopped).
+    #[arg(long, value_name = "N", requires = "file", default_value_t = 0)]
+    skip: u64,
     /// Higher runs first.
     #[arg(long, default_value_t = runtime::job::DEFAULT_PRIORITY, allow_negative_numbers = true)]
     priority: i32,
     /// Attempts in all.
     #[arg(long, default_value_t = runtime::job::DEFAULT_MAX_ATTEMPTS)]
     max_attempts: u32,
-    /// Run no sooner than this from now: `30s`, `5m`, `1h 30m`.
-    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "run_at")]
+    /// Run no sooner than this from now: `30s`, `5m`, `1h 30m`, `2days`;
+    /// at most 365 days.
+    #[arg(long, value_parser = runtime::time::parse_delay, conflicts_with = "run_at")]
     delay: Option<Duration>,
-    /// Run no sooner than this time: RFC 3339, e.g. `2026-12-01T09:00:00Z`.
-    #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
-    run_at: Option<SystemTime>,
+    /// Run no sooner than this time: RFC 3339 with a zone,
+    /// `2026-12-01T09:00:00Z` (UTC) or `2026-12-01T09:00:00+02:00`; at
+    /// most 365 days from now.
+    #[arg(long, value_name = "TIME")]
+    run_at: Option<String>,
     /// While a job with this key is pending, scheduled or running, dispatch
     /// returns it instead of adding another.
     #[arg(long)]
@@ -108,7 +120,16 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
     if let Some(backend) = cli.backend(&config).await? {
         return match &args.file {
-            Some(file) => enqueue_file(&*backend, queue, options, file, args.json).await,
+            Some(file) => {
+                let bulk = Bulk {
+                    queue,
+                    options,
+                    file,
+                    skip: args.skip,
+                    json: args.json,
+                };
+                bulk::enqueue(&*backend, bulk).await
+            }
             None => enqueue(&*backend, queue, options, read_payload(args)?, args.json).await,
         };
     }
@@ -118,19 +139,15 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         );
     }
     let payload = read_payload(args)?;
+    super::check_module_path(&config, &queue)?;
     run_here(config, queue, payload, options, args.json).await
 }
 
 /// The payload argument, or stdin for `-`.
 fn read_payload(args: &Args) -> anyhow::Result<Payload> {
-    let arg = args.payload.as_deref().unwrap_or("-");
-    if arg == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("reading the payload from stdin")?;
-        Ok(Payload::new(text)?)
-    } else {
-        Ok(Payload::new(arg)?)
+    match args.payload.as_deref().unwrap_or("-") {
+        "-" => bulk::read_stdin_payload(),
+        arg => Ok(Payload::new(arg)?),
     }
 }
 
@@ -151,75 +168,9 @@ async fn enqueue(
         .await?;
     if json {
         let record = backend.get(&id).await?;
-        println!("{}", serde_json::to_string_pretty(&record)?);
+        outln!("{}", serde_json::to_string_pretty(&record)?);
     } else {
-        println!("{id}");
-    }
-    Ok(Exit::Ok)
-}
-
-/// Jobs per `dispatch_many` call: each is one script on the server, kept
-/// short so other clients are not held up.
-const BULK_CHUNK: usize = 1_000;
-
-/// Enqueues one job per line of `file`, after checking every line.
-async fn enqueue_file(
-    backend: &dyn QueueBackend,
-    queue: QueueName,
-    options: DispatchOptions,
-    file: &Path,
-    json: bool,
-) -> CliResult {
-    let text = if file == Path::new("-") {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .context("reading jobs from stdin")?;
-        text
-    } else {
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
-    };
-    let mut jobs = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let payload = Payload::new(line)
-            .with_context(|| format!("{} line {}: nothing was enqueued", file.display(), n + 1))?;
-        jobs.push(NewJob {
-            queue: queue.clone(),
-            payload,
-            options: options.clone(),
-        });
-    }
-    let count = jobs.len();
-    let mut first = None;
-    let mut last = None;
-    let mut pending = jobs.into_iter().peekable();
-    while pending.peek().is_some() {
-        let chunk: Vec<NewJob> = pending.by_ref().take(BULK_CHUNK).collect();
-        let ids = backend.dispatch_many(chunk).await?;
-        if first.is_none() {
-            first = ids.first().cloned();
-        }
-        last = ids.last().cloned().or(last);
-    }
-    let show = |id: &Option<JobId>| id.as_ref().map(ToString::to_string);
-    if json {
-        let summary = serde_json::json!({
-            "queue": queue.as_str(),
-            "count": count,
-            "first": show(&first),
-            "last": show(&last),
-        });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        match (show(&first), show(&last)) {
-            (Some(a), Some(b)) => println!("dispatched {count} jobs to {queue}: {a} .. {b}"),
-            _ => println!(
-                "dispatched no jobs: {} has no payload lines",
-                file.display()
-            ),
-        }
+        outln!("{id}");
     }
     Ok(Exit::Ok)
 }
@@ -229,12 +180,11 @@ fn options(args: &Args) -> anyhow::Result<DispatchOptions> {
     if args.max_attempts == 0 {
         anyhow::bail!("--max-attempts must be at least 1");
     }
-    let run_at = match (args.delay, args.run_at) {
+    let run_at = match (args.delay, &args.run_at) {
         (Some(d), _) => RunAt::After(d),
         (None, Some(t)) => RunAt::At(
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            runtime::time::parse_run_at(t, SystemClock.now())
+                .context("invalid value for --run-at")?,
         ),
         (None, None) => RunAt::Now,
     };
@@ -310,7 +260,7 @@ async fn run_here(
         Exit::JobFailed
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&root_json)?);
+        outln!("{}", serde_json::to_string_pretty(&root_json)?);
     } else {
         print_summary(&root_json);
         for f in &root_json.followups {
@@ -372,14 +322,14 @@ fn update(entry: &mut JobJson, event: &JobEvent) {
 fn print_event(event: &JobEvent) {
     let job = &event.job;
     let Some(report) = &event.report else {
-        println!("{} attempt {}: handed back", job.id, job.attempts);
+        outln!("{} attempt {}: handed back", job.id, job.attempts);
         return;
     };
     let next = match event.ack {
         Ack::Applied(Some(JobState::Pending | JobState::Scheduled)) => ", will retry",
         _ => "",
     };
-    println!(
+    outln!(
         "{} attempt {}/{}: {} ({:.1} ms{next})",
         job.id,
         job.attempts,
@@ -390,7 +340,7 @@ fn print_event(event: &JobEvent) {
     // Split on newlines only, each line escaped: a guest line cannot start
     // a line of the report that lacks the `  | ` of the log.
     for line in text::lines(&report.log) {
-        println!("  | {line}");
+        outln!("  | {line}");
     }
 }
 
@@ -403,16 +353,18 @@ fn print_summary(job: &JobJson) {
         .map(|kind| format!(" [{kind}]"))
         .unwrap_or_default();
     match &job.error {
-        Some(error) if job.state != "done" => println!(
+        Some(error) if job.state != "done" => outln!(
             "{}: {}{kind} after {} attempt{plural}: {}",
             job.id,
             job.state,
             job.attempts,
             text::escape(error)
         ),
-        _ => println!(
+        _ => outln!(
             "{}: {} after {} attempt{plural}",
-            job.id, job.state, job.attempts
+            job.id,
+            job.state,
+            job.attempts
         ),
     }
 }

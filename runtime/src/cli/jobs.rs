@@ -8,6 +8,13 @@ use runtime::{JobId, JobRecord, JobState, QueueName};
 
 use super::{Cli, CliResult, Exit};
 
+/// Most records `jobs list` shows at once.
+const MAX_LIMIT: u64 = 1000;
+
+/// Largest `--offset`: far beyond any queue, and exact in the server's
+/// script numbers (doubles).
+const MAX_OFFSET: u64 = 1 << 50;
+
 /// Inspect and repair jobs (needs --backend).
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,12 +31,13 @@ enum Action {
         /// pending, scheduled, running or failed.
         #[arg(long, default_value = "pending")]
         state: String,
-        /// At most this many.
-        #[arg(long, default_value_t = 20)]
-        limit: usize,
+        /// At most this many, 1 to 1000 (each record holds its payload
+        /// and log: a bigger page is a lot to hold and print).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
+        limit: u64,
         /// Skip this many first.
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_OFFSET))]
+        offset: u64,
         /// Print JSON records.
         #[arg(long)]
         json: bool,
@@ -71,19 +79,20 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         } => {
             let queue = QueueName::new(queue.as_str())?;
             let state: JobState = state.parse()?;
+            // Both fit: the parser bounds them.
             let page = Page {
-                offset: *offset,
-                limit: *limit,
+                offset: usize::try_from(*offset).unwrap_or(usize::MAX),
+                limit: usize::try_from(*limit).unwrap_or(MAX_LIMIT as usize),
             };
             let jobs = backend.list(&queue, state, page).await?;
             if *json {
                 print_json(&jobs)?;
             } else {
                 for job in &jobs {
-                    println!("{}", one_line(job));
+                    outln!("{}", one_line(job));
                 }
                 if jobs.is_empty() {
-                    println!("(no {state} jobs in {queue})");
+                    outln!("(no {state} jobs in {queue})");
                 }
             }
             Ok(Exit::Ok)
@@ -121,11 +130,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                         retried += 1;
                     }
                 }
-                println!("retried {retried} failed jobs of {queue}");
+                outln!("retried {retried} failed jobs of {queue}");
             } else if let Some(id) = id {
                 let id: JobId = id.parse()?;
                 backend.retry(&id).await?;
-                println!("{id}: pending again with a fresh set of attempts");
+                outln!("{id}: pending again with a fresh set of attempts");
             }
             Ok(Exit::Ok)
         }
@@ -134,7 +143,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             if !backend.delete(&id).await? {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             }
-            println!("{id}: deleted");
+            outln!("{id}: deleted");
             Ok(Exit::Ok)
         }
     }
@@ -144,13 +153,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
 /// controls, bidi and invisible characters) escaped too: the same JSON,
 /// safe in a terminal.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", text::json_safe(&serde_json::to_string_pretty(value)?));
+    outln!("{}", text::json_safe(&serde_json::to_string_pretty(value)?));
     Ok(())
 }
 
+/// A stored time: any value prints (see [`runtime::time::format_millis`]).
 fn time(ms: UnixMillis) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(t).to_string()
+    runtime::time::format_millis(ms)
 }
 
 /// A failure for a person: `[memory] memory limit 64 MiB exceeded`. The
@@ -179,23 +188,23 @@ fn one_line(job: &JobRecord) -> String {
 }
 
 fn print_job(job: &JobRecord) {
-    println!("id:        {}", job.id);
-    println!("state:     {}", job.state);
-    println!("attempts:  {}/{}", job.attempts, job.max_attempts);
-    println!("priority:  {}", job.priority);
-    println!("created:   {}", time(job.created_at));
-    println!("run at:    {}", time(job.run_at));
+    outln!("id:        {}", job.id);
+    outln!("state:     {}", job.state);
+    outln!("attempts:  {}/{}", job.attempts, job.max_attempts);
+    outln!("priority:  {}", job.priority);
+    outln!("created:   {}", time(job.created_at));
+    outln!("run at:    {}", time(job.run_at));
     // A follow-up's unique key and payload come from a guest too.
     if let Some(key) = &job.unique_key {
-        println!("unique:    {}", text::escape(key));
+        outln!("unique:    {}", text::escape(key));
     }
-    println!("payload:   {}", text::escape(job.payload.as_str()));
+    outln!("payload:   {}", text::escape(job.payload.as_str()));
     if let Some(e) = &job.error {
-        println!("error:     {}", failure(job.error_kind, e));
+        outln!("error:     {}", failure(job.error_kind, e));
     }
     for a in &job.history {
         match (a.ended_at, &a.outcome) {
-            (Some(end), Some(outcome)) => println!(
+            (Some(end), Some(outcome)) => outln!(
                 "attempt {}: {} .. {} ({} ms): {}",
                 a.number,
                 time(a.started_at),
@@ -203,7 +212,7 @@ fn print_job(job: &JobRecord) {
                 end.saturating_sub(a.started_at),
                 failure(a.kind, outcome)
             ),
-            _ => println!(
+            _ => outln!(
                 "attempt {}: started {}, running",
                 a.number,
                 time(a.started_at)
@@ -211,9 +220,9 @@ fn print_job(job: &JobRecord) {
         }
     }
     if !job.log.is_empty() {
-        println!("log of the last attempt:");
+        outln!("log of the last attempt:");
         for line in text::lines(&job.log) {
-            println!("  | {line}");
+            outln!("  | {line}");
         }
     }
 }

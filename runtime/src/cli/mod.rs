@@ -1,10 +1,29 @@
 //! The subcommands, one file each, thin over the library.
 
+/// `println!` that never panics: see [`out`].
+macro_rules! outln {
+    () => {
+        $crate::cli::out::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::out::line(format_args!($($arg)*))
+    };
+}
+
+/// `eprintln!` that never panics: see [`out`].
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::cli::out::err_line(format_args!($($arg)*))
+    };
+}
+
+mod bulk;
 mod check;
 mod deploy;
 mod dispatch;
 mod jobs;
 mod metrics_http;
+mod out;
 mod queues;
 mod worker;
 mod workers;
@@ -16,11 +35,11 @@ use std::sync::Arc;
 use std::fmt;
 
 use clap::{Parser, Subcommand};
-use runtime::QueueBackend;
 use runtime::config::{Config, DEFAULT_HANDLERS_DIR};
 use runtime::queue::SystemClock;
 use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
 use runtime::text;
+use runtime::{LoadError, QueueBackend, QueueName};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
@@ -44,8 +63,16 @@ pub struct Cli {
     /// The queue server: redis://host:port, rediss://host:port (TLS) or
     /// redis+unix:///path/to.sock; a cluster node's URL finds the cluster.
     /// Default: the config's `backend`, else the embedded in-memory queue
-    /// (jobs run in-process, in `dispatch`).
-    #[arg(long, global = true, env = "RUNTIME_BACKEND", value_name = "URL")]
+    /// (jobs run in-process, in `dispatch`). A password goes in the URL
+    /// (`redis://:PASSWORD@host:port`, `redis+unix:///path?pass=PASSWORD`);
+    /// it is never printed, `--help` included.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNTIME_BACKEND",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     backend: Option<String>,
     /// Prefix of every Redis key, so several systems can share one Redis.
     /// Default: the config's `prefix`, else `runtime:`.
@@ -92,8 +119,12 @@ pub enum Exit {
     Ok = 0,
     /// The job failed.
     JobFailed = 1,
-    /// Usage, config or module error: nothing ran.
+    /// Usage, config or module error: nothing ran. Also: the output could
+    /// not be written.
     Usage = 2,
+    /// Stopped by Ctrl-C (or SIGTERM) part way, as shells report a
+    /// process ended by SIGINT (`dispatch --file`).
+    Interrupted = 130,
 }
 
 /// An error that ends the command with [`Exit::Usage`].
@@ -108,7 +139,7 @@ pub fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(Exit::Usage as u8);
         }
     };
@@ -123,12 +154,25 @@ pub fn main() -> ExitCode {
             Command::Check(args) => check::run(&cli, args),
         }
     });
-    match result {
-        Ok(exit) => ExitCode::from(exit as u8),
+    let exit = match result {
+        Ok(exit) => exit,
         Err(e) => {
             fatal(cli.log_format, &e);
-            ExitCode::from(Exit::Usage as u8)
+            Exit::Usage
         }
+    };
+    // A reader that went away (`| head`) is no error; a failed write
+    // (a full disk) is, or a cut-off file would pass for a whole one.
+    match out::finish() {
+        Some(e) => {
+            fatal(
+                cli.log_format,
+                &anyhow::Error::new(e).context("cannot write the output"),
+            );
+            let exit = if exit == Exit::Ok { Exit::Usage } else { exit };
+            ExitCode::from(exit as u8)
+        }
+        None => ExitCode::from(exit as u8),
     }
 }
 
@@ -140,7 +184,7 @@ fn fatal(format: LogFormat, e: &anyhow::Error) {
         LogFormat::Json if tracing::enabled!(target: "runtime", tracing::Level::ERROR) => {
             tracing::error!(target: "runtime", error = %format!("{e:#}"), "command failed");
         }
-        _ => eprintln!("error: {e:#}"),
+        _ => errln!("error: {e:#}"),
     }
 }
 
@@ -200,6 +244,65 @@ impl Cli {
             .handlers
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_HANDLERS_DIR))
+    }
+}
+
+/// Says what is wrong when something other than a module file sits where
+/// the module of `queue` should be, or the handlers directory is not one:
+/// the registry only knows that it found no module there.
+fn check_module_path(config: &Config, queue: &QueueName) -> Result<(), LoadError> {
+    let file = queue.handler_file_name();
+    let path = match config.queue(queue).module {
+        Some(path) => path,
+        None => {
+            let dir = Cli::handlers_dir(config);
+            match std::fs::metadata(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(LoadError::NoHandlersDir {
+                        queue: queue.to_string(),
+                        file,
+                        path: dir,
+                    });
+                }
+                Ok(meta) if !meta.is_dir() => {
+                    return Err(LoadError::HandlersNotADir {
+                        queue: queue.to_string(),
+                        file,
+                        path: dir,
+                        kind: kind_of(&meta),
+                    });
+                }
+                _ => dir.join(&file),
+            }
+        }
+    };
+    match std::fs::metadata(&path) {
+        Ok(meta) if !meta.is_file() => Err(LoadError::NotAFile {
+            queue: queue.to_string(),
+            path,
+            kind: kind_of(&meta),
+        }),
+        // Missing or unreadable: loading says so.
+        _ => Ok(()),
+    }
+}
+
+/// What a file system entry is, in words.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_file() {
+        "a file"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
     }
 }
 

@@ -31,12 +31,12 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         let queue = QueueName::new(queue.as_str())?;
         let removed = backend.purge(&queue).await?;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({ "queue": queue.as_str(), "removed": removed })
             );
         } else {
-            println!("purged {queue}: {removed} jobs removed (running jobs are left to finish)");
+            outln!("purged {queue}: {removed} jobs removed (running jobs are left to finish)");
         }
         return Ok(Exit::Ok);
     }
@@ -50,7 +50,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             .iter()
             .map(|(q, c)| Ok((q.to_string(), serde_json::to_value(c)?)))
             .collect::<Result<_, serde_json::Error>>()?;
-        println!("{}", serde_json::to_string_pretty(&map)?);
+        outln!("{}", serde_json::to_string_pretty(&map)?);
         return Ok(Exit::Ok);
     }
     let width = rows
@@ -59,12 +59,17 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .max()
         .unwrap_or(0)
         .max(5);
-    println!(
+    outln!(
         "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
-        "QUEUE", "PENDING", "SCHEDULED", "RUNNING", "FAILED", "DONE"
+        "QUEUE",
+        "PENDING",
+        "SCHEDULED",
+        "RUNNING",
+        "FAILED",
+        "DONE"
     );
     for (q, c) in &rows {
-        println!(
+        outln!(
             "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
             q.as_str(),
             c.pending,
@@ -75,7 +80,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         );
     }
     if rows.is_empty() {
-        println!("(no queues yet)");
+        outln!("(no queues yet)");
     }
     Ok(Exit::Ok)
 }

@@ -33,11 +33,11 @@ pub struct Args {
     drain: bool,
     /// On SIGINT/SIGTERM, how long in-flight jobs may finish before they
     /// are handed back: `10s`, `1m`.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = flag_duration, default_value = "10s")]
     grace: Duration,
     /// How long a claimed job is held without renewal; renewed every third
     /// of it. A killed worker's jobs run again after this long.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = flag_duration, default_value = "30s")]
     lease: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics, e.g.
     /// `127.0.0.1:9090` (`:0` picks a free port; the log says which).
@@ -45,8 +45,22 @@ pub struct Args {
     metrics_addr: Option<String>,
     /// How often the worker announces itself to `runtime workers`; it drops
     /// out of the list after three missed beats (killed, or cut off).
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, value_parser = flag_duration, default_value = "5s")]
     heartbeat: Duration,
+}
+
+/// Longest `--grace`, `--lease` or `--heartbeat`: a day is far past any
+/// sensible value, and bounding them keeps every deadline computed from
+/// them (and lease expiries stored on the server) far from overflow.
+const MAX_FLAG_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A duration flag: `30s`, `5m`, at most [`MAX_FLAG_DURATION`].
+fn flag_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d > MAX_FLAG_DURATION {
+        return Err("longer than the most allowed, 24h".to_string());
+    }
+    Ok(d)
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
@@ -85,7 +99,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     let backend = cli.require_backend(&config, "runtime worker").await?;
     let handlers = Cli::handlers_dir(&config);
-    let rt = Runtime::new(backend, handlers, config).context("starting the sandbox")?;
+    let rt = Runtime::new(backend, handlers, config.clone()).context("starting the sandbox")?;
     for warning in rt.backend().settings_warnings().await {
         tracing::warn!("{warning}");
     }
@@ -101,7 +115,9 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         if published.get(i).is_some_and(Option::is_some) {
             continue;
         }
-        if let Err(e) = rt.registry().handler(queue) {
+        let loaded = super::check_module_path(&config, queue)
+            .and_then(|()| rt.registry().handler(queue).map(drop));
+        if let Err(e) = loaded {
             tracing::warn!("{e}");
         }
     }

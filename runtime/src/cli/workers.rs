@@ -20,26 +20,27 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let mut workers = backend.workers().await?;
     workers.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&workers)?);
+        outln!("{}", serde_json::to_string_pretty(&workers)?);
         return Ok(Exit::Ok);
     }
     let now = SystemClock.now();
-    let ago = |t: u64| {
-        let secs = now.saturating_sub(t) / 1000;
-        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
-    };
+    let ago = |t: u64| runtime::time::format_age(t, now);
     let host_width = workers
         .iter()
         .map(|w| w.host.len())
         .max()
         .unwrap_or(0)
         .max(4);
-    println!(
+    outln!(
         "{:<host_width$}  {:>8}  {:>9}  {:>12}  {:>10}  QUEUES",
-        "HOST", "PID", "IN FLIGHT", "UP", "LAST BEAT"
+        "HOST",
+        "PID",
+        "IN FLIGHT",
+        "UP",
+        "LAST BEAT"
     );
     for w in &workers {
-        println!(
+        outln!(
             "{:<host_width$}  {:>8}  {:>9}  {:>12}  {:>10}  {}",
             w.host,
             w.pid,
@@ -50,7 +51,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         );
     }
     if workers.is_empty() {
-        println!("(no live workers)");
+        outln!("(no live workers)");
     }
     Ok(Exit::Ok)
 }
