@@ -9,6 +9,8 @@
 //!   a real 3-master Redis Cluster, and the key layout.
 //! - `tests/worker.rs`: `runtime worker` and the admin commands on a real
 //!   Redis: kill -9, SIGTERM, restarts, wake-up, delayed jobs.
+//! - `tests/followups.rs`: job trees' budgets, the sync mode's bounds, and
+//!   guests' follow-ups refused past their limits, in memory and on Redis.
 
 pub mod redis;
 pub mod workers;

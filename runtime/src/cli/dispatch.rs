@@ -322,6 +322,15 @@ async fn run_here(
         .context("the worker stopped unexpectedly")?
         .context("running the job")?;
     let left = left_jobs(&**rt.backend()).await?;
+    // A failed job's stored error is the word on it: the worker may have
+    // refused what the handler asked (a retry delay past the limit).
+    for (id, entry) in &mut reports {
+        if entry.state == "failed"
+            && let Some(record) = rt.backend().get(id).await?
+        {
+            entry.error = record.error;
+        }
+    }
 
     let mut root_json = reports.remove(&root).unwrap_or_else(|| JobJson {
         error: Some("interrupted before it ran".into()),
