@@ -71,7 +71,8 @@ pub enum FailureKind {
     Fuel,
     /// The output limit (log lines, stdout, stderr).
     Output,
-    /// The per-job dispatch limit, or a job tree's follow-up budget.
+    /// The per-attempt dispatch limit. (A job tree's budget does not end
+    /// the attempt: the guest's `dispatch` returns an error it may handle.)
     DispatchLimit,
     /// The WebAssembly call stack overflowed.
     StackOverflow,
