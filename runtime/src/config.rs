@@ -385,6 +385,22 @@ mod tests {
         assert!(zero.to_string().contains("queues.a.timeout_ms"), "{zero}");
         let name = Config::parse("[queues.Bad]\ntimeout_ms = 1").expect_err("bad name");
         assert!(name.to_string().contains("queues.Bad"), "{name}");
+        let tree = Config::parse("[queues.a]\nmax_tree_jobs = 0").expect_err("zero");
+        assert!(
+            tree.to_string().contains("queues.a.max_tree_jobs"),
+            "{tree}"
+        );
+        let cap = Config::parse("[defaults]\nbackoff_cap_ms = 40000000000").expect_err("cap");
+        assert!(
+            cap.to_string().contains("defaults.backoff_cap_ms")
+                && cap.to_string().contains("more than a year"),
+            "{cap}"
+        );
+        let budget =
+            Config::parse("[queues.a]\nmax_tree_depth = 3\nmax_tree_jobs = 50").expect("valid");
+        let limits = budget.queue(&q("a")).limits;
+        assert_eq!((limits.tree_depth, limits.tree_jobs), (3, 50));
+        assert_eq!(budget.queue(&q("b")).limits.tree_jobs, 1000, "the default");
         let module = Config::parse("[defaults]\nmodule = \"x\"").expect_err("module");
         assert!(module.to_string().contains("defaults.module"), "{module}");
     }
