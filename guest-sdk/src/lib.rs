@@ -102,7 +102,7 @@ pub struct Job<P = serde_json::Value> {
     pub queue: String,
     /// Which attempt this is, starting at 1.
     pub attempt: u32,
-    /// How many attempts the job gets in all.
+    /// How many attempts the job gets in all, 1 to 100.
     pub max_attempts: u32,
     /// The payload, deserialized from the dispatched JSON.
     pub payload: P,
@@ -200,7 +200,8 @@ pub fn fail(message: impl Into<String>) -> Error {
 }
 
 /// An error that retries after `delay` (instead of the queue's backoff) while
-/// attempts remain.
+/// attempts remain. A delay of more than a year is refused: the job fails,
+/// saying so.
 ///
 /// ```
 /// use std::time::Duration;
@@ -257,7 +258,7 @@ impl DispatchOptions {
         self
     }
 
-    /// Do not run before `delay` from now.
+    /// Do not run before `delay` from now (at most a year).
     ///
     /// ```
     /// let later = guest_sdk::DispatchOptions::new().delay(std::time::Duration::from_secs(5));
@@ -268,7 +269,7 @@ impl DispatchOptions {
         self
     }
 
-    /// How many attempts the job gets in all.
+    /// How many attempts the job gets in all, 1 to 100.
     ///
     /// ```
     /// let once = guest_sdk::DispatchOptions::new().max_attempts(1);
@@ -282,6 +283,12 @@ impl DispatchOptions {
     /// While a job with this key is pending, scheduled or running in the
     /// target queue, dispatching again yields the existing job instead of a
     /// new one.
+    ///
+    /// Keys are scoped to the queue of the job dispatching: the host stores
+    /// this one as `@<your queue>:<key>`, so it deduplicates only with
+    /// follow-ups that handlers of your own queue dispatch, never with jobs
+    /// an application dispatches (nor can it hold theirs back). A key is 1
+    /// to 256 bytes without control characters, and may not start with `@`.
     ///
     /// ```
     /// let once_per_user = guest_sdk::DispatchOptions::new().unique_key("welcome:user-7");
@@ -297,7 +304,21 @@ impl DispatchOptions {
 ///
 /// The follow-up is enqueued at once. If this attempt then fails and is
 /// retried, the retry dispatches again: give follow-ups a
-/// [`DispatchOptions::unique_key`] when that matters.
+/// [`DispatchOptions::unique_key`] when that matters (a follow-up whose key
+/// is held returns the existing job and costs nothing).
+///
+/// # Limits
+///
+/// Every follow-up joins the *job tree* of the job dispatching it: the job
+/// an application dispatched, and everything dispatched from it, however
+/// deep. The queue's config bounds how deep a tree may grow
+/// (`max_tree_depth`, default 32) and how many jobs it may ever hold, root
+/// and done jobs included (`max_tree_jobs`, default 1000); retries do not
+/// renew it. Past either, and for options past their limits (a delay over
+/// a year, more than 100 attempts, a bad unique key), this returns an
+/// error saying which, and nothing is dispatched: the attempt carries on,
+/// and `?` turns the error into a retry. Only the per-attempt limit
+/// (`max_dispatches`, default 100 calls) ends the attempt.
 ///
 /// ```
 /// fn handle(job: guest_sdk::Job) -> guest_sdk::Result {

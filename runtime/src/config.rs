@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::job::QueueName;
+use crate::job::{MAX_DELAY, QueueName};
 use crate::retry::Backoff;
 use crate::sandbox::{Limits, SandboxConfig};
 
@@ -89,6 +89,12 @@ pub struct QueueSection {
     pub output_kib: Option<u64>,
     /// Follow-up dispatches per attempt.
     pub max_dispatches: Option<u32>,
+    /// Deepest a follow-up this queue's handler dispatches may be in its
+    /// job tree. Default 32.
+    pub max_tree_depth: Option<u32>,
+    /// Most jobs a job tree may hold for this queue's handler to add one.
+    /// Default 1000.
+    pub max_tree_jobs: Option<u32>,
     /// First retry's nominal delay, ms.
     pub backoff_base_ms: Option<u64>,
     /// Longest retry delay, ms.
@@ -278,6 +284,19 @@ impl QueueSection {
         positive("max_core_instances", self.max_core_instances.map(u64::from))?;
         positive("max_memories", self.max_memories.map(u64::from))?;
         positive("max_tables", self.max_tables.map(u64::from))?;
+        positive("max_tree_depth", self.max_tree_depth.map(u64::from))?;
+        positive("max_tree_jobs", self.max_tree_jobs.map(u64::from))?;
+        let longest = u64::try_from(MAX_DELAY.as_millis()).unwrap_or(u64::MAX);
+        if let Some(cap) = self.backoff_cap_ms
+            && cap > longest
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.backoff_cap_ms"),
+                message: format!(
+                    "{cap} is more than a year ({longest} ms), the longest a job may wait"
+                ),
+            });
+        }
         if let (Some(base), Some(cap)) = (self.backoff_base_ms, self.backoff_cap_ms)
             && base > cap
         {
@@ -307,6 +326,12 @@ impl QueueSection {
         }
         if let Some(n) = self.max_dispatches {
             s.limits.dispatches = n;
+        }
+        if let Some(n) = self.max_tree_depth {
+            s.limits.tree_depth = n;
+        }
+        if let Some(n) = self.max_tree_jobs {
+            s.limits.tree_jobs = n;
         }
         if let Some(ms) = self.backoff_base_ms {
             s.backoff.base = Duration::from_millis(ms);
@@ -379,6 +404,22 @@ mod tests {
         assert!(zero.to_string().contains("queues.a.timeout_ms"), "{zero}");
         let name = Config::parse("[queues.Bad]\ntimeout_ms = 1").expect_err("bad name");
         assert!(name.to_string().contains("queues.Bad"), "{name}");
+        let tree = Config::parse("[queues.a]\nmax_tree_jobs = 0").expect_err("zero");
+        assert!(
+            tree.to_string().contains("queues.a.max_tree_jobs"),
+            "{tree}"
+        );
+        let cap = Config::parse("[defaults]\nbackoff_cap_ms = 40000000000").expect_err("cap");
+        assert!(
+            cap.to_string().contains("defaults.backoff_cap_ms")
+                && cap.to_string().contains("more than a year"),
+            "{cap}"
+        );
+        let budget =
+            Config::parse("[queues.a]\nmax_tree_depth = 3\nmax_tree_jobs = 50").expect("valid");
+        let limits = budget.queue(&q("a")).limits;
+        assert_eq!((limits.tree_depth, limits.tree_jobs), (3, 50));
+        assert_eq!(budget.queue(&q("b")).limits.tree_jobs, 1000, "the default");
         let module = Config::parse("[defaults]\nmodule = \"x\"").expect_err("module");
         assert!(module.to_string().contains("defaults.module"), "{module}");
     }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::job::{JobId, MAX_QUEUE_NAME_LEN};
+use std::time::Duration;
+
+use crate::job::{JobId, MAX_QUEUE_NAME_LEN, QueueName, Span};
 
 /// Bad input from a user or a guest: rejected before anything runs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +41,74 @@ pub enum InputError {
     /// `max_attempts` of zero.
     #[error("max attempts must be at least 1")]
     ZeroAttempts,
+    /// `max_attempts` over [`crate::job::MAX_ATTEMPTS`].
+    #[error(
+        "max attempts {attempts} is over the limit of {limit}; give at most {limit} (a job that must keep trying longer can dispatch a fresh job)"
+    )]
+    TooManyAttempts {
+        /// What was asked.
+        attempts: u32,
+        /// The limit.
+        limit: u32,
+    },
+    /// A delay over [`crate::job::MAX_DELAY`].
+    #[error(
+        "delay of {} is over the limit of {}; dispatch the job when it is nearer due (from a scheduler, or a job that waits in steps)",
+        Span(*.delay),
+        Span(*.limit)
+    )]
+    DelayTooLong {
+        /// What was asked.
+        delay: Duration,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A run-at time further than [`crate::job::MAX_DELAY`] from now.
+    #[error(
+        "run-at time is {} from now, over the limit of {}; dispatch the job when it is nearer due (from a scheduler, or a job that waits in steps)",
+        Span(*.ahead),
+        Span(*.limit)
+    )]
+    RunAtTooFar {
+        /// How far ahead it is.
+        ahead: Duration,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A handler asked to be retried after more than
+    /// [`crate::job::MAX_DELAY`]; the job fails instead.
+    #[error(
+        "retry refused: the handler asked to run again in {}, over the limit of {}; it said: {reason}",
+        Span(*.delay),
+        Span(*.limit)
+    )]
+    RetryDelayTooLong {
+        /// What was asked.
+        delay: Duration,
+        /// The limit.
+        limit: Duration,
+        /// The handler's reason for the retry.
+        reason: String,
+    },
+    /// A unique key over [`crate::job::MAX_UNIQUE_KEY_BYTES`].
+    #[error(
+        "unique key is {size} bytes, over the limit of {limit} bytes; use a short identifier (a hash of a long value, say)"
+    )]
+    UniqueKeyTooLong {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A unique key that is empty, holds a control character, or starts
+    /// with the prefix reserved for handlers' keys.
+    #[error("invalid unique key {key:?}: {problem}; choose another key")]
+    UniqueKey {
+        /// The key.
+        key: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
 }
 
 /// A queue backend could not do what was asked.
@@ -62,6 +132,44 @@ pub enum QueueError {
         action: &'static str,
         /// Where it applies.
         expected: &'static str,
+    },
+    /// A follow-up that would be deeper in its job tree than the
+    /// dispatching job's queue allows.
+    #[error(
+        "follow-up refused: it would be at depth {depth} of the job tree of {root}, and queue {queue} allows {limit} (max_tree_depth); nothing was dispatched"
+    )]
+    TreeTooDeep {
+        /// The tree's root.
+        root: JobId,
+        /// The queue of the dispatching job.
+        queue: QueueName,
+        /// The follow-up's depth.
+        depth: u32,
+        /// The queue's limit.
+        limit: u32,
+    },
+    /// A follow-up beyond the number of jobs its tree may hold.
+    #[error(
+        "follow-up refused: the job tree of {root} already holds {jobs} jobs, and queue {queue} allows {limit} (max_tree_jobs); nothing was dispatched"
+    )]
+    TreeFull {
+        /// The tree's root.
+        root: JobId,
+        /// The queue of the dispatching job.
+        queue: QueueName,
+        /// Jobs the tree holds, done ones included.
+        jobs: u32,
+        /// The queue's limit.
+        limit: u32,
+    },
+    /// A follow-up of a tree whose count is no longer kept (see
+    /// [`crate::queue::QueueBackend::dispatch_follow_up`]).
+    #[error(
+        "follow-up refused: the job tree of {root} is closed (its count expired long after its last follow-up); dispatch the job from outside to start a new tree"
+    )]
+    TreeClosed {
+        /// The tree's root.
+        root: JobId,
     },
     /// The backend itself failed (connection lost, server error).
     #[error("queue backend {backend}: {message}")]

@@ -33,6 +33,21 @@ pub const DEFAULT_PRIORITY: i32 = 1;
 /// beside every job that holds one; an idempotency key needs no more.
 pub const MAX_UNIQUE_KEY_BYTES: usize = 256;
 
+/// Most attempts a job may be given (`max_attempts`). Every attempt runs the
+/// handler again and adds an entry to the job's history on the queue
+/// server: a job asking for billions would keep workers busy, and its
+/// record growing, for ever. 100 attempts at the default backoff (capped
+/// at an hour) span about four days.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// How unique keys given by handlers start, as stored: a handler's key `k`
+/// for a follow-up it dispatches from a job of queue `q` is kept as
+/// `@q:k`. An application's key may not start with `@`, so the two can
+/// never be equal: a handler can hold only keys of its own queue's
+/// follow-ups, never the key of a job an application dispatches (see
+/// [`DispatchOptions::unique_key`]).
+pub const HANDLER_KEY_PREFIX: char = '@';
+
 /// Furthest a job may be put off: a delay, a run-at time (from now) or a
 /// handler's retry delay of at most one year. Far enough for any schedule a
 /// queue serves; near enough that no job waits forever and every time stays
@@ -56,7 +71,8 @@ pub enum FailureKind {
     Fuel,
     /// The output limit (log lines, stdout, stderr).
     Output,
-    /// The per-job dispatch limit, or a job tree's follow-up budget.
+    /// The per-attempt dispatch limit. (A job tree's budget does not end
+    /// the attempt: the guest's `dispatch` returns an error it may handle.)
     DispatchLimit,
     /// The WebAssembly call stack overflowed.
     StackOverflow,
@@ -308,13 +324,193 @@ pub enum RunAt {
 pub struct DispatchOptions {
     /// Higher runs first; FIFO within one priority. Default 1.
     pub priority: i32,
-    /// When the job may first run. Default now.
+    /// When the job may first run, at most [`MAX_DELAY`] from now. Default
+    /// now.
     pub run_at: RunAt,
-    /// Attempts in all, at least 1. Default 4.
+    /// Attempts in all, 1 to [`MAX_ATTEMPTS`]. Default 4.
     pub max_attempts: u32,
     /// While a job with this key is pending, scheduled or running in the
     /// same queue, dispatching another returns the existing job's id.
+    ///
+    /// 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes, no control characters, not
+    /// starting with [`HANDLER_KEY_PREFIX`]. The key is released when its
+    /// job is done, fails for good, or is deleted; the longest a job can
+    /// hold it is [`MAX_DELAY`] plus its attempts. Keys given by handlers
+    /// for their follow-ups are scoped to the dispatching job's queue
+    /// (stored as `@queue:key`): a handler can deduplicate only its own
+    /// queue's follow-ups, and can never take, or hold back, the key of a
+    /// job an application dispatches.
     pub unique_key: Option<String>,
+}
+
+impl DispatchOptions {
+    /// Checks every option against its limit, as every backend does before
+    /// it enqueues anything: `max_attempts` in 1 to [`MAX_ATTEMPTS`], a
+    /// delay or run-at time at most [`MAX_DELAY`] from `now`, and the
+    /// unique key (see [`check_unique_key`]). A run-at time in the past is
+    /// fine: the job is due at once.
+    pub fn check(&self, now: UnixMillis) -> Result<(), InputError> {
+        if self.max_attempts == 0 {
+            return Err(InputError::ZeroAttempts);
+        }
+        if self.max_attempts > MAX_ATTEMPTS {
+            return Err(InputError::TooManyAttempts {
+                attempts: self.max_attempts,
+                limit: MAX_ATTEMPTS,
+            });
+        }
+        match self.run_at {
+            RunAt::Now => {}
+            RunAt::After(delay) => check_delay(delay)?,
+            RunAt::At(at) => {
+                let latest = now.saturating_add(whole_millis(MAX_DELAY));
+                if at > latest {
+                    return Err(InputError::RunAtTooFar {
+                        ahead: Duration::from_millis(at - now),
+                        limit: MAX_DELAY,
+                    });
+                }
+            }
+        }
+        if let Some(key) = &self.unique_key {
+            check_unique_key(key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a delay (a dispatch's, or the one a handler asks to be retried
+/// after) against [`MAX_DELAY`].
+pub fn check_delay(delay: Duration) -> Result<(), InputError> {
+    if delay > MAX_DELAY {
+        return Err(InputError::DelayTooLong {
+            delay,
+            limit: MAX_DELAY,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a unique key as given: 1 to [`MAX_UNIQUE_KEY_BYTES`] bytes, no
+/// control characters (keys are shown by the admin commands), and not
+/// starting with [`HANDLER_KEY_PREFIX`], which marks the keys handlers give.
+pub fn check_unique_key(key: &str) -> Result<(), InputError> {
+    if key.len() > MAX_UNIQUE_KEY_BYTES {
+        return Err(InputError::UniqueKeyTooLong {
+            size: key.len(),
+            limit: MAX_UNIQUE_KEY_BYTES,
+        });
+    }
+    let problem = if key.is_empty() {
+        "it is empty"
+    } else if key.chars().any(char::is_control) {
+        "it contains a control character"
+    } else if key.starts_with(HANDLER_KEY_PREFIX) {
+        "keys starting with '@' are reserved for the keys handlers give their follow-ups"
+    } else {
+        return Ok(());
+    };
+    Err(InputError::UniqueKey {
+        key: key.to_string(),
+        problem,
+    })
+}
+
+fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A long span of time as people say it in a message: `365 days`,
+/// `3.5 hours`, `90 s`, `250 ms`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span(pub Duration);
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0.as_secs_f64();
+        let (value, unit) = if secs >= 86_400.0 {
+            (secs / 86_400.0, "days")
+        } else if secs >= 3_600.0 {
+            (secs / 3_600.0, "hours")
+        } else if secs >= 1.0 {
+            (secs, "s")
+        } else {
+            return write!(f, "{} ms", self.0.as_millis());
+        };
+        let rounded = (value * 10.0).round() / 10.0;
+        let text = format!("{rounded:.1}");
+        let text = text.strip_suffix(".0").unwrap_or(&text);
+        // Rounding must not make a value over a limit read as the limit.
+        let near = match value.partial_cmp(&rounded) {
+            Some(std::cmp::Ordering::Greater) => "just over ",
+            Some(std::cmp::Ordering::Less) => "just under ",
+            _ => "",
+        };
+        write!(f, "{near}{text} {unit}")
+    }
+}
+
+/// Where a follow-up sits in its job tree. Every job a handler dispatches
+/// belongs to the tree of the job whose handler dispatched it; a job
+/// dispatched from outside (by an application, or `runtime dispatch`) is
+/// the root of a tree of its own and has no lineage.
+///
+/// A tree is bounded by the dispatching queue's [`TreeBudget`]: its depth,
+/// and the number of jobs it ever held, root included. Done jobs still
+/// count, and retrying an attempt does not give the tree a new budget, so
+/// a handler that dispatches copies of itself stops at the budget however
+/// it goes about it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The tree's root: the job dispatched from outside that started it.
+    pub root: JobId,
+    /// The job whose handler dispatched this one.
+    pub parent: JobId,
+    /// How far below the root: 1 for the root's own follow-ups.
+    pub depth: u32,
+}
+
+impl Lineage {
+    /// The lineage of a follow-up dispatched by the handler of `parent`.
+    pub fn child_of(parent: &JobRecord) -> Self {
+        match &parent.lineage {
+            Some(up) => Lineage {
+                root: up.root.clone(),
+                parent: parent.id.clone(),
+                depth: up.depth.saturating_add(1),
+            },
+            None => Lineage {
+                root: parent.id.clone(),
+                parent: parent.id.clone(),
+                depth: 1,
+            },
+        }
+    }
+
+    /// A unique key a handler gave, as stored: scoped to the dispatching
+    /// job's queue (`@queue:key`; no queue name holds `:`), so it can only
+    /// ever equal a key another handler of that queue gave.
+    pub fn scoped_key(&self, key: &str) -> String {
+        format!("{HANDLER_KEY_PREFIX}{}:{key}", self.parent.queue())
+    }
+}
+
+/// How long the queue server keeps a job tree's count after the tree's
+/// last follow-up, when follow-ups that never finished hold it (failed,
+/// then deleted): two years, twice the furthest a job may be put off, so
+/// only a tree with a job waiting (or retrying) longer than that loses it.
+/// Bounds what such trees leave behind.
+pub const TREE_KEEP: Duration = Duration::from_secs(2 * 365 * 24 * 60 * 60);
+
+/// How far a job tree may grow by a follow-up, as the queue of the job
+/// dispatching it allows (`max_tree_depth`, `max_tree_jobs`; see
+/// [`crate::sandbox::Limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeBudget {
+    /// Deepest a follow-up may be below the root.
+    pub max_depth: u32,
+    /// Most jobs the tree may ever hold, root included.
+    pub max_jobs: u32,
 }
 
 impl Default for DispatchOptions {
@@ -347,6 +543,12 @@ impl NewJob {
             payload,
             options: DispatchOptions::default(),
         }
+    }
+
+    /// Checks its options (see [`DispatchOptions::check`]); the payload was
+    /// checked when it was made.
+    pub fn check(&self, now: UnixMillis) -> Result<(), InputError> {
+        self.options.check(now)
     }
 }
 
@@ -433,8 +635,12 @@ pub struct JobRecord {
     pub attempts: u32,
     /// Attempts it gets in all.
     pub max_attempts: u32,
-    /// Its unique key, if dispatched with one.
+    /// Its unique key, if dispatched with one (a handler's as stored,
+    /// `@queue:key`).
     pub unique_key: Option<String>,
+    /// Its place in a job tree, if a handler dispatched it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
     /// When it was dispatched.
     pub created_at: UnixMillis,
     /// When it becomes runnable (scheduled jobs); otherwise when it last did.
@@ -507,6 +713,122 @@ mod tests {
         for bad in ["", "q", "q:", ":1", "q:x", "Q:1"] {
             assert!(bad.parse::<JobId>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn dispatch_options_are_checked_against_their_limits() {
+        let now = 1_000_000;
+        let ok = |o: DispatchOptions| o.check(now);
+        let year = u64::try_from(MAX_DELAY.as_millis()).expect("fits");
+        assert!(ok(DispatchOptions::default()).is_ok());
+        let run_at = |run_at| DispatchOptions {
+            run_at,
+            ..Default::default()
+        };
+        assert!(ok(run_at(RunAt::After(MAX_DELAY))).is_ok());
+        assert!(ok(run_at(RunAt::At(now + year))).is_ok());
+        assert!(ok(run_at(RunAt::At(0))).is_ok(), "the past is due at once");
+        let err = ok(run_at(RunAt::After(Duration::from_secs(400 * 86_400)))).expect_err("far");
+        assert_eq!(
+            err.to_string(),
+            "delay of 400 days is over the limit of 365 days; dispatch the job when it is nearer due (from a scheduler, or a job that waits in steps)"
+        );
+        let err = ok(run_at(RunAt::At(now + year + 1))).expect_err("far");
+        assert!(
+            err.to_string()
+                .starts_with("run-at time is just over 365 days from now"),
+            "{err}"
+        );
+        let err = ok(run_at(RunAt::At(u64::MAX))).expect_err("far");
+        assert!(
+            matches!(err, InputError::RunAtTooFar { .. }),
+            "no overflow: {err}"
+        );
+        let attempts = |max_attempts| DispatchOptions {
+            max_attempts,
+            ..Default::default()
+        };
+        assert!(ok(attempts(MAX_ATTEMPTS)).is_ok());
+        assert_eq!(ok(attempts(0)), Err(InputError::ZeroAttempts));
+        assert!(matches!(
+            ok(attempts(u32::MAX)),
+            Err(InputError::TooManyAttempts {
+                attempts: u32::MAX,
+                limit: MAX_ATTEMPTS
+            })
+        ));
+        assert!(check_unique_key(&"k".repeat(MAX_UNIQUE_KEY_BYTES)).is_ok());
+        assert!(check_unique_key("ada@example.com").is_ok());
+        for bad in ["", "a\u{1b}[2J", "@q:k", "tab\t"] {
+            assert!(
+                matches!(check_unique_key(bad), Err(InputError::UniqueKey { .. })),
+                "{bad:?}"
+            );
+        }
+        let err = check_unique_key(&"k".repeat(1 << 20)).expect_err("long");
+        assert_eq!(
+            err.to_string(),
+            "unique key is 1048576 bytes, over the limit of 256 bytes; use a short identifier (a hash of a long value, say)"
+        );
+    }
+
+    #[test]
+    fn spans_read_naturally_and_never_round_onto_a_limit() {
+        assert_eq!(Span(MAX_DELAY).to_string(), "365 days");
+        assert_eq!(Span(Duration::from_secs(90)).to_string(), "90 s");
+        assert_eq!(Span(Duration::from_millis(250)).to_string(), "250 ms");
+        assert_eq!(
+            Span(Duration::from_secs(3 * 3600 + 1800)).to_string(),
+            "3.5 hours"
+        );
+        assert_eq!(
+            Span(MAX_DELAY + Duration::from_millis(1)).to_string(),
+            "just over 365 days"
+        );
+        assert!(
+            Span(Duration::from_millis(u64::MAX))
+                .to_string()
+                .ends_with(" days")
+        );
+    }
+
+    #[test]
+    fn follow_ups_inherit_their_root_and_scope_their_keys() {
+        let id = |s: &str| s.parse::<JobId>().expect("valid id");
+        let mut root = JobRecord {
+            id: id("a:1"),
+            payload: Payload::new("{}").expect("valid"),
+            state: JobState::Running,
+            priority: 1,
+            attempts: 1,
+            max_attempts: 4,
+            unique_key: None,
+            lineage: None,
+            created_at: 0,
+            run_at: 0,
+            error_kind: None,
+            error: None,
+            history: Vec::new(),
+            log: String::new(),
+        };
+        let child = Lineage::child_of(&root);
+        assert_eq!(
+            (child.root.clone(), child.parent.clone(), child.depth),
+            (id("a:1"), id("a:1"), 1)
+        );
+        assert_eq!(child.scoped_key("k"), "@a:k");
+        root.id = id("b:7");
+        root.lineage = Some(child);
+        let grandchild = Lineage::child_of(&root);
+        assert_eq!(
+            (
+                grandchild.root.clone(),
+                grandchild.parent.clone(),
+                grandchild.depth
+            ),
+            (id("a:1"), id("b:7"), 2)
+        );
+        assert_eq!(grandchild.scoped_key("@x:y"), "@b:@x:y");
     }
 
     #[test]

@@ -65,6 +65,7 @@ fn one_at_a_time(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64) {
         created_at: 0,
         run_at: 0,
         error_kind: None,
+        lineage: None,
         error: None,
         history: Vec::new(),
         log: String::new(),

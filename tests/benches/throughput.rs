@@ -110,6 +110,7 @@ fn bench_sandbox(rt: &Runtime, threads: usize, jobs: usize) -> f64 {
         attempts: 1,
         max_attempts: 4,
         unique_key: None,
+        lineage: None,
         created_at: 0,
         run_at: 0,
         error_kind: None,

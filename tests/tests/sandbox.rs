@@ -508,7 +508,8 @@ async fn welcome_email_renders_and_queues_its_delivery() {
     assert_eq!(queued.len(), 1);
     assert_eq!(
         queued[0].unique_key.as_deref(),
-        Some("welcome:ada@example.com")
+        Some("@welcome-email:welcome:ada@example.com"),
+        "a handler's key is scoped to its queue"
     );
     let email: serde_json::Value = serde_json::from_str(queued[0].payload.as_str()).expect("json");
     assert_eq!(email["to"], "ada@example.com");

@@ -3,7 +3,9 @@
 //! backend configured (the seeds' default), the job runs here and now,
 //! in-process, before the command returns: each attempt straight after the
 //! last (no backoff sleeps), then any follow-up jobs it dispatched, until
-//! nothing is left.
+//! nothing is runnable or [`SYNC_MAX_ATTEMPTS`] attempts ran. Jobs put off
+//! (delayed follow-ups, retries a handler delayed) are reported, not waited
+//! for: the in-memory queue ends with the command.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +24,8 @@ use super::bulk::{self, Bulk};
 use super::{Cli, CliResult, Exit};
 
 /// Dispatch a job: enqueue it on the queue server, or, on the in-memory
-/// default, run it now, in-process.
+/// default, run it now, in-process (at most 1000 attempts, its own and its
+/// follow-ups'; delayed jobs are reported and not run).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Queue name: 1 to 64 of a-z, 0-9, '-', '_'.
@@ -96,6 +99,21 @@ struct JobJson {
     runs: Vec<AttemptJson>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     followups: Vec<JobJson>,
+    /// Sync mode: jobs left unrun when the command ended.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    left: Vec<LeftJson>,
+    /// Sync mode: why it stopped with runnable jobs left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped: Option<String>,
+}
+
+/// A job left unrun by a sync dispatch.
+#[derive(Debug, Serialize)]
+struct LeftJson {
+    id: String,
+    state: &'static str,
+    /// When it is due (Unix ms).
+    run_at: u64,
 }
 
 impl JobJson {
@@ -110,6 +128,8 @@ impl JobJson {
             error: None,
             runs: Vec::new(),
             followups: Vec::new(),
+            left: Vec::new(),
+            stopped: None,
         }
     }
 }
@@ -196,6 +216,16 @@ fn options(args: &Args) -> anyhow::Result<DispatchOptions> {
     })
 }
 
+/// The most attempts one `runtime dispatch` on the in-memory default runs,
+/// the job's and its follow-ups' together (and so the most jobs). A handler
+/// that dispatches copies of itself, or keeps failing with many attempts
+/// left, stops here rather than keeping the command running; what is left
+/// is reported.
+const SYNC_MAX_ATTEMPTS: u64 = 1000;
+
+/// Left jobs listed one per line in the human report; the rest are counted.
+const LEFT_SHOWN: usize = 10;
+
 /// The sync mode: runs the job and its follow-ups in-process.
 async fn run_here(
     config: runtime::config::Config,
@@ -204,6 +234,11 @@ async fn run_here(
     options: DispatchOptions,
     json: bool,
 ) -> CliResult {
+    if options.run_at != RunAt::Now {
+        anyhow::bail!(
+            "--delay and --run-at need a queue server: on the in-memory default nothing runs after this command exits, so a delayed job would never run. Pass --backend redis://HOST:PORT (or set RUNTIME_BACKEND), or leave the flag out to run the job now"
+        );
+    }
     let handlers = Cli::handlers_dir(&config);
     let rt = Runtime::in_memory(handlers, config).context("starting the sandbox")?;
     // A missing or broken module is a usage error, found before anything runs.
@@ -220,7 +255,9 @@ async fn run_here(
         .worker(WorkerConfig {
             concurrency: 1,
             drain: true,
+            leave_scheduled: true,
             retry_at_once: true,
+            max_jobs: Some(SYNC_MAX_ATTEMPTS),
             ..WorkerConfig::default()
         })
         .with_events(tx);
@@ -241,9 +278,20 @@ async fn run_here(
         });
         update(entry, &event);
     }
-    work.await
+    let stats = work
+        .await
         .context("the worker stopped unexpectedly")?
         .context("running the job")?;
+    let left = left_jobs(&**rt.backend()).await?;
+    // A failed job's stored error is the word on it: the worker may have
+    // refused what the handler asked (a retry delay past the limit).
+    for (id, entry) in &mut reports {
+        if entry.state == "failed"
+            && let Some(record) = rt.backend().get(id).await?
+        {
+            entry.error = record.error;
+        }
+    }
 
     let mut root_json = reports.remove(&root).unwrap_or_else(|| JobJson {
         error: Some("interrupted before it ran".into()),
@@ -254,6 +302,12 @@ async fn run_here(
         .filter(|id| **id != root)
         .filter_map(|id| reports.remove(id))
         .collect();
+    if stats.claimed >= SYNC_MAX_ATTEMPTS && left.iter().any(|j| j.state == "pending") {
+        root_json.stopped = Some(format!(
+            "stopped after {SYNC_MAX_ATTEMPTS} attempts, the most one dispatch runs on the in-memory default"
+        ));
+    }
+    root_json.left = left;
     let exit = if root_json.state == "done" {
         Exit::Ok
     } else {
@@ -266,8 +320,64 @@ async fn run_here(
         for f in &root_json.followups {
             print_summary(f);
         }
+        print_left(&root_json);
     }
     Ok(exit)
+}
+
+/// Every job still pending or scheduled, in the order they would run.
+async fn left_jobs(backend: &dyn QueueBackend) -> anyhow::Result<Vec<LeftJson>> {
+    let mut left = Vec::new();
+    for queue in backend.queues().await? {
+        for state in [JobState::Pending, JobState::Scheduled] {
+            let all = runtime::queue::Page {
+                offset: 0,
+                limit: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+            };
+            for job in backend.list(&queue, state, all).await? {
+                left.push(LeftJson {
+                    id: job.id.to_string(),
+                    state: state.as_str(),
+                    run_at: job.run_at,
+                });
+            }
+        }
+    }
+    Ok(left)
+}
+
+/// What a sync dispatch left unrun, and why it will not run.
+fn print_left(root: &JobJson) {
+    if let Some(stopped) = &root.stopped {
+        outln!("{stopped}");
+    }
+    if root.left.is_empty() {
+        return;
+    }
+    let now = SystemClock.now();
+    let n = root.left.len();
+    let (it, them) = if n == 1 {
+        ("job", "it")
+    } else {
+        ("jobs", "them")
+    };
+    outln!("{n} {it} left, not run: the in-memory queue ends with this command");
+    for job in root.left.iter().take(LEFT_SHOWN) {
+        if job.state == "scheduled" {
+            let wait = Duration::from_secs(job.run_at.saturating_sub(now).div_ceil(1000));
+            outln!(
+                "  {}: scheduled, due in {}",
+                job.id,
+                humantime::format_duration(wait)
+            );
+        } else {
+            outln!("  {}: {}", job.id, job.state);
+        }
+    }
+    if n > LEFT_SHOWN {
+        outln!("  ... and {} more", n - LEFT_SHOWN);
+    }
+    outln!("to see {them} through, dispatch to a queue server (--backend redis://HOST:PORT)");
 }
 
 fn state_name(ack: Ack) -> &'static str {

@@ -23,9 +23,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Ack, Completion, ManualClock, Page, QueueBackend, WorkerInfo};
+use super::{Ack, Claim, Completion, ManualClock, Page, QueueBackend, WorkerInfo};
+use crate::error::{InputError, QueueError};
 use crate::job::{
-    DispatchOptions, FailureKind, JobId, JobState, NewJob, Payload, QueueName, RunAt,
+    DispatchOptions, FailureKind, JobId, JobState, Lineage, MAX_ATTEMPTS, MAX_DELAY,
+    MAX_UNIQUE_KEY_BYTES, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
 
 /// Where every test's clock starts: an arbitrary fixed time (2026-01-01).
@@ -64,7 +66,15 @@ macro_rules! queue_conformance {
             complete_many_applies_each_in_order,
             failure_kinds_are_kept_apart_from_their_text,
             workers_registry_drops_silent_workers,
-            published_modules_replace_and_withdraw
+            published_modules_replace_and_withdraw,
+            dispatch_checks_keys_delays_and_attempts,
+            follow_ups_carry_their_lineage,
+            a_tree_holds_at_most_its_budget_of_jobs,
+            a_tree_is_at_most_its_budget_deep,
+            keyed_follow_ups_count_once_even_when_full,
+            neither_finishing_nor_retrying_gives_a_tree_a_new_budget,
+            a_follow_up_of_a_closed_tree_is_refused,
+            handler_keys_are_scoped_to_the_dispatching_queue
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {
@@ -848,4 +858,392 @@ pub async fn published_modules_replace_and_withdraw(b: Backend, _c: Clock) {
     assert!(b.withdraw_module(&one).await.expect("withdraw"));
     assert!(!b.withdraw_module(&one).await.expect("withdraw again"));
     assert_eq!(b.module(&one).await.expect("module"), None);
+}
+
+fn keyed(key: &str) -> DispatchOptions {
+    DispatchOptions {
+        unique_key: Some(key.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The job a claim holds, claimed from `queue` (which must have one).
+async fn running(b: &Backend, queue: &str) -> Claim {
+    claim_one(b, queue).await.expect("a job to claim")
+}
+
+/// A follow-up of the job `parent` holds, under `budget`.
+async fn follow_up(
+    b: &Backend,
+    parent: &Claim,
+    job: NewJob,
+    budget: TreeBudget,
+) -> Result<JobId, QueueError> {
+    b.dispatch_follow_up(job, Lineage::child_of(&parent.job), budget)
+        .await
+}
+
+const ROOMY: TreeBudget = TreeBudget {
+    max_depth: 32,
+    max_jobs: 1000,
+};
+
+/// Every backend refuses, with an input error naming the problem, a unique
+/// key that is too long, empty, holds a control character or starts with
+/// the handlers' prefix; a delay or run-at time past `MAX_DELAY`; more than
+/// `MAX_ATTEMPTS` attempts. Each limit itself is accepted, and a refused
+/// `dispatch_many` enqueues none of its jobs.
+pub async fn dispatch_checks_keys_delays_and_attempts(b: Backend, _c: Clock) {
+    let max = "x".repeat(MAX_UNIQUE_KEY_BYTES);
+    let year = u64::try_from(MAX_DELAY.as_millis()).expect("a year of ms fits");
+    let at_limits = [
+        keyed(&max),
+        DispatchOptions {
+            run_at: RunAt::After(MAX_DELAY),
+            ..Default::default()
+        },
+        DispatchOptions {
+            run_at: RunAt::At(START + year),
+            ..Default::default()
+        },
+        DispatchOptions {
+            max_attempts: MAX_ATTEMPTS,
+            ..Default::default()
+        },
+    ];
+    for options in at_limits {
+        b.dispatch(with("ok", "1", options.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{options:?} is within the limits: {e}"));
+    }
+    let too_long = format!("{max}x");
+    let bad: Vec<(DispatchOptions, &str)> = vec![
+        (keyed(&too_long), "257 bytes, over the limit of 256 bytes"),
+        (keyed(""), "it is empty"),
+        (keyed("a\nb"), "control character"),
+        (keyed("@q:k"), "reserved for the keys handlers give"),
+        (
+            DispatchOptions {
+                run_at: RunAt::After(MAX_DELAY + Duration::from_millis(1)),
+                ..Default::default()
+            },
+            "over the limit of 365 days",
+        ),
+        (
+            DispatchOptions {
+                run_at: RunAt::At(START + year + 1),
+                ..Default::default()
+            },
+            "over the limit of 365 days",
+        ),
+        (
+            DispatchOptions {
+                max_attempts: MAX_ATTEMPTS + 1,
+                ..Default::default()
+            },
+            "max attempts 101 is over the limit of 100",
+        ),
+    ];
+    let root = b.dispatch(job("parent", "{}")).await.expect("dispatch");
+    let parent = running(&b, "parent").await;
+    assert_eq!(parent.job.id, root);
+    for (options, expected) in bad {
+        let one = b.dispatch(with("q", "1", options.clone())).await;
+        let many = b
+            .dispatch_many(vec![job("q", "2"), with("q", "3", options.clone())])
+            .await;
+        let follow = follow_up(&b, &parent, with("q", "4", options.clone()), ROOMY).await;
+        for result in [one.map(|_| ()), many.map(|_| ()), follow.map(|_| ())] {
+            match result {
+                Err(QueueError::Input(e)) => {
+                    assert!(e.to_string().contains(expected), "{options:?}: {e}");
+                }
+                other => panic!("{options:?} was not refused: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(b.counts(&q("q")).await.expect("counts"), Default::default());
+    let huge = b
+        .dispatch(with("q", "1", keyed(&"k".repeat(10 << 20))))
+        .await;
+    assert!(
+        matches!(
+            huge,
+            Err(QueueError::Input(InputError::UniqueKeyTooLong { size, .. })) if size == 10 << 20
+        ),
+        "a 10 MiB key is refused by its size, not echoed"
+    );
+}
+
+/// A follow-up records its tree: the root, the job that dispatched it, its
+/// depth. A job dispatched from outside has none.
+pub async fn follow_ups_carry_their_lineage(b: Backend, _c: Clock) {
+    let root = b.dispatch(job("a", "{}")).await.expect("dispatch");
+    let a = running(&b, "a").await;
+    assert_eq!(a.job.lineage, None, "a root has no lineage");
+    let child = follow_up(&b, &a, job("b", "{}"), ROOMY)
+        .await
+        .expect("follow-up");
+    let b1 = running(&b, "b").await;
+    assert_eq!(b1.job.id, child);
+    let expected = Lineage {
+        root: root.clone(),
+        parent: root.clone(),
+        depth: 1,
+    };
+    assert_eq!(b1.job.lineage.as_ref(), Some(&expected));
+    let grandchild = follow_up(&b, &b1, job("a", "{}"), ROOMY)
+        .await
+        .expect("follow-up");
+    let stored = b.get(&grandchild).await.expect("get").expect("exists");
+    let expected = Lineage {
+        root,
+        parent: child,
+        depth: 2,
+    };
+    assert_eq!(stored.lineage, Some(expected));
+}
+
+/// A tree holds at most `max_jobs` jobs, root included, whichever of its
+/// jobs dispatches; the refusal names the limit and enqueues nothing.
+pub async fn a_tree_holds_at_most_its_budget_of_jobs(b: Backend, _c: Clock) {
+    let budget = TreeBudget {
+        max_depth: 32,
+        max_jobs: 3,
+    };
+    let root = b.dispatch(job("fork", "{}")).await.expect("dispatch");
+    let r = running(&b, "fork").await;
+    follow_up(&b, &r, job("fork", "1"), budget)
+        .await
+        .expect("second job of the tree");
+    let child = running(&b, "fork").await;
+    follow_up(&b, &child, job("other", "2"), budget)
+        .await
+        .expect("third job, dispatched by the child");
+    for parent in [&r, &child] {
+        match follow_up(&b, parent, job("fork", "3"), budget).await {
+            Err(QueueError::TreeFull {
+                root: full,
+                jobs: 3,
+                limit: 3,
+                ..
+            }) => assert_eq!(full, root),
+            other => panic!("a fourth job was not refused: {other:?}"),
+        }
+    }
+    let fork = b.counts(&q("fork")).await.expect("counts");
+    let other = b.counts(&q("other")).await.expect("counts");
+    assert_eq!((fork.pending, fork.running, other.pending), (0, 2, 1));
+    let budget = TreeBudget {
+        max_jobs: 4,
+        ..budget
+    };
+    follow_up(&b, &child, job("fork", "4"), budget)
+        .await
+        .expect("a queue with a bigger budget may add to the tree");
+}
+
+/// A follow-up is at most `max_depth` below its root.
+pub async fn a_tree_is_at_most_its_budget_deep(b: Backend, _c: Clock) {
+    let budget = TreeBudget {
+        max_depth: 2,
+        max_jobs: 1000,
+    };
+    let root = b.dispatch(job("chain", "0")).await.expect("dispatch");
+    let mut parent = running(&b, "chain").await;
+    for depth in 1..=2 {
+        follow_up(&b, &parent, job("chain", &depth.to_string()), budget)
+            .await
+            .expect("within the depth");
+        parent = running(&b, "chain").await;
+        assert_eq!(parent.job.lineage.as_ref().map(|l| l.depth), Some(depth));
+    }
+    match follow_up(&b, &parent, job("chain", "3"), budget).await {
+        Err(QueueError::TreeTooDeep {
+            root: deep,
+            depth: 3,
+            limit: 2,
+            ..
+        }) => assert_eq!(deep, root),
+        other => panic!("depth 3 was not refused: {other:?}"),
+    }
+    assert_eq!(b.counts(&q("chain")).await.expect("counts").pending, 0);
+}
+
+/// A keyed follow-up whose key is held returns the holder and counts
+/// nothing, even in a full tree: an attempt retried after dispatching its
+/// keyed follow-ups dispatches them again for free. Done jobs stay counted.
+pub async fn keyed_follow_ups_count_once_even_when_full(b: Backend, _c: Clock) {
+    let budget = TreeBudget {
+        max_depth: 32,
+        max_jobs: 3,
+    };
+    b.dispatch(job("p", "{}")).await.expect("dispatch");
+    let p = running(&b, "p").await;
+    let first = follow_up(&b, &p, with("mail", "1", keyed("k")), budget)
+        .await
+        .expect("follow-up");
+    for _ in 0..5 {
+        let again = follow_up(&b, &p, with("mail", "2", keyed("k")), budget)
+            .await
+            .expect("the held key returns its job");
+        assert_eq!(again, first);
+    }
+    let second = follow_up(&b, &p, with("mail", "3", keyed("k2")), budget)
+        .await
+        .expect("the tree's third job");
+    assert_ne!(second, first);
+    let full = follow_up(&b, &p, with("mail", "4", keyed("k")), budget).await;
+    assert_eq!(full.expect("held key, full tree"), first);
+    assert!(matches!(
+        follow_up(&b, &p, with("mail", "5", keyed("k3")), budget).await,
+        Err(QueueError::TreeFull { .. })
+    ));
+    let mail = running(&b, "mail").await;
+    assert_eq!(mail.job.id, first);
+    b.complete(&mail.lease, Completion::Done, String::new())
+        .await
+        .expect("complete");
+    let lineage = mail.job.lineage.expect("a follow-up");
+    b.leave_tree(&lineage).await.expect("leave");
+    assert!(
+        matches!(
+            follow_up(&b, &p, with("mail", "6", keyed("k")), budget).await,
+            Err(QueueError::TreeFull { jobs: 3, .. })
+        ),
+        "the key is free again, but the done job still counts"
+    );
+    assert_eq!(b.counts(&q("mail")).await.expect("counts").pending, 1);
+}
+
+/// A tree's count survives its root's retries and its root being done:
+/// the root's follow-ups keep counting against it, and when every
+/// follow-up is done the root still finds its count.
+pub async fn neither_finishing_nor_retrying_gives_a_tree_a_new_budget(b: Backend, _c: Clock) {
+    let budget = TreeBudget {
+        max_depth: 32,
+        max_jobs: 3,
+    };
+    b.dispatch(job("root", "{}")).await.expect("dispatch");
+    let first = running(&b, "root").await;
+    for i in 0..2 {
+        follow_up(&b, &first, job("leaf", &i.to_string()), budget)
+            .await
+            .expect("within the budget");
+    }
+    let again = Completion::Retry {
+        kind: FailureKind::Handler,
+        error: "boom".into(),
+        delay: Duration::ZERO,
+    };
+    b.complete(&first.lease, again, String::new())
+        .await
+        .expect("complete");
+    let second = running(&b, "root").await;
+    assert_eq!(second.job.attempts, 2);
+    assert!(matches!(
+        follow_up(&b, &second, job("leaf", "2"), budget).await,
+        Err(QueueError::TreeFull { jobs: 3, .. })
+    ));
+    for _ in 0..2 {
+        let leaf = running(&b, "leaf").await;
+        b.complete(&leaf.lease, Completion::Done, String::new())
+            .await
+            .expect("complete");
+        b.leave_tree(leaf.job.lineage.as_ref().expect("a follow-up"))
+            .await
+            .expect("leave");
+    }
+    assert!(
+        matches!(
+            follow_up(&b, &second, job("leaf", "3"), budget).await,
+            Err(QueueError::TreeFull { jobs: 3, .. })
+        ),
+        "every follow-up done: the root still has the count"
+    );
+    let roomier = TreeBudget {
+        max_jobs: 5,
+        ..budget
+    };
+    follow_up(&b, &second, job("leaf", "4"), roomier)
+        .await
+        .expect("the root adds a fourth");
+    b.complete(&second.lease, Completion::Done, String::new())
+        .await
+        .expect("complete");
+    let leaf = running(&b, "leaf").await;
+    follow_up(&b, &leaf, job("leaf", "5"), roomier)
+        .await
+        .expect("after the root is done, its follow-ups go on counting: the fifth");
+    assert!(matches!(
+        follow_up(&b, &leaf, job("leaf", "6"), roomier).await,
+        Err(QueueError::TreeFull { jobs: 5, .. })
+    ));
+}
+
+/// A follow-up that finds no count for its tree (it expired; here, its
+/// only live follow-up is reported done while it still runs) is refused:
+/// the count is never started again below the root.
+pub async fn a_follow_up_of_a_closed_tree_is_refused(b: Backend, _c: Clock) {
+    let root = b.dispatch(job("root", "{}")).await.expect("dispatch");
+    let r = running(&b, "root").await;
+    follow_up(&b, &r, job("leaf", "1"), ROOMY)
+        .await
+        .expect("follow-up");
+    b.complete(&r.lease, Completion::Done, String::new())
+        .await
+        .expect("complete");
+    let leaf = running(&b, "leaf").await;
+    b.leave_tree(leaf.job.lineage.as_ref().expect("a follow-up"))
+        .await
+        .expect("leave");
+    match follow_up(&b, &leaf, job("leaf", "2"), ROOMY).await {
+        Err(QueueError::TreeClosed { root: closed }) => assert_eq!(closed, root),
+        other => panic!("a closed tree took a follow-up: {other:?}"),
+    }
+}
+
+/// Keys handlers give are scoped to the dispatching job's queue: a handler
+/// holding a key for a year does not hold back the application's job with
+/// that key, nor another queue's handler; it deduplicates only with
+/// handlers of its own queue.
+pub async fn handler_keys_are_scoped_to_the_dispatching_queue(b: Backend, _c: Clock) {
+    b.dispatch(job("evil", "{}")).await.expect("dispatch");
+    b.dispatch(job("evil", "{}")).await.expect("dispatch");
+    b.dispatch(job("kind", "{}")).await.expect("dispatch");
+    let evil = running(&b, "evil").await;
+    let evil2 = running(&b, "evil").await;
+    let kind = running(&b, "kind").await;
+    let far = DispatchOptions {
+        run_at: RunAt::After(MAX_DELAY),
+        ..keyed("invoice-7")
+    };
+    let held = follow_up(&b, &evil, with("mail", "1", far), ROOMY)
+        .await
+        .expect("follow-up");
+    let stored = b.get(&held).await.expect("get").expect("exists");
+    assert_eq!(stored.unique_key.as_deref(), Some("@evil:invoice-7"));
+    let app = b
+        .dispatch(with("mail", "2", keyed("invoice-7")))
+        .await
+        .expect("the application's key is its own");
+    assert_ne!(app, held);
+    let app_again = b
+        .dispatch(with("mail", "3", keyed("invoice-7")))
+        .await
+        .expect("dispatch");
+    assert_eq!(app_again, app, "the application's key still deduplicates");
+    let same_queue = follow_up(&b, &evil2, with("mail", "4", keyed("invoice-7")), ROOMY)
+        .await
+        .expect("follow-up");
+    assert_eq!(same_queue, held, "handlers of one queue share their keys");
+    let other_queue = follow_up(&b, &kind, with("mail", "5", keyed("invoice-7")), ROOMY)
+        .await
+        .expect("follow-up");
+    assert!(other_queue != held && other_queue != app);
+    assert_eq!(
+        running(&b, "mail").await.job.id,
+        app,
+        "the application's job runs; the handler's waits its year"
+    );
 }

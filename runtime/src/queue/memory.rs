@@ -16,9 +16,10 @@ use super::{
     Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, SystemClock, WorkerInfo,
     module_version,
 };
-use crate::error::{InputError, QueueError};
+use crate::error::QueueError;
 use crate::job::{
-    AttemptRecord, FailureKind, JobId, JobRecord, JobState, NewJob, QueueName, RunAt, UnixMillis,
+    AttemptRecord, FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, RunAt,
+    TreeBudget, UnixMillis,
 };
 
 /// The in-memory queue backend.
@@ -40,6 +41,18 @@ type Modules = HashMap<QueueName, (String, Arc<Vec<u8>>)>;
 #[derive(Debug, Default)]
 struct Inner {
     queues: BTreeMap<QueueName, Queue>,
+    /// The counts of job trees with follow-ups not yet done, by root.
+    trees: HashMap<JobId, Tree>,
+}
+
+/// A job tree's count.
+#[derive(Debug, Clone, Copy)]
+struct Tree {
+    /// Jobs it ever held, root and done ones included.
+    jobs: u32,
+    /// Follow-ups not yet done; at none the count is dropped, and the
+    /// root's record keeps it (see [`Entry::tree_jobs`]).
+    live: u32,
 }
 
 /// One queue: jobs by number, and one ordered index per state.
@@ -69,6 +82,9 @@ struct Entry {
     lease_expires: UnixMillis,
     /// When it failed, while failed.
     failed_at: UnixMillis,
+    /// A root's copy of its tree's job count (0: no follow-ups yet), so the
+    /// count comes back if the root dispatches again after it was dropped.
+    tree_jobs: u32,
 }
 
 impl Default for MemoryBackend {
@@ -223,15 +239,18 @@ impl Inner {
         self.queues.get_mut(id.queue())
     }
 
-    fn dispatch(&mut self, job: NewJob, now: UnixMillis) -> Result<JobId, QueueError> {
-        if job.options.max_attempts == 0 {
-            return Err(InputError::ZeroAttempts.into());
-        }
+    fn entry_mut(&mut self, id: &JobId) -> Option<&mut Entry> {
+        self.queue_of(id).and_then(|q| q.jobs.get_mut(&id.seq()))
+    }
+
+    /// Enqueues a checked job, or returns the live job holding its unique
+    /// key.
+    fn dispatch(&mut self, job: NewJob, now: UnixMillis, lineage: Option<Lineage>) -> JobId {
         let q = self.queues.entry(job.queue.clone()).or_default();
         if let Some(key) = &job.options.unique_key
             && let Some(&seq) = q.unique.get(key)
         {
-            return Ok(JobId::new(job.queue, seq));
+            return JobId::new(job.queue, seq);
         }
         q.last_seq += 1;
         let seq = q.last_seq;
@@ -257,6 +276,7 @@ impl Inner {
             attempts: 0,
             max_attempts: job.options.max_attempts,
             unique_key: job.options.unique_key,
+            lineage,
             created_at: now,
             run_at,
             error_kind: None,
@@ -271,34 +291,119 @@ impl Inner {
                 token: 0,
                 lease_expires: 0,
                 failed_at: 0,
+                tree_jobs: 0,
             },
         );
         q.index(seq);
+        id
+    }
+
+    /// See [`QueueBackend::dispatch_follow_up`]: one critical section, so
+    /// the key lookup, the budget and the enqueue are one step.
+    fn dispatch_follow_up(
+        &mut self,
+        mut job: NewJob,
+        lineage: Lineage,
+        budget: TreeBudget,
+        now: UnixMillis,
+    ) -> Result<JobId, QueueError> {
+        job.check(now)?;
+        if let Some(key) = job.options.unique_key.take() {
+            let key = lineage.scoped_key(&key);
+            if let Some(&seq) = self.queues.get(&job.queue).and_then(|q| q.unique.get(&key)) {
+                return Ok(JobId::new(job.queue, seq));
+            }
+            job.options.unique_key = Some(key);
+        }
+        let root = lineage.root.clone();
+        if lineage.depth > budget.max_depth {
+            return Err(QueueError::TreeTooDeep {
+                root,
+                queue: lineage.parent.queue().clone(),
+                depth: lineage.depth,
+                limit: budget.max_depth,
+            });
+        }
+        let jobs = match self.trees.get(&root) {
+            Some(tree) => tree.jobs,
+            // No count yet, or dropped when its follow-ups were all done:
+            // the root is dispatching, and its record has the count.
+            None if lineage.depth == 1 => self.entry_mut(&root).map_or(1, |e| e.tree_jobs.max(1)),
+            None => return Err(QueueError::TreeClosed { root }),
+        };
+        if jobs >= budget.max_jobs {
+            return Err(QueueError::TreeFull {
+                root,
+                queue: lineage.parent.queue().clone(),
+                jobs,
+                limit: budget.max_jobs,
+            });
+        }
+        let id = self.dispatch(job, now, Some(lineage));
+        let tree = self
+            .trees
+            .entry(root.clone())
+            .or_insert(Tree { jobs, live: 0 });
+        tree.jobs = jobs + 1;
+        tree.live += 1;
+        if let Some(e) = self.entry_mut(&root) {
+            e.tree_jobs = jobs + 1;
+        }
         Ok(id)
+    }
+
+    /// A follow-up of `root`'s tree is gone; the last one drops the count.
+    fn leave_tree(&mut self, root: &JobId) {
+        if let Some(tree) = self.trees.get_mut(root) {
+            tree.live = tree.live.saturating_sub(1);
+            if tree.live == 0 {
+                self.trees.remove(root);
+            }
+        }
     }
 }
 
 #[async_trait]
 impl QueueBackend for MemoryBackend {
     async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
-        let id = self.lock().dispatch(job, self.clock.now())?;
+        let now = self.clock.now();
+        job.check(now)?;
+        let id = self.lock().dispatch(job, now, None);
         self.work.notify_waiters();
         Ok(id)
     }
 
     async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError> {
-        if jobs.iter().any(|j| j.options.max_attempts == 0) {
-            return Err(InputError::ZeroAttempts.into());
-        }
         let now = self.clock.now();
+        // All checked before any is enqueued: one bad job enqueues nothing.
+        for job in &jobs {
+            job.check(now)?;
+        }
         let ids = {
             let mut inner = self.lock();
             jobs.into_iter()
-                .map(|job| inner.dispatch(job, now))
-                .collect::<Result<Vec<_>, _>>()?
+                .map(|job| inner.dispatch(job, now, None))
+                .collect()
         };
         self.work.notify_waiters();
         Ok(ids)
+    }
+
+    async fn dispatch_follow_up(
+        &self,
+        job: NewJob,
+        lineage: Lineage,
+        budget: TreeBudget,
+    ) -> Result<JobId, QueueError> {
+        let now = self.clock.now();
+        let id = self.lock().dispatch_follow_up(job, lineage, budget, now)?;
+        self.work.notify_waiters();
+        Ok(id)
+    }
+
+    async fn leave_tree(&self, lineage: &Lineage) -> Result<(), QueueError> {
+        self.lock().leave_tree(&lineage.root);
+        Ok(())
     }
 
     async fn claim(
@@ -630,7 +735,10 @@ impl QueueBackend for MemoryBackend {
             Some(_) => {
                 q.unindex(seq);
                 q.release_unique(seq);
-                q.jobs.remove(&seq);
+                let gone = q.jobs.remove(&seq);
+                if let Some(lineage) = gone.and_then(|e| e.record.lineage) {
+                    inner.leave_tree(&lineage.root);
+                }
                 Ok(true)
             }
         }
@@ -647,10 +755,16 @@ impl QueueBackend for MemoryBackend {
             .filter(|(_, e)| e.record.state != JobState::Running)
             .map(|(&s, _)| s)
             .collect();
+        let mut left = Vec::new();
         for &seq in &doomed {
             q.unindex(seq);
             q.release_unique(seq);
-            q.jobs.remove(&seq);
+            if let Some(lineage) = q.jobs.remove(&seq).and_then(|e| e.record.lineage) {
+                left.push(lineage.root);
+            }
+        }
+        for root in &left {
+            inner.leave_tree(root);
         }
         Ok(doomed.len() as u64)
     }

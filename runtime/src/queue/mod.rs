@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
-use crate::job::{FailureKind, JobId, JobRecord, JobState, NewJob, QueueName, UnixMillis};
+use crate::job::{
+    FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TreeBudget, UnixMillis,
+};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
@@ -211,6 +213,42 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Enqueue many jobs in one step; ids in the same order.
     async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError>;
+
+    /// Enqueue a follow-up: a job the handler of a running job dispatched.
+    /// `lineage` places it in that job's tree ([`Lineage::child_of`]);
+    /// `budget` is what the dispatching job's queue allows the tree.
+    ///
+    /// Its unique key is the handler's as given, checked like any other,
+    /// then scoped to the dispatching job's queue ([`Lineage::scoped_key`]).
+    /// A follow-up whose scoped key is held returns the holder's id and
+    /// counts nothing, over budget or not, so an attempt that is retried
+    /// and dispatches its keyed follow-ups again spends no more of the
+    /// budget. Otherwise it is refused ([`QueueError::TreeTooDeep`],
+    /// [`QueueError::TreeFull`]) when it would be deeper than
+    /// `budget.max_depth` or the tree already holds `budget.max_jobs`
+    /// jobs, done ones included.
+    ///
+    /// The tree's count is kept with its root (on Redis, in the root
+    /// queue's slot, apart from the follow-up's own queue), and outlives
+    /// the root while follow-ups remain. Follow-ups leave it as they are
+    /// done ([`leave_tree`](QueueBackend::leave_tree)); the count is then
+    /// dropped, and comes back from the root's record if the root dispatches
+    /// again. A count not dropped that way (follow-ups failed and deleted)
+    /// expires two years ([`TREE_KEEP`](crate::job::TREE_KEEP)) after the tree's last follow-up;
+    /// a job of the tree dispatching after that is refused
+    /// ([`QueueError::TreeClosed`]).
+    async fn dispatch_follow_up(
+        &self,
+        job: NewJob,
+        lineage: Lineage,
+        budget: TreeBudget,
+    ) -> Result<JobId, QueueError>;
+
+    /// A follow-up of `lineage`'s tree is done and removed: it no longer
+    /// keeps the tree's count (a worker calls this after the done ack of a
+    /// job with a lineage). Failed follow-ups still do, as they may be
+    /// retried.
+    async fn leave_tree(&self, lineage: &Lineage) -> Result<(), QueueError>;
 
     /// Take up to `max` runnable jobs from `queues` (earlier queues first),
     /// each under a lease of `lease` from now. First makes due scheduled

@@ -9,10 +9,13 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::SandboxStats;
-use super::limits::Bytes;
+use super::limits::{Bytes, Limits};
 use super::output::JobOutput;
-use crate::job::{DispatchOptions, JobRecord, NewJob, Payload, QueueName, RunAt};
-use crate::queue::QueueBackend;
+use crate::error::QueueError;
+use crate::job::{
+    DispatchOptions, JobRecord, Lineage, NewJob, Payload, QueueName, RunAt, TreeBudget,
+};
+use crate::queue::{Clock, QueueBackend, SystemClock};
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
@@ -43,11 +46,33 @@ pub(crate) struct HostState {
     pub dispatch_limit: u32,
     pub dispatch_calls: u32,
     pub dispatch_exceeded: bool,
+    /// Where this attempt's follow-ups go in their job tree.
+    pub follow_ups: FollowUps,
     /// When the attempt's wall-clock time runs out.
     pub deadline: Instant,
     pub timed_out: bool,
     /// The job, when its log lines also go to the process's log.
     pub echo: Option<EchoContext>,
+}
+
+/// Where an attempt's follow-ups go: the job tree of the job it runs, as
+/// far as the job's queue lets it grow.
+pub(crate) struct FollowUps {
+    lineage: Lineage,
+    budget: TreeBudget,
+}
+
+impl FollowUps {
+    /// For an attempt of `job` under its queue's `limits`.
+    pub fn new(job: &JobRecord, limits: &Limits) -> Self {
+        FollowUps {
+            lineage: Lineage::child_of(job),
+            budget: TreeBudget {
+                max_depth: limits.tree_depth,
+                max_jobs: limits.tree_jobs,
+            },
+        }
+    }
 }
 
 /// Bytes charged to the echo budget for each echoed line beyond its
@@ -337,15 +362,30 @@ impl self::runtime::job::dispatch::Host for HostState {
             Ok(job) => job,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(backend
-            .dispatch(job)
-            .await
-            .map(|id| id.to_string())
-            .map_err(|e| format!("dispatch failed: {e}")))
+        let FollowUps { lineage, budget } = &self.follow_ups;
+        // Refusals (over the tree's budget, bad options) are the guest's to
+        // handle: the attempt carries on. Only the per-attempt limit above
+        // ends it.
+        Ok(
+            match backend
+                .dispatch_follow_up(job, lineage.clone(), *budget)
+                .await
+            {
+                Ok(id) => Ok(id.to_string()),
+                Err(e @ QueueError::Backend { .. }) => {
+                    tracing::warn!(error = %e, parent = %lineage.parent, "a handler's follow-up could not be dispatched");
+                    // The server's name and its words are the operator's,
+                    // not the guest's.
+                    Err("dispatch failed: the queue server did not take the follow-up; try again later".into())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        )
     }
 }
 
-/// Validates a guest's dispatch into a job, or a readable error for it.
+/// Validates a guest's dispatch into a job (its unique key as the guest
+/// gave it; the backend scopes it), or a readable error for it.
 fn follow_up(
     queue: String,
     payload: String,
@@ -354,21 +394,21 @@ fn follow_up(
     let queue = QueueName::new(queue).map_err(|e| e.to_string())?;
     let payload = Payload::new(payload).map_err(|e| e.to_string())?;
     let defaults = DispatchOptions::default();
-    let max_attempts = options.max_attempts.unwrap_or(defaults.max_attempts);
-    if max_attempts == 0 {
-        return Err("max attempts must be at least 1".into());
-    }
+    let options = DispatchOptions {
+        priority: options.priority.unwrap_or(defaults.priority),
+        run_at: options
+            .delay_ms
+            .map_or(RunAt::Now, |ms| RunAt::After(Duration::from_millis(ms))),
+        max_attempts: options.max_attempts.unwrap_or(defaults.max_attempts),
+        unique_key: options.unique_key,
+    };
+    options
+        .check(SystemClock.now())
+        .map_err(|e| e.to_string())?;
     Ok(NewJob {
         queue,
         payload,
-        options: DispatchOptions {
-            priority: options.priority.unwrap_or(defaults.priority),
-            run_at: options
-                .delay_ms
-                .map_or(RunAt::Now, |ms| RunAt::After(Duration::from_millis(ms))),
-            max_attempts,
-            unique_key: options.unique_key,
-        },
+        options,
     })
 }
 

@@ -33,6 +33,21 @@ pub struct Limits {
     /// Follow-up jobs one attempt may dispatch. Stops dispatch floods.
     /// Default 100. Reason: `dispatch limit 100 per job exceeded`.
     pub dispatches: u32,
+    /// Deepest a follow-up dispatched by this queue's handler may sit in
+    /// its job tree (the root's own follow-ups are at depth 1). Stops
+    /// chains of jobs that dispatch the next one without end, across
+    /// attempts and queues alike. Default 32. Over it, the guest's
+    /// `dispatch` returns an error naming `max_tree_depth` and the attempt
+    /// carries on.
+    pub tree_depth: u32,
+    /// Most jobs a job tree may ever hold, root and done jobs included,
+    /// for this queue's handler to dispatch another follow-up into it.
+    /// Stops a handler that dispatches a few copies of itself from growing
+    /// into millions of jobs: the per-attempt `dispatches` limit alone
+    /// multiplies at every level. Default 1000. Over it, the guest's
+    /// `dispatch` returns an error naming `max_tree_jobs` and the attempt
+    /// carries on.
+    pub tree_jobs: u32,
     /// Core WebAssembly instances one instance of the handler creates, all
     /// nested components counted. Each takes a slot of the worker's shared
     /// pool, so without a ceiling one job could take every slot and fail
@@ -57,6 +72,8 @@ impl Default for Limits {
             fuel: None,
             output: 64 * 1024,
             dispatches: 100,
+            tree_depth: 32,
+            tree_jobs: 1000,
             core_instances: 32,
             memories: 4,
             tables: 8,

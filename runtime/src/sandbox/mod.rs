@@ -469,6 +469,7 @@ impl Sandbox {
             dispatch_limit: limits.dispatches,
             dispatch_calls: 0,
             dispatch_exceeded: false,
+            follow_ups: host::FollowUps::new(job, limits),
             deadline: started + limits.timeout,
             timed_out: false,
             echo: self

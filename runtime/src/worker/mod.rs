@@ -21,8 +21,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::error::QueueError;
-use crate::job::{FailureKind, JobRecord, JobState, QueueName};
+use crate::error::{InputError, QueueError};
+use crate::job::{FailureKind, JobRecord, JobState, MAX_DELAY, QueueName, check_delay};
 use crate::metrics::Metrics;
 use crate::queue::clock::millis;
 use crate::queue::{Ack, Claim, Clock, Completion, Lease, QueueBackend, SystemClock, WorkerInfo};
@@ -46,10 +46,16 @@ pub struct WorkerConfig {
     pub max_jobs: Option<u64>,
     /// Stop when nothing is pending, scheduled or in flight.
     pub drain: bool,
+    /// With `drain`, stop once nothing is pending or in flight, and leave
+    /// scheduled jobs (delayed follow-ups, retries a handler put off) for
+    /// later instead of waiting for them: the sync mode, which never waits
+    /// on the clock.
+    pub leave_scheduled: bool,
     /// How long in-flight jobs may run on after shutdown before they are
     /// handed back. Default 10 s.
     pub grace: Duration,
-    /// Retry at once instead of after the backoff (the sync mode).
+    /// Retry at once instead of after the backoff (the sync mode). A
+    /// handler's own retry delay still holds.
     pub retry_at_once: bool,
     /// Announce the worker in the backend's registry (`runtime workers`)
     /// this often; the record expires after three missed beats.
@@ -65,6 +71,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             max_jobs: None,
             drain: false,
+            leave_scheduled: false,
             grace: Duration::from_secs(10),
             retry_at_once: false,
             heartbeat: None,
@@ -173,10 +180,17 @@ impl Worker {
         }
     }
 
+    /// Whether draining is over: nothing pending (nor scheduled, unless
+    /// those are left for later) in `queues`.
     async fn nothing_left(&self, queues: &[QueueName]) -> Result<bool, QueueError> {
         for q in queues {
             let c = self.backend.counts(q).await?;
-            if c.pending + c.scheduled > 0 {
+            let scheduled = if self.config.leave_scheduled {
+                0
+            } else {
+                c.scheduled
+            };
+            if c.pending + scheduled > 0 {
                 return Ok(false);
             }
         }
@@ -531,17 +545,29 @@ impl Worker {
             let (completion, log) = match &report {
                 None => (Completion::Release, String::new()),
                 Some(report) => {
-                    let backoff = |delay: Option<Duration>| {
-                        if retry_at_once {
-                            Duration::ZERO
-                        } else {
-                            delay.unwrap_or_else(|| settings.backoff.delay(job.attempts))
-                        }
+                    let backoff = |delay: Option<Duration>| match delay {
+                        Some(delay) => delay,
+                        None if retry_at_once => Duration::ZERO,
+                        None => settings.backoff.delay(job.attempts),
                     };
                     // The handler's own retry and fail are always of kind
                     // `Handler`; only the sandbox names a limit.
                     let completion = match &report.outcome {
                         RunOutcome::Done => Completion::Done,
+                        // Put off past the longest a job may wait: refused,
+                        // and the job fails saying so.
+                        RunOutcome::Retry {
+                            reason,
+                            delay: Some(delay),
+                        } if check_delay(*delay).is_err() => Completion::Fail {
+                            kind: FailureKind::Handler,
+                            error: InputError::RetryDelayTooLong {
+                                delay: *delay,
+                                limit: MAX_DELAY,
+                                reason: reason.clone(),
+                            }
+                            .to_string(),
+                        },
                         RunOutcome::Retry { reason, delay } => Completion::Retry {
                             kind: FailureKind::Handler,
                             error: reason.clone(),
@@ -570,6 +596,13 @@ impl Worker {
                 Ok(()) => ack.await.unwrap_or(Ack::Stale),
                 Err(_) => Ack::Stale,
             };
+            // A follow-up done frees its place among its tree's live jobs;
+            // if this fails, the tree's count only lingers (see TREE_KEEP).
+            if ack == Ack::Applied(None)
+                && let Some(lineage) = &job.lineage
+            {
+                let _ = backend.leave_tree(lineage).await;
+            }
             metrics.finished(&queue, report.as_ref(), ack);
             if let Some(events) = events {
                 let _ = events.send(JobEvent { job, report, ack });

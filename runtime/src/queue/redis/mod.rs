@@ -19,6 +19,7 @@
 //! | `P{q}:wake`                  | list | wake-up marker for blocked workers      |
 //! | `P{q}:job:<seq>`             | hash | the job's fields                        |
 //! | `P{q}:job:<seq>:h`           | list | one `n\|started\|ended:kind\|outcome` per attempt |
+//! | `P{q}:tree:<seq>`            | hash | the count of the job tree rooted at `<seq>` (`jobs`, `live`) |
 //! | `Pqueues`                    | set  | names of queues ever dispatched to      |
 //!
 //! # Scripts
@@ -28,6 +29,18 @@
 //! on `NOSCRIPT` (after a restart or `SCRIPT FLUSH`). Time comes from the
 //! caller's [`Clock`] as an argument, never from the server, so the
 //! conformance suite runs unchanged on a manual clock.
+//!
+//! # Job trees on a cluster
+//!
+//! A follow-up and the count of its tree live in different queues, and so
+//! possibly on different nodes. A follow-up is therefore three steps: a
+//! reservation on the root's slot (`tree.lua`: refused if the tree is full),
+//! the enqueue on the follow-up's own slot, and, if the enqueue found its
+//! unique key held and added nothing, a refund of the reservation. A crash
+//! between them can only leave the tree counting a job it does not have:
+//! the budget errs on the safe side. A follow-up with a unique key first
+//! looks the key up, so one that would only return the job holding it is
+//! never refused for the budget.
 //!
 //! # Waking workers without polling
 //!
@@ -56,10 +69,10 @@ use super::{
     Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, WorkerInfo,
     module_version,
 };
-use crate::error::{InputError, QueueError};
+use crate::error::QueueError;
 use crate::job::{
-    AttemptRecord, FailureKind, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt,
-    UnixMillis,
+    AttemptRecord, FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, Payload, QueueName,
+    RunAt, TREE_KEEP, TreeBudget, UnixMillis,
 };
 
 /// The key prefix when none is configured.
@@ -86,6 +99,7 @@ macro_rules! script {
 /// The scripts, each compiled into the binary and hashed once.
 struct Scripts {
     dispatch: Script,
+    tree: Script,
     claim: Script,
     complete: Script,
     renew: Script,
@@ -99,6 +113,8 @@ struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dispatch: script!("dispatch"),
+    // Its own keys (a tree's count and its root's record): no common part.
+    tree: Script::new(include_str!("tree.lua")),
     claim: script!("claim"),
     complete: script!("complete"),
     renew: script!("renew"),
@@ -565,14 +581,26 @@ impl RedisBackend {
         self.shared.known.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Enqueues checked jobs of one queue in one script, all with
+    /// `lineage` (follow-ups) or none; each id with whether it is new (not
+    /// the live job holding its unique key).
     async fn dispatch_group(
         &self,
         queue: &QueueName,
         jobs: &[NewJob],
+        lineage: Option<&Lineage>,
         now: UnixMillis,
-    ) -> Result<Vec<JobId>, QueueError> {
+    ) -> Result<Vec<(JobId, bool)>, QueueError> {
         self.register(queue).await?;
-        let mut args: Vec<String> = Vec::with_capacity(jobs.len() * 6);
+        let (root, parent, depth) = match lineage {
+            Some(l) => (
+                l.root.to_string(),
+                l.parent.to_string(),
+                l.depth.to_string(),
+            ),
+            None => Default::default(),
+        };
+        let mut args: Vec<String> = Vec::with_capacity(jobs.len() * 9);
         for job in jobs {
             let run_at = match job.options.run_at {
                 RunAt::Now => now,
@@ -586,16 +614,64 @@ impl RedisBackend {
             args.push(if key.is_some() { "1" } else { "0" }.to_string());
             args.push(key.unwrap_or_default().to_string());
             args.push(run_at.to_string());
+            args.extend([root.clone(), parent.clone(), depth.clone()]);
         }
-        let seqs: Vec<u64> = self
+        let seqs: Vec<(u64, u8)> = self
             .call(&SCRIPTS.dispatch, queue, now, |inv| {
                 inv.arg(args);
             })
             .await?;
+        if seqs.len() != jobs.len() {
+            return Err(QueueError::Backend {
+                backend: self.shared.name.clone(),
+                message: "dispatch script returned a short reply".into(),
+            });
+        }
         Ok(seqs
             .into_iter()
-            .map(|seq| JobId::new(queue.clone(), seq))
+            .map(|(seq, new)| (JobId::new(queue.clone(), seq), new == 1))
             .collect())
+    }
+
+    /// [`dispatch_group`](Self::dispatch_group) of one job.
+    async fn dispatch_one(
+        &self,
+        queue: &QueueName,
+        job: NewJob,
+        lineage: Option<&Lineage>,
+        now: UnixMillis,
+    ) -> Result<(JobId, bool), QueueError> {
+        let ids = self.dispatch_group(queue, &[job], lineage, now).await?;
+        ids.into_iter().next().ok_or_else(|| QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: "dispatch script returned no id".into(),
+        })
+    }
+
+    /// Runs `tree.lua` on the slot of `root`'s tree: `op` with `args`.
+    async fn tree(
+        &self,
+        root: &JobId,
+        op: &str,
+        args: &[u64],
+    ) -> Result<(String, u32), QueueError> {
+        let base = self.queue_key(root.queue());
+        let mut inv = SCRIPTS.tree.prepare_invoke();
+        inv.key(format!("{base}:tree:{}", root.seq()))
+            .key(format!("{base}:job:{}", root.seq()))
+            .arg(op);
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut conn = self.shared.conn.clone();
+        inv.invoke_async(&mut conn).await.map_err(|e| self.err(e))
+    }
+
+    /// The job of `queue` holding unique key `key` (as stored), if any.
+    async fn holder(&self, queue: &QueueName, key: &str) -> Result<Option<JobId>, QueueError> {
+        let unique = &self.keys(queue).keys[4];
+        let seq: Option<u64> = self.query(redis::cmd("HGET").arg(unique).arg(key)).await?;
+        Ok(seq.map(|seq| JobId::new(queue.clone(), seq)))
     }
 
     /// A job record from a script's raw reply, with its fencing token and
@@ -631,6 +707,20 @@ impl RedisBackend {
             .map(|entry| parse_attempt(entry).ok_or_else(|| self.malformed(&id, "attempt entry")))
             .collect::<Result<Vec<_>, _>>()?;
         let (token, lease_expires) = (number("token")?, number("lease_expires")?);
+        let lineage = match fields.get("root") {
+            None => None,
+            Some(root) => {
+                let id_of = |name: &str, text: Option<&String>| {
+                    text.and_then(|t| t.parse().ok())
+                        .ok_or_else(|| self.malformed(&id, &format!("{name} is not a job id")))
+                };
+                Some(Lineage {
+                    root: id_of("root", Some(root))?,
+                    parent: id_of("parent", fields.get("parent"))?,
+                    depth: u32::try_from(number("depth")?).unwrap_or(u32::MAX),
+                })
+            }
+        };
         let record = JobRecord {
             payload,
             state,
@@ -638,6 +728,7 @@ impl RedisBackend {
             attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
             max_attempts: u32::try_from(number("max_attempts")?).unwrap_or(u32::MAX),
             unique_key: fields.get("unique_key").cloned(),
+            lineage,
             created_at: number("created_at")?,
             run_at: number("run_at")?,
             // Lenient: records from before kinds were kept have none, and
@@ -818,29 +909,82 @@ fn state_named(name: &str) -> Option<JobState> {
 #[async_trait]
 impl QueueBackend for RedisBackend {
     async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
-        if job.options.max_attempts == 0 {
-            return Err(InputError::ZeroAttempts.into());
-        }
         let now = self.shared.clock.now();
+        job.check(now)?;
         let queue = job.queue.clone();
-        let ids = self.dispatch_group(&queue, &[job], now).await?;
-        ids.into_iter().next().ok_or_else(|| QueueError::Backend {
-            backend: self.shared.name.clone(),
-            message: "dispatch script returned no id".into(),
-        })
+        let (id, _) = self.dispatch_one(&queue, job, None, now).await?;
+        Ok(id)
     }
 
     /// Atomic per queue: consecutive jobs of one queue go in one script.
     async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError> {
-        if jobs.iter().any(|j| j.options.max_attempts == 0) {
-            return Err(InputError::ZeroAttempts.into());
-        }
         let now = self.shared.clock.now();
+        // All checked before any is enqueued: one bad job enqueues nothing.
+        for job in &jobs {
+            job.check(now)?;
+        }
         let mut ids = Vec::with_capacity(jobs.len());
         for group in jobs.chunk_by(|a, b| a.queue == b.queue) {
-            ids.extend(self.dispatch_group(&group[0].queue, group, now).await?);
+            let group_ids = self
+                .dispatch_group(&group[0].queue, group, None, now)
+                .await?;
+            ids.extend(group_ids.into_iter().map(|(id, _)| id));
         }
         Ok(ids)
+    }
+
+    async fn dispatch_follow_up(
+        &self,
+        mut job: NewJob,
+        lineage: Lineage,
+        budget: TreeBudget,
+    ) -> Result<JobId, QueueError> {
+        let now = self.shared.clock.now();
+        job.check(now)?;
+        if let Some(key) = job.options.unique_key.take() {
+            let key = lineage.scoped_key(&key);
+            if let Some(holder) = self.holder(&job.queue, &key).await? {
+                return Ok(holder);
+            }
+            job.options.unique_key = Some(key);
+        }
+        let root = lineage.root.clone();
+        let queue = lineage.parent.queue().clone();
+        if lineage.depth > budget.max_depth {
+            return Err(QueueError::TreeTooDeep {
+                root,
+                queue,
+                depth: lineage.depth,
+                limit: budget.max_depth,
+            });
+        }
+        let keep = millis(TREE_KEEP);
+        let args = [u64::from(lineage.depth), u64::from(budget.max_jobs), keep];
+        let (status, jobs) = self.tree(&root, "reserve", &args).await?;
+        match status.as_str() {
+            "ok" => {}
+            "full" => {
+                return Err(QueueError::TreeFull {
+                    root,
+                    queue,
+                    jobs,
+                    limit: budget.max_jobs,
+                });
+            }
+            "closed" => return Err(QueueError::TreeClosed { root }),
+            _ => return Err(self.malformed(&root, "the tree script returned an unknown status")),
+        }
+        let target = job.queue.clone();
+        let (id, new) = self.dispatch_one(&target, job, Some(&lineage), now).await?;
+        if !new {
+            // The key was taken between the look-up and the enqueue.
+            self.tree(&root, "refund", &[]).await?;
+        }
+        Ok(id)
+    }
+
+    async fn leave_tree(&self, lineage: &Lineage) -> Result<(), QueueError> {
+        self.tree(&lineage.root, "leave", &[]).await.map(|_| ())
     }
 
     async fn claim(
