@@ -38,15 +38,9 @@ fn start_worker(env: &Env, args: &[&str]) -> Child {
         .expect("start worker")
 }
 
-/// A process's resident set size in MiB, from /proc.
+/// A process's resident set size in MiB.
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+    runtime_tests::rss_bytes(pid) as f64 / (1024.0 * 1024.0)
 }
 
 fn stop(mut child: Child) {

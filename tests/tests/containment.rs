@@ -223,3 +223,45 @@ async fn more_jobs_in_flight_than_pool_places_wait_and_are_not_charged() {
     let stats = env.rt.registry().sandbox().stats();
     assert_eq!(stats.instances_live, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_holds_inside_long_host_calls() {
+    let env = env(
+        "[defaults]\ntimeout_ms = 200\nmemory_mib = 16",
+        &[
+            // As much as one call may ask for, again and again.
+            ("random", components::random_loop(1 << 20)),
+            // More than one call may ask for: refused at once.
+            ("random-huge", components::random_loop(1 << 30)),
+        ],
+    );
+    dispatch(&env.rt, "random", "{}").await;
+    dispatch(&env.rt, "random-huge", "{}").await;
+    dispatch(&env.rt, "hello", r#"{"name":"a"}"#).await;
+    let events = drain(&env.rt, 3).await;
+    let reason = crashed(&events, "random", FailureKind::Timeout);
+    assert_eq!(reason, "timeout after 200ms");
+    let random = events
+        .iter()
+        .find(|e| e.job.id.queue().as_str() == "random")
+        .and_then(|e| e.report.as_ref())
+        .expect("ran");
+    eprintln!(
+        "a loop of 1 MiB random calls ended after {:?}",
+        random.elapsed
+    );
+    // Measured 1 to 13 ms past the deadline on a loaded machine; with
+    // calls of 64 MiB (wasmtime's default bound) it was up to 150 ms.
+    assert!(
+        random.elapsed.as_millis() < 200 + 100,
+        "ended {:?} after it started",
+        random.elapsed
+    );
+    let huge = crashed(&events, "random-huge", FailureKind::Host);
+    assert!(
+        huge.starts_with("host call failed: ") && huge.contains("exceeds limit"),
+        "{huge}"
+    );
+    assert!(!huge.contains('\n'), "the cause, not a backtrace: {huge}");
+    hellos_done(&events, 1);
+}
