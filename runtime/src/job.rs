@@ -23,10 +23,10 @@ pub const MAX_QUEUE_NAME_LEN: usize = 64;
 /// payload.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-/// Attempts a job gets when its dispatch does not say (the seeds' default).
+/// Attempts a job gets when its dispatch does not say.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
 
-/// Priority of a job whose dispatch does not say (the seeds' default).
+/// Priority of a job whose dispatch does not say.
 pub const DEFAULT_PRIORITY: i32 = 1;
 
 /// Longest unique key, in bytes. Keys are stored on the queue server
@@ -312,14 +312,14 @@ pub enum RunAt {
     /// As soon as a worker is free.
     #[default]
     Now,
-    /// This long after dispatch (the seeds' `pushOnLater` with seconds).
+    /// This long after dispatch (a delay).
     #[serde(with = "duration_ms")]
     After(Duration),
-    /// At this time (the seeds' `pushOnLater` with a date).
+    /// At this time (a date).
     At(UnixMillis),
 }
 
-/// How a job is dispatched; `Default` gives the seeds' defaults.
+/// How a job is dispatched; `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchOptions {
     /// Higher runs first; FIFO within one priority. Default 1.

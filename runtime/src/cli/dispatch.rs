@@ -1,6 +1,6 @@
 //! `runtime dispatch QUEUE JSON`: with a queue server configured, enqueues
 //! the job (or, with `--file`, one job per line) and prints its id. With no
-//! backend configured (the seeds' default), the job runs here and now,
+//! backend configured (the default), the job runs here and now,
 //! in-process, before the command returns: each attempt straight after the
 //! last (no backoff sleeps), then any follow-up jobs it dispatched, until
 //! nothing is runnable or [`SYNC_MAX_ATTEMPTS`] attempts ran. Jobs put off

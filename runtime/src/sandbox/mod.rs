@@ -3,7 +3,7 @@
 //! every attempt of every job.
 //!
 //! Cheap fresh instances come from the pooling allocator with
-//! `pagemap_scan` and keep-resident memory (see WASMTIME-NOTES), an
+//! `pagemap_scan` and keep-resident memory (see [`engine_config`]), an
 //! [`InstancePre`](wasmtime::component::InstancePre) per module, and epoch
 //! interruption driven by one ticker thread. Every way a guest can misbehave
 //! ends in a [`RunOutcome::Crashed`] with a readable reason, never a panic

@@ -1,6 +1,6 @@
 //! Finding and loading the handler of a queue.
 //!
-//! The seeds' naming rule, adapted to cargo: queue `my-queue-name` is served
+//! One handler per queue, found by name, adapted to cargo: queue `my-queue-name` is served
 //! by crate `my-queue-name-job`, whose artifact is `my_queue_name_job.wasm`,
 //! looked up in the handlers directory. Config can map any queue to any
 //! module file instead. Each module is loaded once per process.

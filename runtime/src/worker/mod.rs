@@ -42,7 +42,7 @@ pub struct WorkerConfig {
     /// Lease per claim, renewed every third of it while the job runs.
     /// Default 30 s.
     pub lease: Duration,
-    /// Stop after claiming this many jobs (the seeds' cron mode).
+    /// Stop after claiming this many jobs (for a cron entry that runs a worker for a bounded batch).
     pub max_jobs: Option<u64>,
     /// Stop when nothing is pending, scheduled or in flight.
     pub drain: bool,
