@@ -1,6 +1,7 @@
 //! The subcommands, one file each, thin over the library.
 
 mod check;
+pub mod compile;
 mod deploy;
 mod dispatch;
 mod jobs;
@@ -157,6 +158,9 @@ impl Cli {
         if config.cache_dir.is_none() {
             config.cache_dir = default_cache_dir();
         }
+        // Every module this binary loads is compiled by a child process of
+        // this very executable, under the compile time and memory limits.
+        config.sandbox.compiler = Some(PathBuf::from("/proc/self/exe"));
         Ok(config)
     }
 

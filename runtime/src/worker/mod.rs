@@ -480,7 +480,7 @@ impl Worker {
             metrics.started(&queue);
             let settings = registry.settings(&queue);
             let run = async {
-                match registry.handler(&queue) {
+                match registry.handler_async(&queue).await {
                     Ok(handler) => {
                         registry
                             .sandbox()
