@@ -25,6 +25,7 @@
 //! compile bomb fails its load with the limit it hit, after at most the
 //! timeout, while this process's memory stays where it was.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -46,6 +47,12 @@ use crate::error::LoadError;
 /// worker's first loads and hot swaps moving without letting a burst of
 /// new modules take the machine.
 pub const MAX_CONCURRENT_COMPILES: usize = 2;
+
+/// Threads one compile in a child process uses at most. The compiler's
+/// memory grows with the functions it compiles at once, so without a cap
+/// a module that compiles within `sandbox.compile_memory_mib` on a small
+/// machine would not on a large one.
+pub const MAX_COMPILE_THREADS: usize = 4;
 
 /// The argument that makes the `runtime` binary a compiler child: it reads
 /// a module on stdin and writes the compiled artifact on stdout.
@@ -192,7 +199,7 @@ impl Loader {
     pub(super) fn compile_blocking(
         &self,
         path: &Path,
-        bytes: &[u8],
+        bytes: Cow<'_, [u8]>,
         ceilings: &Limits,
     ) -> Result<Component, LoadError> {
         let (tx, rx) = mpsc::channel();
@@ -216,8 +223,14 @@ impl Loader {
     /// when the checks refuse them or the cache has them, else when a
     /// compile slot has compiled them (on that slot's thread). The checks
     /// take time linear in the size: call it off the async threads.
-    pub(super) fn submit(&self, path: &Path, bytes: &[u8], ceilings: &Limits, reply: Reply) {
-        match self.check(path, bytes, ceilings) {
+    pub(super) fn submit(
+        &self,
+        path: &Path,
+        bytes: Cow<'_, [u8]>,
+        ceilings: &Limits,
+        reply: Reply,
+    ) {
+        match self.check(path, &bytes, ceilings) {
             Err(e) => reply(Err(e)),
             Ok(Ready::Cached(component)) => reply(Ok(component)),
             Ok(Ready::Compile(sha)) => self.enqueue(path, sha, bytes, reply),
@@ -249,7 +262,7 @@ impl Loader {
 
     /// Joins the compile of the same bytes if one is in flight, else
     /// queues one, starting a compile thread if a slot is free.
-    fn enqueue(&self, path: &Path, sha: Sha, bytes: &[u8], reply: Reply) {
+    fn enqueue(&self, path: &Path, sha: Sha, bytes: Cow<'_, [u8]>, reply: Reply) {
         let mut state = self.shared.lock();
         if let Some(waiters) = state.waiting.get_mut(&sha) {
             waiters.push((path.to_path_buf(), reply));
@@ -259,7 +272,7 @@ impl Loader {
         state.queue.push_back(Task {
             sha,
             path: path.to_path_buf(),
-            bytes: bytes.to_vec(),
+            bytes: bytes.into_owned(),
         });
         if state.threads >= MAX_CONCURRENT_COMPILES {
             return;
@@ -383,6 +396,8 @@ impl Shared {
             // Nothing of this process's environment (credentials in a
             // backend URL, say) is the compiler's business.
             .env_clear()
+            // The compiler's thread pool.
+            .env("RAYON_NUM_THREADS", compile_threads().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -540,7 +555,9 @@ impl Sandbox {
                 let reply: Reply = Box::new(move |result| {
                     let _ = tx.send(result);
                 });
-                sandbox.loader.submit(&path, &bytes, &limits, reply);
+                sandbox
+                    .loader
+                    .submit(&path, Cow::Owned(bytes), &limits, reply);
                 Ok::<(), LoadError>(())
             })
         };
@@ -602,12 +619,11 @@ fn child(args: &[OsString]) -> Result<(), (i32, String)> {
     setrlimit(Resource::Data, memory).map_err(|e| host("limiting memory", &e))?;
     // The parent kills at the wall-clock limit; this stops a child whose
     // parent is gone before the death signal was set up.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
     let cpu = config
         .compile_timeout
         .as_secs()
         .saturating_add(1)
-        .saturating_mul(cores);
+        .saturating_mul(compile_threads() as u64);
     let cpu = Rlimit {
         current: Some(cpu),
         maximum: Some(cpu.saturating_add(1)),
@@ -635,6 +651,12 @@ fn child(args: &[OsString]) -> Result<(), (i32, String)> {
         .write_all(&artifact)
         .and_then(|()| stdout.flush())
         .map_err(|e| host("writing the artifact", &e))
+}
+
+/// Threads a compile in a child process uses: the cores, at most
+/// [`MAX_COMPILE_THREADS`].
+fn compile_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_COMPILE_THREADS))
 }
 
 /// This process's private writable memory (`VmData`), bytes: what

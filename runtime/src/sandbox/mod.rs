@@ -344,7 +344,9 @@ impl Sandbox {
     /// (see [`compile`] for every step and bound).
     fn compile(&self, path: &Path, limits: &Limits) -> Result<Component, LoadError> {
         let bytes = self.loader.read(path)?;
-        self.compile_bytes(path, &bytes, limits)
+        check_header(path, &bytes)?;
+        self.loader
+            .compile_blocking(path, std::borrow::Cow::Owned(bytes), limits)
     }
 
     /// Compiles `bytes`, named `path` in errors.
@@ -355,7 +357,8 @@ impl Sandbox {
         limits: &Limits,
     ) -> Result<Component, LoadError> {
         check_header(path, bytes)?;
-        self.loader.compile_blocking(path, bytes, limits)
+        self.loader
+            .compile_blocking(path, std::borrow::Cow::Borrowed(bytes), limits)
     }
 
     /// Loads a handler module: checks its size and structure against the
