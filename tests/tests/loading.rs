@@ -528,6 +528,44 @@ fn library_users_can_compile_in_the_child_process_too() {
     assert_eq!(cached, 1, "the child's artifact is cached: {entries:?}");
 }
 
+#[test]
+fn compiles_wait_for_two_slots_and_a_burst_beyond_the_queue_is_turned_away() {
+    let dir = TempDir::new("loading");
+    let config = SandboxConfig {
+        compiler: Some(runtime_bin()),
+        compile_timeout: Duration::from_secs(2),
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::new(&config).expect("sandbox");
+    // Eleven different slow modules at once: two compile, eight wait, one
+    // is turned away at once.
+    let paths: Vec<PathBuf> = (0..11)
+        .map(|i| write(&dir, &format!("slow{i}.wasm"), &functions(1000 + i, 4200)))
+        .collect();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let loads: Vec<_> = paths
+            .iter()
+            .map(|path| s.spawn(|| sandbox.load(path, Limits::default())))
+            .collect();
+        loads
+            .into_iter()
+            .map(|l| match l.join().expect("load thread") {
+                Ok(_) => "loaded".to_string(),
+                Err(e) => e.to_string(),
+            })
+            .collect()
+    });
+    let turned_away = errors
+        .iter()
+        .filter(|e| e.ends_with("8 other modules are waiting to compile; try again later"))
+        .count();
+    let timed_out = errors
+        .iter()
+        .filter(|e| e.ends_with("took longer than 2s to compile (sandbox.compile_timeout_ms)"))
+        .count();
+    assert_eq!((turned_away, timed_out), (1, 10), "{errors:#?}");
+}
+
 // ---- a worker serving two queues while one queue's module compiles
 
 #[test]

@@ -42,11 +42,19 @@ use super::shape::{self, Refusal, Shape, Structure};
 use super::{Handler, Limits, Sandbox, SandboxConfig, check_header, engine_config};
 use crate::error::LoadError;
 
-/// Compiles running at once in one process. Each can take all cores (the
-/// compiler is parallel) and up to `sandbox.compile_memory_mib`; two keep a
-/// worker's first loads and hot swaps moving without letting a burst of
-/// new modules take the machine.
+/// Compiles running at once in one sandbox (one per process in the
+/// `runtime` binary). Each takes up to [`MAX_COMPILE_THREADS`] cores and
+/// `sandbox.compile_memory_mib`; two keep a worker's first loads and hot
+/// swaps moving without letting a burst of new modules take the machine.
 pub const MAX_CONCURRENT_COMPILES: usize = 2;
+
+/// Compiles waiting for a slot, at most. Each holds its module's bytes
+/// (up to `sandbox.max_module_mib`), so a burst of new modules (a worker
+/// serving many queues whose files all changed, say) cannot pile them up
+/// in memory; a load that finds the queue full fails with a reason that
+/// says to try again, and the callers that retry (a job's next attempt,
+/// the next hot-swap round) do.
+pub const MAX_QUEUED_COMPILES: usize = 8;
 
 /// Threads one compile in a child process uses at most. The compiler's
 /// memory grows with the functions it compiles at once, so without a cap
@@ -268,6 +276,16 @@ impl Loader {
             waiters.push((path.to_path_buf(), reply));
             return;
         }
+        if state.queue.len() >= MAX_QUEUED_COMPILES {
+            drop(state);
+            reply(Err(LoadError::Compiler {
+                path: path.to_path_buf(),
+                message: format!(
+                    "{MAX_QUEUED_COMPILES} other modules are waiting to compile; try again later"
+                ),
+            }));
+            return;
+        }
         state.waiting.insert(sha, vec![(path.to_path_buf(), reply)]);
         state.queue.push_back(Task {
             sha,
@@ -339,6 +357,15 @@ impl Shared {
     }
 
     fn compile(&self, task: &Task) -> Result<Component, LoadError> {
+        // A compile of the same bytes may have finished between the
+        // caller's look at the cache and this one's turn.
+        if let Some(component) = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &task.sha))
+        {
+            return Ok(component);
+        }
         tracing::info!(
             file = %task.path.display(),
             bytes = task.bytes.len(),
@@ -356,21 +383,7 @@ impl Shared {
             }
             Some(program) => {
                 let artifact = self.compile_in_child(program, task)?;
-                if let Some(cache) = &self.cache {
-                    cache.store(&task.sha, &artifact);
-                }
-                // SAFETY: the artifact was produced by `Engine::precompile_component`
-                // in a child process running this same program, with an engine
-                // built from this sandbox's own settings: it is as trusted as a
-                // compile in this process (the same code reads the same input).
-                // wasmtime still checks its header, version and engine
-                // settings before using it.
-                #[allow(unsafe_code)]
-                let component = unsafe { Component::deserialize(&self.engine, &artifact) };
-                component.map_err(|e| LoadError::Compiler {
-                    path: task.path.clone(),
-                    message: format!("the compiler's output does not load: {e:#}"),
-                })?
+                self.cache_and_map(task, artifact)?
             }
         };
         tracing::info!(
@@ -379,6 +392,30 @@ impl Shared {
             "compiled handler module"
         );
         Ok(component)
+    }
+
+    /// Caches the child's artifact and maps it in: from the cache file
+    /// when there is one (this process then holds the code once, as file
+    /// pages, not twice), else copied from memory.
+    fn cache_and_map(&self, task: &Task, artifact: Vec<u8>) -> Result<Component, LoadError> {
+        if let Some(cache) = &self.cache {
+            cache.store(&task.sha, &artifact);
+            if let Some(component) = cache.load(&self.engine, &task.sha) {
+                return Ok(component);
+            }
+        }
+        // SAFETY: the artifact was produced by `Engine::precompile_component`
+        // in a child process running this same program, with an engine
+        // built from this sandbox's own settings: it is as trusted as a
+        // compile in this process (the same code reads the same input).
+        // wasmtime still checks its header, version and engine settings
+        // before using it.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) };
+        component.map_err(|e| LoadError::Compiler {
+            path: task.path.clone(),
+            message: format!("the compiler's output does not load: {e:#}"),
+        })
     }
 
     /// Runs `program __compile` on the task's bytes; its artifact. Kills
@@ -589,14 +626,14 @@ fn child(args: &[OsString]) -> Result<(), (i32, String)> {
     use rustix::process::{Resource, Rlimit, Signal, setrlimit};
     let host = |what: &str, e: &dyn std::fmt::Display| (CHILD_HOST_ERROR, format!("{what}: {e}"));
     // Die with the thread that started us: a compile nobody waits for
-    // must not run on.
-    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))
-        .map_err(|e| host("setting the parent-death signal", &e))?;
+    // must not run on. Best effort: the CPU limit below stops it anyway.
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // A crash at the memory limit must not write gigabytes of core.
     let no_core = Rlimit {
         current: Some(0),
         maximum: Some(0),
     };
-    setrlimit(Resource::Core, no_core).map_err(|e| host("turning core dumps off", &e))?;
+    let _ = setrlimit(Resource::Core, no_core);
     let [settings] = args else {
         return Err((
             CHILD_HOST_ERROR,

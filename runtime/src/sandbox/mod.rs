@@ -71,29 +71,35 @@ pub struct SandboxConfig {
     pub max_module_size: u64,
     /// Deepest nesting of components (a lone component is 1). Stops
     /// components nested thousands deep, whose compile takes memory
-    /// quadratic in the depth. Default 16.
+    /// quadratic in the depth (10,000 deep: 2.4 GB). Default 16.
     pub max_component_depth: u32,
     /// Component instances one instance creates, nested ones counted
     /// after flattening (a component instantiated twice, inside one
-    /// instantiated twice, counts four). Stops a few bytes that
+    /// instantiated twice, counts four); also the most components a module
+    /// may define. Stops a few hundred bytes of components that
     /// instantiate each other in a chain from becoming millions of
-    /// instances when the compiler flattens them. Default 1000.
+    /// instances when the compiler flattens them (2^24 took 50 s and
+    /// 4.6 GB to refuse). Default 1000; a QuickJS handler has 3.
     pub max_component_instances: u32,
     /// Largest function body, bytes. The compiler's time and memory grow
     /// with a function's size and one function cannot be split across
-    /// cores: a single 7 MB function takes minutes and gigabytes.
-    /// Default 1 MiB.
+    /// threads: a single 7 MB function took 89 s and 3.8 GB. Default
+    /// 1 MiB (a componentize-py handler's largest is 427 KB).
     pub max_function_size: u64,
     /// Longest one compile may take, in the compiler child process (see
     /// [`SandboxConfig::compiler`]), which is killed then. Stops a module
-    /// the structural checks let through from holding a compile slot.
-    /// Default 60 s. Reason: `took longer than 60s to compile
+    /// that passes the structural checks but compiles for minutes (29 MB
+    /// of small functions, say) from holding a compile slot and the
+    /// cores. Default 60 s (an 18 MB componentize-py handler takes 10 to
+    /// 30 s on two busy cores). Reason: `took longer than 60s to compile
     /// (sandbox.compile_timeout_ms)`.
     pub compile_timeout: Duration,
-    /// Most memory one compile may take, in the compiler child process.
-    /// Default 1 GiB (compiling an 18 MB componentize-py handler takes
-    /// about 400 MiB). Reason: `needed more than 1 GiB of memory to
-    /// compile (sandbox.compile_memory_mib)`.
+    /// Most memory one compile may take, in the compiler child process,
+    /// on top of what its engine maps at start. Stops a module that
+    /// passes the structural checks but needs gigabytes to compile.
+    /// Default 1 GiB (an 18 MB componentize-py or 12 MB SpiderMonkey
+    /// handler needs 400 to 550 MiB). Reason: `needed more than 1 GiB of
+    /// memory to compile (sandbox.compile_memory_mib)`.
     pub compile_memory: u64,
     /// The program that compiles modules in a child process
     /// (`PROGRAM __compile`, which is the `runtime` binary: see

@@ -163,10 +163,7 @@ impl HandlerRegistry {
             }
             Err(e) => {
                 let e = e.for_queue(queue.as_str());
-                // A file that could not be read, or a compiler that could
-                // not run, may do better next time; anything about the
-                // module itself will not.
-                if !matches!(e, LoadError::Read { .. } | LoadError::Compiler { .. }) {
+                if !e.may_pass_later() {
                     failed.insert(queue.clone(), (stamp, e.clone()));
                 }
                 Err(e)
@@ -225,7 +222,10 @@ impl HandlerRegistry {
                         error = %e,
                         "new handler module cannot be loaded; still serving the version loaded before"
                     );
-                    self.mark_seen(&queue, Some(stamp));
+                    // Tried again next round if it may pass then.
+                    if !e.may_pass_later() {
+                        self.mark_seen(&queue, Some(stamp));
+                    }
                 }
             }
         }
@@ -271,6 +271,15 @@ impl HandlerRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Loaded>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl LoadError {
+    /// Whether loading the same bytes again may succeed: the file could
+    /// not be read, or the compiler could not run. Anything about the
+    /// module itself will not change until the module does.
+    pub fn may_pass_later(&self) -> bool {
+        matches!(self, LoadError::Read { .. } | LoadError::Compiler { .. })
     }
 }
 

@@ -232,8 +232,8 @@ struct ComponentFrame {
 /// A core module being read: the memories and tables it defines.
 #[derive(Debug, Default)]
 struct ModuleFrame {
-    memories: u64,
-    tables: u64,
+    memories: u32,
+    tables: u32,
 }
 
 #[derive(Debug)]
@@ -284,7 +284,9 @@ fn invalid(message: impl Into<String>) -> Problem {
 pub(super) fn measure(bytes: &[u8], limits: &Structure) -> Result<Shape, Problem> {
     let mut stack: Vec<Frame> = Vec::new();
     // Per module definition: (memories, tables); per component: its cost.
-    let mut modules: Vec<(u64, u64)> = Vec::new();
+    // Components are at most `max_component_instances`; modules take 10
+    // bytes of the file at least.
+    let mut modules: Vec<(u32, u32)> = Vec::new();
     let mut components: Vec<Cost> = Vec::new();
     let mut shape = Shape::default();
     let mut root: Option<Cost> = None;
@@ -314,18 +316,28 @@ pub(super) fn measure(bytes: &[u8], limits: &Structure) -> Result<Shape, Problem
                 next = Some(Frame::Module(ModuleFrame::default()));
             }
             (Payload::ComponentSection { .. }, Frame::Component(_)) => {
+                // Every definition costs the compiler, instantiated or not.
+                if components.len() as u64 >= limits.max_component_instances {
+                    return Err(Problem::Refused(Refusal::Loader {
+                        fact: format!(
+                            "defines more than {} components",
+                            limits.max_component_instances
+                        ),
+                        setting: "max_component_instances",
+                    }));
+                }
                 next = Some(Frame::Component(ComponentFrame::default()));
             }
             (Payload::MemorySection(reader), Frame::Module(module)) => {
                 for memory in reader {
                     memory?;
-                    module.memories += 1;
+                    module.memories = module.memories.saturating_add(1);
                 }
             }
             (Payload::TableSection(reader), Frame::Module(module)) => {
                 for table in reader {
                     table?;
-                    module.tables += 1;
+                    module.tables = module.tables.saturating_add(1);
                 }
             }
             (Payload::CodeSectionEntry(body), Frame::Module(_)) => {
@@ -350,8 +362,8 @@ pub(super) fn measure(bytes: &[u8], limits: &Structure) -> Result<Shape, Problem
                         cost.core_instances = cost.core_instances.saturating_add(1);
                         match modules.get(module as usize) {
                             Some(&(memories, tables)) => {
-                                cost.memories = cost.memories.saturating_add(memories);
-                                cost.tables = cost.tables.saturating_add(tables);
+                                cost.memories = cost.memories.saturating_add(memories.into());
+                                cost.tables = cost.tables.saturating_add(tables.into());
                             }
                             None => cost.opaque_instances = cost.opaque_instances.saturating_add(1),
                         }
@@ -447,7 +459,8 @@ pub(super) fn measure(bytes: &[u8], limits: &Structure) -> Result<Shape, Problem
     let Some(cost) = root else {
         return Err(invalid("the component ends early"));
     };
-    let largest = |pick: fn(&(u64, u64)) -> u64| modules.iter().map(pick).max().unwrap_or(0);
+    let largest =
+        |pick: fn(&(u32, u32)) -> u32| modules.iter().map(pick).max().map_or(0, u64::from);
     let (memories, tables) = (largest(|m| m.0), largest(|m| m.1));
     shape.core_instances = cost.core_instances;
     shape.memories = cost
