@@ -70,6 +70,52 @@ pub struct SandboxSection {
     /// Linear memory kept resident per pool slot between jobs, KiB.
     /// Default 1024.
     pub keep_resident_kib: Option<usize>,
+    /// Largest handler module accepted, MiB. Default 32.
+    pub max_module_mib: Option<u64>,
+    /// Deepest nesting of components in a module. Default 16.
+    pub max_component_depth: Option<u32>,
+    /// Component instances one instance of a module creates, after
+    /// flattening. Default 1000.
+    pub max_component_instances: Option<u32>,
+    /// Largest function body in a module, KiB. Default 1024.
+    pub max_function_kib: Option<u64>,
+    /// Longest one compile of a module may take, ms. Default 60000.
+    pub compile_timeout_ms: Option<u64>,
+    /// Most memory one compile of a module may take, MiB. Default 1024.
+    pub compile_memory_mib: Option<u64>,
+    /// The program that compiles modules in a child process (see
+    /// [`SandboxConfig::compiler`]); not read from the file: the `runtime`
+    /// binary sets it to itself.
+    #[serde(skip)]
+    pub compiler: Option<PathBuf>,
+}
+
+impl SandboxSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let keys = [
+            ("max_module_mib", self.max_module_mib),
+            (
+                "max_component_depth",
+                self.max_component_depth.map(u64::from),
+            ),
+            (
+                "max_component_instances",
+                self.max_component_instances.map(u64::from),
+            ),
+            ("max_function_kib", self.max_function_kib),
+            ("compile_timeout_ms", self.compile_timeout_ms),
+            ("compile_memory_mib", self.compile_memory_mib),
+        ];
+        for (name, value) in keys {
+            if value == Some(0) {
+                return Err(ConfigError::Value {
+                    key: format!("sandbox.{name}"),
+                    message: "must be greater than 0".into(),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Settings of a queue (or, under `[defaults]`, of all queues). Every key is
@@ -202,6 +248,7 @@ impl Config {
                 message: "a module belongs to one queue: set it under [queues.<name>]".into(),
             });
         }
+        self.sandbox.validate()?;
         self.defaults.validate("defaults")?;
         for (name, section) in &self.queues {
             QueueName::new(name.as_str()).map_err(|e| ConfigError::Value {
@@ -216,6 +263,16 @@ impl Config {
     /// The settings of `queue`: its section over `[defaults]` over the
     /// built-in defaults.
     pub fn queue(&self, queue: &QueueName) -> QueueSettings {
+        let with_defaults = self.default_queue();
+        match self.queues.get(queue.as_str()) {
+            Some(section) => section.apply(with_defaults),
+            None => with_defaults,
+        }
+    }
+
+    /// The settings of a queue without a section of its own: `[defaults]`
+    /// over the built-in defaults.
+    pub fn default_queue(&self) -> QueueSettings {
         let base = QueueSettings {
             module: None,
             limits: Limits::default(),
@@ -223,11 +280,7 @@ impl Config {
             concurrency: None,
             weight: 1,
         };
-        let with_defaults = self.defaults.apply(base);
-        match self.queues.get(queue.as_str()) {
-            Some(section) => section.apply(with_defaults),
-            None => with_defaults,
-        }
+        self.defaults.apply(base)
     }
 
     /// Engine settings that fit every configured queue.
@@ -258,6 +311,31 @@ impl Config {
                 .map_or(defaults.max_wasm_stack, |k| k.saturating_mul(1024)),
             fuel: sections().any(|s| s.fuel.is_some()),
             cache_dir: self.cache_dir.clone(),
+            max_module_size: self
+                .sandbox
+                .max_module_mib
+                .map_or(defaults.max_module_size, |m| m.saturating_mul(1 << 20)),
+            max_component_depth: self
+                .sandbox
+                .max_component_depth
+                .unwrap_or(defaults.max_component_depth),
+            max_component_instances: self
+                .sandbox
+                .max_component_instances
+                .unwrap_or(defaults.max_component_instances),
+            max_function_size: self
+                .sandbox
+                .max_function_kib
+                .map_or(defaults.max_function_size, |k| k.saturating_mul(1024)),
+            compile_timeout: self
+                .sandbox
+                .compile_timeout_ms
+                .map_or(defaults.compile_timeout, Duration::from_millis),
+            compile_memory: self
+                .sandbox
+                .compile_memory_mib
+                .map_or(defaults.compile_memory, |m| m.saturating_mul(1 << 20)),
+            compiler: self.sandbox.compiler.clone(),
         }
     }
 }

@@ -182,7 +182,7 @@ pub enum QueueError {
 }
 
 /// A handler module could not be found, read, compiled or linked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
     /// No module for the queue where the naming rule or config points.
@@ -253,6 +253,24 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
         /// The compiler's reason.
+        message: String,
+    },
+    /// Over a loading limit: refused before it was compiled, or its
+    /// compile took more time or memory than allowed.
+    #[error("{} {refusal}", .path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// The limit, and what the module needs.
+        refusal: crate::sandbox::Refusal,
+    },
+    /// The host could not compile it: the compiler process could not be
+    /// started, or was killed from outside. Trying again may work.
+    #[error("cannot compile {}: {message}", .path.display())]
+    Compiler {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
         message: String,
     },
     /// A valid component that does not fit the handler world.

@@ -6,5 +6,8 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    if let Some(status) = cli::compile::child() {
+        return status;
+    }
     cli::main()
 }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use runtime::sandbox::{Limits, Sandbox};
+use runtime::QueueName;
+use runtime::sandbox::Sandbox;
 
 use super::{Cli, CliResult, Exit};
 
@@ -13,13 +14,22 @@ use super::{Cli, CliResult, Exit};
 pub struct Args {
     /// The module (a wasm32-wasip2 component).
     file: PathBuf,
+    /// Check it against this queue's limits (its `[queues.<name>]` section
+    /// over `[defaults]`). Default: `[defaults]`.
+    #[arg(long, value_name = "QUEUE")]
+    queue: Option<String>,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
+    let queue = args.queue.as_deref().map(QueueName::new).transpose()?;
+    let limits = match &queue {
+        Some(queue) => config.queue(queue).limits,
+        None => config.default_queue().limits,
+    };
     let sandbox = Sandbox::new(&config.sandbox()).context("starting the sandbox")?;
     let report = sandbox.inspect(&args.file)?;
-    let fits = sandbox.load(&args.file, Limits::default());
+    let fits = sandbox.load(&args.file, limits);
     outln!("{}", args.file.display());
     outln!("imports:");
     for name in &report.imports {
@@ -29,11 +39,19 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     for name in &report.exports {
         outln!("  {name}");
     }
-    match fits {
-        Ok(_) => {
+    let shape = &report.shape;
+    outln!(
+        "needs: {} core instances, {} memories, {} tables (nested components counted as often as they are instantiated)",
+        shape.core_instances,
+        shape.memories,
+        shape.tables
+    );
+    match (fits, &queue) {
+        (Ok(_), _) => {
             outln!("ok: implements runtime:job/handler@0.1.0");
             Ok(Exit::Ok)
         }
-        Err(e) => Err(e.into()),
+        (Err(e), Some(queue)) => Err(e.for_queue(queue.as_str()).into()),
+        (Err(e), None) => Err(e.into()),
     }
 }

@@ -37,9 +37,12 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         return Ok(Exit::Ok);
     };
-    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let sandbox = Sandbox::new(&config.sandbox()).context("starting the sandbox")?;
-    sandbox.load_bytes(file, &bytes, config.queue(&queue).limits)?;
+    // Read under the size cap: an oversized file is refused unread.
+    let bytes = sandbox.read_module(file)?;
+    sandbox
+        .load_bytes(file, &bytes, config.queue(&queue).limits)
+        .map_err(|e| e.for_queue(queue.as_str()))?;
     let version = backend.publish_module(&queue, &bytes).await?;
     outln!(
         "deployed {} to {queue}: version {}; workers serving {queue} load it within a second",

@@ -19,6 +19,7 @@ macro_rules! errln {
 
 mod bulk;
 mod check;
+pub mod compile;
 mod deploy;
 mod dispatch;
 mod jobs;
@@ -208,6 +209,9 @@ impl Cli {
         if config.cache_dir.is_none() {
             config.cache_dir = default_cache_dir();
         }
+        // Every module this binary loads is compiled by a child process of
+        // this very executable, under the compile time and memory limits.
+        config.sandbox.compiler = Some(PathBuf::from("/proc/self/exe"));
         Ok(config)
     }
 

@@ -10,11 +10,8 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
-
-use crate::error::LoadError;
 
 #[derive(Debug)]
 pub(super) struct ModuleCache {
@@ -32,49 +29,38 @@ impl ModuleCache {
         }
     }
 
-    fn entry(&self, bytes: &[u8]) -> PathBuf {
-        let digest = Sha256::digest(bytes);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    /// The entry of the module whose SHA-256 is `sha`.
+    fn entry(&self, sha: &[u8; 32]) -> PathBuf {
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
         self.dir
             .join(format!("{hex}-{:016x}.cwasm", self.engine_hash))
     }
 
-    /// The cached compilation of `bytes`, or a fresh one (then cached).
-    /// A cache that cannot be read or written only costs a compilation.
-    pub(super) fn load_or_compile(
-        &self,
-        engine: &Engine,
-        path: &Path,
-        bytes: &[u8],
-    ) -> Result<Component, LoadError> {
-        let entry = self.entry(bytes);
-        if entry.is_file() {
-            // SAFETY: the entry was written by `Component::serialize` of this
-            // engine configuration (its name carries both hashes) into a
-            // directory only this user can write; wasmtime still checks its
-            // header and version before using it.
-            #[allow(unsafe_code)]
-            let cached = unsafe { Component::deserialize_file(engine, &entry) };
-            if let Ok(component) = cached {
-                return Ok(component);
-            }
+    /// The cached compilation of the module whose SHA-256 is `sha`, if
+    /// there is a usable one.
+    pub(super) fn load(&self, engine: &Engine, sha: &[u8; 32]) -> Option<Component> {
+        let entry = self.entry(sha);
+        if !entry.is_file() {
+            return None;
         }
-        let component = compile(engine, path, bytes)?;
-        if let Ok(serialized) = component.serialize() {
-            let _ = std::fs::create_dir_all(&self.dir);
-            let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
-            if std::fs::write(&tmp, serialized).is_ok() && std::fs::rename(&tmp, &entry).is_err() {
-                let _ = std::fs::remove_file(&tmp);
-            }
-        }
-        Ok(component)
+        // SAFETY: the entry was written by `store` with the output of this
+        // engine configuration's compiler (its name carries both hashes)
+        // into a directory only this user can write; wasmtime still checks
+        // its header and version before using it.
+        #[allow(unsafe_code)]
+        let cached = unsafe { Component::deserialize_file(engine, &entry) };
+        cached.ok()
     }
-}
 
-/// Compiles `bytes` with Cranelift.
-pub(super) fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
-    Component::from_binary(engine, bytes).map_err(|e| LoadError::Invalid {
-        path: path.to_path_buf(),
-        message: format!("{e:#}"),
-    })
+    /// Keeps `artifact`, the compilation of the module whose SHA-256 is
+    /// `sha`. A cache that cannot be written only costs a compilation
+    /// next time.
+    pub(super) fn store(&self, sha: &[u8; 32], artifact: &[u8]) {
+        let entry = self.entry(sha);
+        let _ = std::fs::create_dir_all(&self.dir);
+        let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, artifact).is_err() || std::fs::rename(&tmp, &entry).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
 }

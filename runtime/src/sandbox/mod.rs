@@ -10,10 +10,12 @@
 //! or an error of the host.
 
 mod cache;
+pub mod compile;
 mod host;
 pub mod limits;
 pub mod output;
 pub mod registry;
+mod shape;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,9 +38,11 @@ pub use limits::Limits;
 use limits::{Bytes, Millis};
 use output::JobOutput;
 pub use registry::HandlerRegistry;
+pub use shape::{Refusal, Shape};
 
-/// Engine-wide settings, fixed for the life of the process.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Engine-wide settings, fixed for the life of the process. Serializable
+/// so a compiler child process builds the very same engine.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SandboxConfig {
     /// Instances that may exist at once (the pool's size): at least the
     /// worker's concurrency. Default 256.
@@ -68,6 +72,51 @@ pub struct SandboxConfig {
     pub fuel: bool,
     /// Where compiled modules are cached; `None` compiles on every start.
     pub cache_dir: Option<PathBuf>,
+    /// Largest module accepted, bytes. Stops a huge file from being read
+    /// into memory, stored in Redis by `runtime deploy`, and compiled.
+    /// Default 32 MiB (a componentize-py handler is about 18 MB).
+    /// Reason: `is N bytes, over the limit of 32 MiB (sandbox.max_module_mib)`.
+    pub max_module_size: u64,
+    /// Deepest nesting of components (a lone component is 1). Stops
+    /// components nested thousands deep, whose compile takes memory
+    /// quadratic in the depth (10,000 deep: 2.4 GB). Default 16.
+    pub max_component_depth: u32,
+    /// Component instances one instance creates, nested ones counted
+    /// after flattening (a component instantiated twice, inside one
+    /// instantiated twice, counts four); also the most components a module
+    /// may define. Stops a few hundred bytes of components that
+    /// instantiate each other in a chain from becoming millions of
+    /// instances when the compiler flattens them (2^24 took 50 s and
+    /// 4.6 GB to refuse). Default 1000; a QuickJS handler has 3.
+    pub max_component_instances: u32,
+    /// Largest function body, bytes. The compiler's time and memory grow
+    /// with a function's size and one function cannot be split across
+    /// threads: a single 7 MB function took 89 s and 3.8 GB. Default
+    /// 1 MiB (a componentize-py handler's largest is 427 KB).
+    pub max_function_size: u64,
+    /// Longest one compile may take, in the compiler child process (see
+    /// [`SandboxConfig::compiler`]), which is killed then. Stops a module
+    /// that passes the structural checks but compiles for minutes (29 MB
+    /// of small functions, say) from holding a compile slot and the
+    /// cores. Default 60 s (an 18 MB componentize-py handler takes 10 to
+    /// 30 s on two busy cores). Reason: `took longer than 60s to compile
+    /// (sandbox.compile_timeout_ms)`.
+    pub compile_timeout: Duration,
+    /// Most memory one compile may take, in the compiler child process,
+    /// on top of what its engine maps at start. Stops a module that
+    /// passes the structural checks but needs gigabytes to compile.
+    /// Default 1 GiB (an 18 MB componentize-py or 12 MB SpiderMonkey
+    /// handler needs 400 to 550 MiB). Reason: `needed more than 1 GiB of
+    /// memory to compile (sandbox.compile_memory_mib)`.
+    pub compile_memory: u64,
+    /// The program that compiles modules in a child process
+    /// (`PROGRAM __compile`, which is the `runtime` binary: see
+    /// [`compile::child_main`]), under `compile_timeout` and
+    /// `compile_memory`. `None` compiles in this process, still checked
+    /// for size and structure but without a bound on time or memory: for
+    /// embedders that trust their modules. The `runtime` binary always
+    /// compiles in a child.
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -82,6 +131,13 @@ impl Default for SandboxConfig {
             max_wasm_stack: 512 * 1024,
             fuel: false,
             cache_dir: None,
+            max_module_size: 32 << 20,
+            max_component_depth: 16,
+            max_component_instances: 1000,
+            max_function_size: 1 << 20,
+            compile_timeout: Duration::from_secs(60),
+            compile_memory: 1 << 30,
+            compiler: None,
         }
     }
 }
@@ -138,7 +194,7 @@ const CHECK_EVERY_TICKS: u64 = 10;
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
-    cache: Option<cache::ModuleCache>,
+    loader: compile::Loader,
     fuel: bool,
     ticker_stop: Arc<AtomicBool>,
     stats: Arc<SandboxStats>,
@@ -168,7 +224,7 @@ pub struct SandboxSnapshot {
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("cache", &self.cache)
+            .field("loader", &self.loader)
             .field("fuel", &self.fuel)
             .finish_non_exhaustive()
     }
@@ -215,6 +271,8 @@ pub struct ModuleReport {
     pub imports: Vec<String>,
     /// Interfaces and functions it exports.
     pub exports: Vec<String>,
+    /// What one instance of it creates, counted as the limits count.
+    pub shape: Shape,
 }
 
 /// How one attempt ended.
@@ -297,14 +355,11 @@ impl Sandbox {
                 })
                 .map_err(|e| engine_error(wasmtime::Error::new(e)))?;
         }
-        let cache = config
-            .cache_dir
-            .as_deref()
-            .map(|dir| cache::ModuleCache::new(dir, &engine));
+        let loader = compile::Loader::new(&engine, config)?;
         Ok(Sandbox {
             engine,
             linker,
-            cache,
+            loader,
             fuel: config.fuel,
             ticker_stop,
             stats: Arc::new(SandboxStats::default()),
@@ -330,28 +385,34 @@ impl Sandbox {
         self.echo_logs.store(on, Ordering::Relaxed);
     }
 
-    fn compile(&self, path: &Path) -> Result<Component, LoadError> {
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-        self.compile_bytes(path, &bytes)
+    /// Reads and compiles the module at `path` for a queue with `limits`
+    /// (see [`compile`] for every step and bound).
+    fn compile(&self, path: &Path, limits: &Limits) -> Result<Component, LoadError> {
+        let bytes = self.loader.read(path)?;
+        check_header(path, &bytes)?;
+        self.loader
+            .compile_blocking(path, std::borrow::Cow::Owned(bytes), limits)
     }
 
     /// Compiles `bytes`, named `path` in errors.
-    fn compile_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+    fn compile_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        limits: &Limits,
+    ) -> Result<Component, LoadError> {
         check_header(path, bytes)?;
-        if let Some(cache) = &self.cache {
-            return cache.load_or_compile(&self.engine, path, bytes);
-        }
-        cache::compile(&self.engine, path, bytes)
+        self.loader
+            .compile_blocking(path, std::borrow::Cow::Borrowed(bytes), limits)
     }
 
-    /// Loads a handler module: compiles it (or loads it from the cache),
-    /// checks that it implements the handler world and that this host
-    /// provides everything it imports.
+    /// Loads a handler module: checks its size and structure against the
+    /// sandbox's limits and `limits`, compiles it (or loads it from the
+    /// cache), checks that it implements the handler world and that this
+    /// host provides everything it imports. Blocks while compiling; see
+    /// [`Sandbox::load_async`] for async callers.
     pub fn load(&self, path: &Path, limits: Limits) -> Result<Handler, LoadError> {
-        let component = self.compile(path)?;
+        let component = self.compile(path, &limits)?;
         self.prepare(path, &component, limits)
     }
 
@@ -363,7 +424,7 @@ impl Sandbox {
         bytes: &[u8],
         limits: Limits,
     ) -> Result<Handler, LoadError> {
-        let component = self.compile_bytes(name, bytes)?;
+        let component = self.compile_bytes(name, bytes, &limits)?;
         self.prepare(name, &component, limits)
     }
 
@@ -390,11 +451,14 @@ impl Sandbox {
     }
 
     /// Compiles a module and lists its imports and exports, without
-    /// requiring that it fits the world (see [`Sandbox::load`] for that).
+    /// requiring that it fits the world (see [`Sandbox::load`] for that)
+    /// or any one queue's ceilings: only what the engine's pool holds.
     pub fn inspect(&self, path: &Path) -> Result<ModuleReport, LoadError> {
-        let component = self.compile(path)?;
+        let bytes = self.loader.read(path)?;
+        let component = self.compile_bytes(path, &bytes, &self.loader.pool_ceilings())?;
         let ty = component.component_type();
         Ok(ModuleReport {
+            shape: self.loader.shape(path, &bytes)?,
             imports: ty
                 .imports(&self.engine)
                 .map(|(n, _)| n.to_string())

@@ -14,6 +14,11 @@
 //! A module published through the backend (`runtime deploy`) is installed
 //! with [`HandlerRegistry::install`] and takes the place of the queue's
 //! file until it is withdrawn.
+//!
+//! A module file that fails to load is not tried again until it changes:
+//! every job of its queue fails with the same reason at the cost of one
+//! `stat`, so a compile bomb costs one compile, not one per job. Only one
+//! job per queue loads at a time; the others wait for its handler.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +38,10 @@ pub struct HandlerRegistry {
     config: Config,
     loaded: Mutex<HashMap<QueueName, Loaded>>,
     settings: Mutex<HashMap<QueueName, Arc<QueueSettings>>>,
+    /// Per queue, the version of its file that failed to load, and why.
+    failed: Mutex<HashMap<QueueName, (Stamp, LoadError)>>,
+    /// Per queue, held by the job that is loading its handler.
+    loading: Mutex<HashMap<QueueName, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl HandlerRegistry {
@@ -45,6 +54,8 @@ impl HandlerRegistry {
             config,
             loaded: Mutex::new(HashMap::new()),
             settings: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
+            loading: Mutex::new(HashMap::new()),
         }
     }
 
@@ -71,11 +82,50 @@ impl HandlerRegistry {
             .unwrap_or_else(|| self.handlers_dir.join(queue.handler_file_name()))
     }
 
-    /// The handler of `queue`, loading it on first use.
+    /// The handler of `queue`, loading it on first use. Blocks while
+    /// compiling: async callers use [`HandlerRegistry::handler_async`].
     pub fn handler(&self, queue: &QueueName) -> Result<Arc<Handler>, LoadError> {
-        if let Some(loaded) = self.lock().get(queue) {
-            return Ok(loaded.handler.clone());
+        if let Some(handler) = self.loaded(queue) {
+            return Ok(handler);
         }
+        let (path, stamp) = self.file_to_load(queue)?;
+        let loaded = self
+            .sandbox
+            .load(&path, self.settings(queue).limits.clone());
+        self.loaded_file(queue, stamp, loaded)
+    }
+
+    /// Like [`HandlerRegistry::handler`], without blocking the calling
+    /// async thread: the load runs on blocking threads and a compile slot,
+    /// and jobs of the same queue that ask meanwhile wait for this load
+    /// instead of starting their own.
+    pub async fn handler_async(&self, queue: &QueueName) -> Result<Arc<Handler>, LoadError> {
+        if let Some(handler) = self.loaded(queue) {
+            return Ok(handler);
+        }
+        let gate = {
+            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            loading.entry(queue.clone()).or_default().clone()
+        };
+        let _turn = gate.lock().await;
+        if let Some(handler) = self.loaded(queue) {
+            return Ok(handler);
+        }
+        let (path, stamp) = self.file_to_load(queue)?;
+        let loaded = self
+            .sandbox
+            .load_async(&path, self.settings(queue).limits.clone())
+            .await;
+        self.loaded_file(queue, stamp, loaded)
+    }
+
+    fn loaded(&self, queue: &QueueName) -> Option<Arc<Handler>> {
+        self.lock().get(queue).map(|l| l.handler.clone())
+    }
+
+    /// Where the module of `queue` is and which version of the file it is;
+    /// the error of its last load if that version failed before.
+    fn file_to_load(&self, queue: &QueueName) -> Result<(PathBuf, Stamp), LoadError> {
         let path = self.module_path(queue);
         let Some(stamp) = Stamp::of(&path) else {
             return Err(LoadError::NotFound {
@@ -84,17 +134,41 @@ impl HandlerRegistry {
                 path,
             });
         };
-        let handler = Arc::new(
-            self.sandbox
-                .load(&path, self.settings(queue).limits.clone())?,
-        );
-        let loaded = Loaded {
-            handler: handler.clone(),
-            seen: stamp,
-            deployed: None,
-        };
-        self.lock().insert(queue.clone(), loaded);
-        Ok(handler)
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        match failed.get(queue) {
+            Some((seen, error)) if *seen == stamp => Err(error.clone()),
+            _ => Ok((path, stamp)),
+        }
+    }
+
+    /// Records how loading version `stamp` of the queue's file went.
+    fn loaded_file(
+        &self,
+        queue: &QueueName,
+        stamp: Stamp,
+        loaded: Result<Handler, LoadError>,
+    ) -> Result<Arc<Handler>, LoadError> {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        match loaded {
+            Ok(handler) => {
+                failed.remove(queue);
+                let handler = Arc::new(handler);
+                let loaded = Loaded {
+                    handler: handler.clone(),
+                    seen: stamp,
+                    deployed: None,
+                };
+                self.lock().insert(queue.clone(), loaded);
+                Ok(handler)
+            }
+            Err(e) => {
+                let e = e.for_queue(queue.as_str());
+                if !e.may_pass_later() {
+                    failed.insert(queue.clone(), (stamp, e.clone()));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Loads again every module whose file changed since it was loaded.
@@ -127,6 +201,7 @@ impl HandlerRegistry {
             match self
                 .sandbox
                 .load(&path, self.settings(&queue).limits.clone())
+                .map_err(|e| e.for_queue(queue.as_str()))
             {
                 Ok(handler) => {
                     tracing::info!(queue = %queue, file = %path.display(), "handler module reloaded");
@@ -147,7 +222,10 @@ impl HandlerRegistry {
                         error = %e,
                         "new handler module cannot be loaded; still serving the version loaded before"
                     );
-                    self.mark_seen(&queue, Some(stamp));
+                    // Tried again next round if it may pass then.
+                    if !e.may_pass_later() {
+                        self.mark_seen(&queue, Some(stamp));
+                    }
                 }
             }
         }
@@ -162,7 +240,8 @@ impl HandlerRegistry {
         let name = PathBuf::from(format!("deployed:{queue}@{short}"));
         let handler = self
             .sandbox
-            .load_bytes(&name, bytes, self.settings(queue).limits.clone())?;
+            .load_bytes(&name, bytes, self.settings(queue).limits.clone())
+            .map_err(|e| e.for_queue(queue.as_str()))?;
         self.lock().insert(
             queue.clone(),
             Loaded {
@@ -192,6 +271,15 @@ impl HandlerRegistry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Loaded>> {
         self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl LoadError {
+    /// Whether loading the same bytes again may succeed: the file could
+    /// not be read, or the compiler could not run. Anything about the
+    /// module itself will not change until the module does.
+    pub fn may_pass_later(&self) -> bool {
+        matches!(self, LoadError::Read { .. } | LoadError::Compiler { .. })
     }
 }
 

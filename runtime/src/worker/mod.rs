@@ -494,7 +494,7 @@ impl Worker {
             metrics.started(&queue);
             let settings = registry.settings(&queue);
             let run = async {
-                match registry.handler(&queue) {
+                match registry.handler_async(&queue).await {
                     Ok(handler) => {
                         // Waiting for a place in the pool is not the job's
                         // fault: if none frees up within a lease, the job

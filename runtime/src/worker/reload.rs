@@ -1,7 +1,9 @@
 //! Hot swap, beside the claim loop: every [`RELOAD_EVERY`], install modules
 //! published through the backend (`runtime deploy`) for the served queues,
-//! and load changed module files again. Compiling runs on a blocking thread
-//! (milliseconds to seconds), never on the async threads.
+//! and load changed module files again. Loading runs on a blocking thread
+//! and compiles in one of the sandbox's compile slots, under the same
+//! limits as every load (see [`crate::sandbox::compile`]), never on the
+//! async threads.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,12 +78,18 @@ impl Deployments {
                 Ok(Ok(())) => {
                     tracing::info!(queue = %queue, version = %got, "published module installed");
                 }
-                Ok(Err(e)) => tracing::error!(
-                    queue = %queue,
-                    version = %got,
-                    error = %e,
-                    "published module cannot be loaded; still serving the version loaded before"
-                ),
+                Ok(Err(e)) => {
+                    tracing::error!(
+                        queue = %queue,
+                        version = %got,
+                        error = %e,
+                        "published module cannot be loaded; still serving the version loaded before"
+                    );
+                    // Tried again next round if it may pass then.
+                    if e.may_pass_later() {
+                        self.tried.remove(queue);
+                    }
+                }
                 Err(e) => {
                     tracing::error!(queue = %queue, error = %e, "installing a published module failed")
                 }
