@@ -366,7 +366,7 @@ impl Shared {
         {
             return Ok(component);
         }
-        tracing::info!(
+        tracing::debug!(
             file = %task.path.display(),
             bytes = task.bytes.len(),
             "compiling handler module"
@@ -386,7 +386,7 @@ impl Shared {
                 self.cache_and_map(task, artifact)?
             }
         };
-        tracing::info!(
+        tracing::debug!(
             file = %task.path.display(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "compiled handler module"
