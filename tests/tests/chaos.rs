@@ -61,12 +61,24 @@ fn pick(n: usize) -> usize {
 
 /// Every run recorded, by job id: the attempt number of each run.
 fn runs(env: &Env) -> BTreeMap<String, Vec<u64>> {
-    let list = env.run(&[
-        "jobs", "list", RECORDS, "--state", "pending", "--limit", "100000", "--json",
-    ]);
-    list.expect_code(0);
+    // Page through: `jobs list` shows at most 1,000 records at once, and
+    // nothing moves the records while the test reads them.
+    let mut records = Vec::new();
+    loop {
+        let offset = records.len().to_string();
+        let list = env.run(&[
+            "jobs", "list", RECORDS, "--state", "pending", "--limit", "1000", "--offset", &offset,
+            "--json",
+        ]);
+        list.expect_code(0);
+        let page = list.json().as_array().cloned().expect("a list");
+        if page.is_empty() {
+            break;
+        }
+        records.extend(page);
+    }
     let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for record in list.json().as_array().expect("a list") {
+    for record in &records {
         let payload = &record["payload"];
         let payload = match payload.as_str() {
             Some(text) => serde_json::from_str(text).expect("record payload is JSON"),
