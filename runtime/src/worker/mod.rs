@@ -545,9 +545,12 @@ impl Worker {
             let (completion, log) = match &report {
                 None => (Completion::Release, String::new()),
                 Some(report) => {
+                    // Sync mode retries at once, whatever the handler
+                    // asked: it never sleeps, and never leaves a retry
+                    // behind in a queue that ends with the command.
                     let backoff = |delay: Option<Duration>| match delay {
+                        _ if retry_at_once => Duration::ZERO,
                         Some(delay) => delay,
-                        None if retry_at_once => Duration::ZERO,
                         None => settings.backoff.delay(job.attempts),
                     };
                     // The handler's own retry and fail are always of kind
