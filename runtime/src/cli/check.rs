@@ -41,7 +41,7 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     let shape = &report.shape;
     println!(
-        "needs: {} core instances, {} memories, {} tables (nested components counted as often as they are instantiated)",
+        "needs: core instances {}, memories {}, tables {} (nested components counted as often as they are instantiated)",
         shape.core_instances, shape.memories, shape.tables
     );
     match (fits, &queue) {

@@ -4,7 +4,7 @@
 //! A module goes through, in order:
 //!
 //! 1. the size cap (`sandbox.max_module_mib`), before its bytes are read;
-//! 2. the structural pass ([`super::shape`]): nesting, flattened instances,
+//! 2. the structural pass ([`Shape`]): nesting, flattened instances,
 //!    memories, tables, function size, against the `[sandbox]` limits and
 //!    the queue's ceilings; milliseconds, and nothing is compiled yet;
 //! 3. the disk cache, by SHA-256: a hit skips compiling;
