@@ -4,7 +4,7 @@
 //! A module goes through, in order:
 //!
 //! 1. the size cap (`sandbox.max_module_mib`), before its bytes are read;
-//! 2. the structural pass ([`super::shape`]): nesting, flattened instances,
+//! 2. the structural pass ([`Shape`]): nesting, flattened instances,
 //!    memories, tables, function size, against the `[sandbox]` limits and
 //!    the queue's ceilings; milliseconds, and nothing is compiled yet;
 //! 3. the disk cache, by SHA-256: a hit skips compiling;
@@ -107,6 +107,8 @@ struct Shared {
 struct State {
     /// Compile threads alive.
     threads: usize,
+    /// Of those, the ones compiling; the others are about to take a task.
+    busy: usize,
     /// Compiles waiting for a slot.
     queue: VecDeque<Task>,
     /// Everyone waiting for the compile of some bytes, queued or running:
@@ -276,7 +278,9 @@ impl Loader {
             waiters.push((path.to_path_buf(), reply));
             return;
         }
-        if state.queue.len() >= MAX_QUEUED_COMPILES {
+        // Tasks a thread is about to take have a slot already.
+        let waiting = state.queue.len() - state.queue.len().min(state.threads - state.busy);
+        if waiting >= MAX_QUEUED_COMPILES {
             drop(state);
             reply(Err(LoadError::Compiler {
                 path: path.to_path_buf(),
@@ -338,15 +342,30 @@ impl Shared {
             let task = {
                 let mut state = self.lock();
                 match state.queue.pop_front() {
-                    Some(task) => task,
+                    Some(task) => {
+                        state.busy += 1;
+                        task
+                    }
                     None => {
                         state.threads -= 1;
                         return;
                     }
                 }
             };
-            let result = self.compile(&task);
-            let waiters = self.lock().waiting.remove(&task.sha).unwrap_or_default();
+            // A panic in the compiler must not leave its waiters waiting.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.compile(&task)))
+                    .unwrap_or_else(|_| {
+                        Err(LoadError::Compiler {
+                            path: task.path.clone(),
+                            message: "the compiler panicked".into(),
+                        })
+                    });
+            let waiters = {
+                let mut state = self.lock();
+                state.busy -= 1;
+                state.waiting.remove(&task.sha).unwrap_or_default()
+            };
             for (path, reply) in waiters {
                 reply(match &result {
                     Ok(component) => Ok(component.clone()),

@@ -105,8 +105,8 @@ pub struct SandboxConfig {
     /// Most memory one compile may take, in the compiler child process,
     /// on top of what its engine maps at start. Stops a module that
     /// passes the structural checks but needs gigabytes to compile.
-    /// Default 1 GiB (an 18 MB componentize-py or 12 MB SpiderMonkey
-    /// handler needs 400 to 550 MiB). Reason: `needed more than 1 GiB of
+    /// Default 1024 MiB (an 18 MB componentize-py or 12 MB SpiderMonkey
+    /// handler needs 400 to 550 MiB). Reason: `needed more than 1024 MiB of
     /// memory to compile (sandbox.compile_memory_mib)`.
     pub compile_memory: u64,
     /// The program that compiles modules in a child process

@@ -14,7 +14,11 @@
 //! wasmtime's pooling allocator counts them. Where the pass cannot tell
 //! which module an instantiation uses (one imported or taken from another
 //! instance's exports), it counts the memories and tables of the largest
-//! module in the file, so the figures are never below wasmtime's own.
+//! module in the file, so the figures are never below wasmtime's own. A
+//! component that instantiates a component it imports or takes from
+//! another instance cannot be measured this way and is refused
+//! ([`Refusal::OpaqueComponent`]); toolchains define the components they
+//! instantiate.
 
 use std::fmt;
 use std::time::Duration;
