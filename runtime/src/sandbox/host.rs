@@ -514,12 +514,13 @@ mod fuzz {
                         let index = index.min(sizes.len() - 1);
                         let current = sizes[index];
                         let desired = current.saturating_add(delta);
+                        let more = desired - current;
                         let (answer, cost) = if is_memory {
-                            (limiter.memory_growing(current, desired, None), delta)
+                            (limiter.memory_growing(current, desired, None), more)
                         } else {
                             (
                                 limiter.table_growing(current, desired, None),
-                                delta.saturating_mul(TABLE_ELEMENT_BYTES),
+                                more.saturating_mul(TABLE_ELEMENT_BYTES),
                             )
                         };
                         let fits = before.checked_add(cost).is_some_and(|t| t <= max_bytes);
