@@ -33,6 +33,9 @@ pub mod text;
 pub mod time;
 pub mod worker;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use error::{InputError, LoadError, QueueError};
 pub use executor::Runtime;
 pub use job::{DispatchOptions, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt};

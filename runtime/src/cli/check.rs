@@ -42,7 +42,9 @@ pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let shape = &report.shape;
     outln!(
         "needs: core instances {}, memories {}, tables {} (nested components counted as often as they are instantiated)",
-        shape.core_instances, shape.memories, shape.tables
+        shape.core_instances,
+        shape.memories,
+        shape.tables
     );
     match (fits, &queue) {
         (Ok(_), _) => {

@@ -187,10 +187,16 @@ impl WasiView for HostState {
 #[derive(Debug)]
 pub(crate) struct MemoryLimiter {
     max_bytes: usize,
-    /// Bytes of memories and tables granted so far.
+    /// Bytes of memories and tables granted so far. A growth wasmtime
+    /// then fails stays counted: wasmtime also reports failures it never
+    /// asked `*_growing` about (a 64-bit table grown by 2^64 - 1, whose
+    /// size overflows; a memory of 1-byte pages grown past 4 GiB), so "the
+    /// last grant" may be one
+    /// that took effect, and taking it back would let a job that alternates
+    /// real growths and such failures hold several times its limit. What
+    /// stays counted only costs the job that asked for a growth its own
+    /// memory could not take.
     used: usize,
-    /// The last growth granted, taken back if wasmtime then fails it.
-    last_grant: usize,
     pub exceeded: bool,
     ceilings: Ceilings,
     stats: Arc<SandboxStats>,
@@ -215,7 +221,6 @@ impl MemoryLimiter {
         MemoryLimiter {
             max_bytes,
             used: 0,
-            last_grant: 0,
             exceeded: false,
             ceilings,
             stats,
@@ -224,25 +229,20 @@ impl MemoryLimiter {
 
     /// Grants `more` bytes if the job's budget has room for them.
     fn grant(&mut self, more: usize) -> wasmtime::Result<bool> {
-        let total = self.used.saturating_add(more);
-        if total > self.max_bytes {
+        // Checked, not saturating: with a budget of `usize::MAX` a sum
+        // that saturated would be granted while counting less than it
+        // granted, and the sandbox's memory gauge would never come back
+        // to zero.
+        let Some(total) = self.used.checked_add(more).filter(|&t| t <= self.max_bytes) else {
             self.exceeded = true;
             return Err(wasmtime::format_err!(
                 "memory limit {} exceeded",
                 Bytes(self.max_bytes as u64)
             ));
-        }
+        };
         self.used = total;
-        self.last_grant = more;
         self.stats.memory.fetch_add(more as u64, Ordering::Relaxed);
         Ok(true)
-    }
-
-    /// Takes back the last grant: wasmtime could not carry it out.
-    fn revoke_last(&mut self) {
-        let back = std::mem::take(&mut self.last_grant);
-        self.used -= back;
-        self.stats.memory.fetch_sub(back as u64, Ordering::Relaxed);
     }
 }
 
@@ -270,8 +270,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         self.grant(desired.saturating_sub(current))
     }
 
+    /// Keeps the growth counted (see [`MemoryLimiter::used`]).
     fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.revoke_last();
         Ok(())
     }
 
@@ -288,8 +288,8 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         self.grant(more.saturating_mul(TABLE_ELEMENT_BYTES))
     }
 
+    /// Keeps the growth counted (see [`MemoryLimiter::used`]).
     fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.revoke_last();
         Ok(())
     }
 
@@ -425,4 +425,154 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
     s.truncate(cut);
     s.push_str(&format!("... ({} more bytes)", total - cut));
     s
+}
+
+/// Property test of the memory budget: the limiter driven the way wasmtime
+/// drives it, for several memories and tables, under arbitrary sequences
+/// of growths, failed growths and failures reported without a growth
+/// before them. Part of the `fuzz_` run (see the crate's `fuzz_tests`
+/// module).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use wasmtime::ResourceLimiter;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Grow memory `index` (a new one when past the end) by `delta`
+        /// bytes; wasmtime then fails the growth when `fails`.
+        Memory {
+            index: usize,
+            delta: usize,
+            fails: bool,
+        },
+        /// The same for table `index`, in elements.
+        Table {
+            index: usize,
+            delta: usize,
+            fails: bool,
+        },
+        /// A failure wasmtime reports without asking first.
+        MemoryFailed,
+        TableFailed,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let delta = prop_oneof![0..(4usize << 20), 0..70_000usize, Just(usize::MAX / 2)];
+        prop_oneof![
+            (0..4usize, delta.clone(), any::<bool>()).prop_map(|(index, delta, fails)| {
+                Op::Memory {
+                    index,
+                    delta,
+                    fails,
+                }
+            }),
+            (
+                0..4usize,
+                prop_oneof![0..60_000usize, Just(MAX_TABLE_ELEMENTS)],
+                any::<bool>()
+            )
+                .prop_map(|(index, delta, fails)| Op::Table {
+                    index,
+                    delta,
+                    fails
+                }),
+            Just(Op::MemoryFailed),
+            Just(Op::TableFailed),
+        ]
+    }
+
+    fn ceilings() -> Ceilings {
+        Ceilings {
+            instances: 4,
+            memories: 4,
+            tables: 4,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn fuzz_memory_limiter_never_grants_past_its_budget(
+            max_bytes in prop_oneof![0..(16usize << 20), Just(usize::MAX)],
+            ops in prop::collection::vec(op(), 0..40),
+        ) {
+            let stats = Arc::new(SandboxStats::default());
+            let mut limiter = MemoryLimiter::new(max_bytes, ceilings(), stats.clone());
+            // What wasmtime would hold: bytes per memory, elements per table.
+            let (mut memories, mut tables) = (Vec::<usize>::new(), Vec::<usize>::new());
+            for op in ops {
+                let before = limiter.used;
+                match op {
+                    Op::Memory { index, delta, fails } | Op::Table { index, delta, fails } => {
+                        let is_memory = matches!(op, Op::Memory { .. });
+                        let sizes = if is_memory { &mut memories } else { &mut tables };
+                        if index >= sizes.len() {
+                            sizes.push(0);
+                        }
+                        let index = index.min(sizes.len() - 1);
+                        let current = sizes[index];
+                        let desired = current.saturating_add(delta);
+                        let more = desired - current;
+                        let (answer, cost) = if is_memory {
+                            (limiter.memory_growing(current, desired, None), more)
+                        } else {
+                            (
+                                limiter.table_growing(current, desired, None),
+                                more.saturating_mul(TABLE_ELEMENT_BYTES),
+                            )
+                        };
+                        let fits = before.checked_add(cost).is_some_and(|t| t <= max_bytes);
+                        match answer {
+                            Ok(true) => {
+                                prop_assert!(fits);
+                                prop_assert!(is_memory || desired <= MAX_TABLE_ELEMENTS);
+                                prop_assert_eq!(limiter.used, before + cost);
+                                if fails {
+                                    let failed = if is_memory {
+                                        limiter.memory_grow_failed(wasmtime::format_err!("failed"))
+                                    } else {
+                                        limiter.table_grow_failed(wasmtime::format_err!("failed"))
+                                    };
+                                    prop_assert!(failed.is_ok());
+                                } else {
+                                    sizes[index] = desired;
+                                }
+                            }
+                            Ok(false) => {
+                                prop_assert!(!is_memory && desired > MAX_TABLE_ELEMENTS);
+                                prop_assert_eq!(limiter.used, before);
+                            }
+                            Err(e) => {
+                                prop_assert!(!fits);
+                                prop_assert!(limiter.exceeded);
+                                prop_assert!(e.to_string().starts_with("memory limit"), "{}", e);
+                                prop_assert_eq!(limiter.used, before);
+                            }
+                        }
+                    }
+                    Op::MemoryFailed => {
+                        prop_assert!(limiter.memory_grow_failed(wasmtime::format_err!("type")).is_ok());
+                    }
+                    Op::TableFailed => {
+                        prop_assert!(limiter.table_grow_failed(wasmtime::format_err!("overflow")).is_ok());
+                    }
+                }
+                // What wasmtime holds is all counted, and the count is
+                // within the budget and is what the sandbox reports.
+                let bytes = memories.iter().fold(0usize, |sum, n| sum.saturating_add(*n));
+                let elements = tables.iter().fold(0usize, |sum, n| sum.saturating_add(*n));
+                let held = bytes.saturating_add(elements.saturating_mul(TABLE_ELEMENT_BYTES));
+                prop_assert!(held <= limiter.used, "holds {} of {} counted", held, limiter.used);
+                prop_assert!(limiter.used <= max_bytes);
+                prop_assert_eq!(stats.memory.load(Ordering::Relaxed), limiter.used as u64);
+                prop_assert_eq!(stats.live.load(Ordering::Relaxed), 1);
+            }
+            drop(limiter);
+            prop_assert_eq!(stats.memory.load(Ordering::Relaxed), 0);
+            prop_assert_eq!(stats.live.load(Ordering::Relaxed), 0);
+            prop_assert_eq!(stats.instances.load(Ordering::Relaxed), 1);
+        }
+    }
 }

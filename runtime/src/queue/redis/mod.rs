@@ -681,65 +681,7 @@ impl RedisBackend {
         queue: &QueueName,
         raw: RawRecord,
     ) -> Result<(JobRecord, u64, u64), QueueError> {
-        let (seq, fields, attempts) = raw;
-        let id = JobId::new(queue.clone(), seq);
-        let text = |name: &str| {
-            fields
-                .get(name)
-                .ok_or_else(|| self.malformed(&id, &format!("no {name}")))
-        };
-        let number = |name: &str| -> Result<u64, QueueError> {
-            fields
-                .get(name)
-                .map_or(Ok(0), |v| v.parse())
-                .map_err(|_| self.malformed(&id, &format!("{name} is not a number")))
-        };
-        let state: JobState = text("state")?
-            .parse()
-            .map_err(|_| self.malformed(&id, "unknown state"))?;
-        let payload = Payload::new(text("payload")?.clone())
-            .map_err(|_| self.malformed(&id, "payload is not JSON"))?;
-        let priority = text("priority")?
-            .parse()
-            .map_err(|_| self.malformed(&id, "priority is not a number"))?;
-        let history = attempts
-            .iter()
-            .map(|entry| parse_attempt(entry).ok_or_else(|| self.malformed(&id, "attempt entry")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (token, lease_expires) = (number("token")?, number("lease_expires")?);
-        let lineage = match fields.get("root") {
-            None => None,
-            Some(root) => {
-                let id_of = |name: &str, text: Option<&String>| {
-                    text.and_then(|t| t.parse().ok())
-                        .ok_or_else(|| self.malformed(&id, &format!("{name} is not a job id")))
-                };
-                Some(Lineage {
-                    root: id_of("root", Some(root))?,
-                    parent: id_of("parent", fields.get("parent"))?,
-                    depth: u32::try_from(number("depth")?).unwrap_or(u32::MAX),
-                })
-            }
-        };
-        let record = JobRecord {
-            payload,
-            state,
-            priority,
-            attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
-            max_attempts: u32::try_from(number("max_attempts")?).unwrap_or(u32::MAX),
-            unique_key: fields.get("unique_key").cloned(),
-            lineage,
-            created_at: number("created_at")?,
-            run_at: number("run_at")?,
-            // Lenient: records from before kinds were kept have none, and
-            // a kind this version does not know reads as none too.
-            error_kind: fields.get("error_kind").and_then(|k| k.parse().ok()),
-            error: fields.get("error").cloned(),
-            history,
-            log: fields.get("log").cloned().unwrap_or_default(),
-            id: id.clone(),
-        };
-        Ok((record, token, lease_expires))
+        decode_record(queue, raw, |id, what| self.malformed(id, what))
     }
 
     /// The ack for one result of the complete script.
@@ -853,6 +795,75 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// A job record from a script's raw reply (whatever a hand-edited or
+/// older Redis holds), with its fencing token and lease expiry; a field
+/// that does not read is the error `malformed` makes for it.
+fn decode_record(
+    queue: &QueueName,
+    raw: RawRecord,
+    malformed: impl Fn(&JobId, &str) -> QueueError,
+) -> Result<(JobRecord, u64, u64), QueueError> {
+    let (seq, fields, attempts) = raw;
+    let id = JobId::new(queue.clone(), seq);
+    let text = |name: &str| {
+        fields
+            .get(name)
+            .ok_or_else(|| malformed(&id, &format!("no {name}")))
+    };
+    let number = |name: &str| -> Result<u64, QueueError> {
+        fields
+            .get(name)
+            .map_or(Ok(0), |v| v.parse())
+            .map_err(|_| malformed(&id, &format!("{name} is not a number")))
+    };
+    let state: JobState = text("state")?
+        .parse()
+        .map_err(|_| malformed(&id, "unknown state"))?;
+    let payload = Payload::new(text("payload")?.clone())
+        .map_err(|_| malformed(&id, "payload is not JSON"))?;
+    let priority = text("priority")?
+        .parse()
+        .map_err(|_| malformed(&id, "priority is not a number"))?;
+    let history = attempts
+        .iter()
+        .map(|entry| parse_attempt(entry).ok_or_else(|| malformed(&id, "attempt entry")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (token, lease_expires) = (number("token")?, number("lease_expires")?);
+    let lineage = match fields.get("root") {
+        None => None,
+        Some(root) => {
+            let id_of = |name: &str, text: Option<&String>| {
+                text.and_then(|t| t.parse().ok())
+                    .ok_or_else(|| malformed(&id, &format!("{name} is not a job id")))
+            };
+            Some(Lineage {
+                root: id_of("root", Some(root))?,
+                parent: id_of("parent", fields.get("parent"))?,
+                depth: u32::try_from(number("depth")?).unwrap_or(u32::MAX),
+            })
+        }
+    };
+    let record = JobRecord {
+        payload,
+        state,
+        priority,
+        attempts: u32::try_from(number("attempts")?).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(number("max_attempts")?).unwrap_or(u32::MAX),
+        unique_key: fields.get("unique_key").cloned(),
+        lineage,
+        created_at: number("created_at")?,
+        run_at: number("run_at")?,
+        // Lenient: records from before kinds were kept have none, and
+        // a kind this version does not know reads as none too.
+        error_kind: fields.get("error_kind").and_then(|k| k.parse().ok()),
+        error: fields.get("error").cloned(),
+        history,
+        log: fields.get("log").cloned().unwrap_or_default(),
+        id: id.clone(),
+    };
+    Ok((record, token, lease_expires))
 }
 
 /// One `n|started|ended:kind|outcome` attempt entry (`n|started||` while it
@@ -1526,5 +1537,141 @@ mod tests {
         );
         let unknown = parse_attempt("1|1000|1250:meteor|hit").expect("valid");
         assert_eq!((unknown.ended_at, unknown.kind), (Some(1250), None));
+    }
+
+    /// Property tests of reading records back from Redis, which anyone
+    /// with access to the server (or an older version) may have written:
+    /// any field values give a record or a clean "malformed" error. Part
+    /// of the `fuzz_` run (see the crate's `fuzz_tests` module).
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn malformed(id: &JobId, what: &str) -> QueueError {
+            QueueError::Backend {
+                backend: "redis://test".into(),
+                message: format!("job {id} is malformed in Redis ({what})"),
+            }
+        }
+
+        /// A value for a field: what the scripts write, or anything.
+        fn field_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                any::<u64>().prop_map(|n| n.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just("18446744073709551616".to_string()),
+                prop::sample::select(JobState::ALL.map(JobState::as_str).to_vec())
+                    .prop_map(str::to_string),
+                prop::sample::select(FailureKind::ALL.map(FailureKind::as_str).to_vec())
+                    .prop_map(str::to_string),
+                Just("{}".to_string()),
+                Just("q:1".to_string()),
+                "[a-z0-9]{1,4}:[0-9+\\-]{0,21}",
+            ]
+        }
+
+        fn fields() -> impl Strategy<Value = HashMap<String, String>> {
+            let name = prop::sample::select(vec![
+                "state",
+                "payload",
+                "priority",
+                "token",
+                "lease_expires",
+                "root",
+                "parent",
+                "depth",
+                "attempts",
+                "max_attempts",
+                "unique_key",
+                "created_at",
+                "run_at",
+                "error_kind",
+                "error",
+                "log",
+                "other",
+            ]);
+            prop::collection::hash_map(name.prop_map(str::to_string), field_value(), 0..17)
+        }
+
+        fn attempt_entry() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[0-9|:a-z_+\\-]{0,24}",
+                (
+                    any::<u32>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    field_value(),
+                    any::<String>()
+                )
+                    .prop_map(|(n, s, e, k, o)| format!("{n}|{s}|{e}:{k}|{o}")),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn fuzz_any_record_fields_give_a_record_or_a_clean_error(
+                seq in any::<u64>(),
+                fields in fields(),
+                attempts in prop::collection::vec(attempt_entry(), 0..4),
+            ) {
+                let queue = QueueName::new("q").expect("valid");
+                let complete = ["state", "payload", "priority"].iter().all(|f| fields.contains_key(*f));
+                match decode_record(&queue, (seq, fields.clone(), attempts.clone()), malformed) {
+                    Ok((record, token, _)) => {
+                        prop_assert!(complete);
+                        prop_assert_eq!(record.id, JobId::new(queue, seq));
+                        prop_assert_eq!(Some(record.state.as_str()), fields.get("state").map(String::as_str));
+                        prop_assert_eq!(Some(record.payload.as_str()), fields.get("payload").map(String::as_str));
+                        prop_assert_eq!(record.history.len(), attempts.len());
+                        prop_assert_eq!(token, fields.get("token").map_or(0, |t| t.parse().expect("decoded")));
+                        prop_assert_eq!(record.lineage.is_some(), fields.contains_key("root"));
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        prop_assert!(message.contains(&format!("job q:{seq} is malformed")), "{}", message);
+                    }
+                }
+            }
+
+            #[test]
+            fn fuzz_attempt_entries_never_panic(entry in attempt_entry()) {
+                if let Some(a) = parse_attempt(&entry) {
+                    // What reads back, written again, reads back the same.
+                    let again = match (&a.ended_at, &a.kind) {
+                        (None, _) => format!("{}|{}||", a.number, a.started_at),
+                        (Some(at), None) => format!("{}|{}|{at}|{}", a.number, a.started_at, a.outcome.as_deref().unwrap_or("")),
+                        (Some(at), Some(k)) => format!("{}|{}|{at}:{k}|{}", a.number, a.started_at, a.outcome.as_deref().unwrap_or("")),
+                    };
+                    let back = parse_attempt(&again);
+                    prop_assert_eq!(back.as_ref(), Some(&a));
+                    prop_assert_eq!(a.ended_at.is_some(), a.outcome.is_some());
+                }
+            }
+
+            #[test]
+            fn fuzz_attempt_entries_read_back_as_written(
+                number in any::<u32>(),
+                started in any::<u64>(),
+                ended in prop::option::of((any::<u64>(), prop::option::of(prop::sample::select(FailureKind::ALL.to_vec())))),
+                outcome in any::<String>(),
+            ) {
+                let entry = match ended {
+                    None => format!("{number}|{started}||"),
+                    Some((at, None)) => format!("{number}|{started}|{at}|{outcome}"),
+                    Some((at, Some(kind))) => format!("{number}|{started}|{at}:{kind}|{outcome}"),
+                };
+                let expected = AttemptRecord {
+                    number,
+                    started_at: started,
+                    ended_at: ended.map(|(at, _)| at),
+                    kind: ended.and_then(|(_, kind)| kind),
+                    outcome: ended.map(|_| outcome.clone()),
+                };
+                prop_assert_eq!(parse_attempt(&entry), Some(expected));
+            }
+        }
     }
 }
