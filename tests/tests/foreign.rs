@@ -324,7 +324,9 @@ fn runs_in_sync_mode(queue: &str, exception: &str) {
     assert_eq!(out["state"], "done", "{out:#}");
     assert_eq!(out["attempts"], 2, "{out:#}");
     let runs = out["runs"].as_array().expect("runs");
-    assert_eq!(runs[0]["outcome"], "retry: not yet (attempt 1)", "{out:#}");
+    assert_eq!(runs[0]["outcome"], "retry", "{out:#}");
+    assert_eq!(runs[0]["kind"], "handler", "{out:#}");
+    assert_eq!(runs[0]["error"], "not yet (attempt 1)", "{out:#}");
     assert_eq!(runs[1]["outcome"], "done", "{out:#}");
     let log = runs[1]["log"].as_str().unwrap_or_default();
     let line = format!("INFO {queue}: job {queue}:1, attempt 2 of 4");
@@ -347,7 +349,7 @@ fn runs_in_sync_mode(queue: &str, exception: &str) {
     ];
     let run = runtime(&cache(queue), &args, None);
     run.expect_code(1);
-    let summary = format!("{queue}:1: failed after 1 attempt: panic: {exception}boom");
+    let summary = format!("{queue}:1: failed [panic] after 1 attempt: panic: {exception}boom");
     assert!(run.stdout().contains(&summary), "{}", run.stdout());
 }
 
