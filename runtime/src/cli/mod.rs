@@ -133,7 +133,13 @@ pub type CliResult = Result<Exit, anyhow::Error>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // A worker logs what it does; a one-shot command reports on stdout and
+    // logs only warnings (a compile, for one, is no news there).
+    let level = match cli.command {
+        Command::Worker(_) => "info",
+        _ => "warn",
+    };
+    init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -325,9 +331,9 @@ fn default_cache_dir() -> Option<PathBuf> {
 /// end the line or add a key), and [`JsonSafeStderr`] escapes what serde
 /// leaves raw; in the human format every field goes through
 /// [`EscapedFields`].
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNTIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -385,7 +385,7 @@ impl Shared {
         {
             return Ok(component);
         }
-        tracing::debug!(
+        tracing::info!(
             file = %task.path.display(),
             bytes = task.bytes.len(),
             "compiling handler module"
@@ -405,7 +405,7 @@ impl Shared {
                 self.cache_and_map(task, artifact)?
             }
         };
-        tracing::debug!(
+        tracing::info!(
             file = %task.path.display(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "compiled handler module"
