@@ -29,21 +29,11 @@ pub fn handler(extra: &str) -> Vec<u8> {
       (i32.store8 (i32.const 16) (i32.const 0))
       (i32.const 16)))
   (core instance $i (instantiate $m))
-  (type $job' (record (field "id" string) (field "queue" string) (field "payload" string) (field "attempt" u32) (field "max-attempts" u32)))
-  (export $job "job" (type $job'))
-  (type $retry' (record (field "reason" string) (field "delay-ms" (option u64))))
-  (export $retry "retry-request" (type $retry'))
-  (type $outcome' (variant (case "done") (case "retry" $retry) (case "fail" string)))
-  (export $outcome "outcome" (type $outcome'))
-  (func $handle (param "job" $job) (result $outcome)
-    (canon lift (core func $i "handle") (memory (core memory $i "memory")) (realloc (core func $i "realloc"))))
-  (export "handle" (func $handle))
-)"#
+  {exports}
+)"#,
+        exports = export_handle("$i", "$i"),
     );
-    match wat::parse_str(&text) {
-        Ok(bytes) => bytes,
-        Err(e) => panic!("fixture component does not assemble: {e}\n{text}"),
-    }
+    assemble(&text)
 }
 
 /// `count` core instances of a module whose memory grows to `mib` MiB when
@@ -141,18 +131,34 @@ pub fn random_loop(len: u64) -> Vec<u8> {
       (i32.const 16)))
   (core instance $i (instantiate $main
     (with "env" (instance (export "memory" (memory $m "memory")) (export "get" (func $get))))))
-  (type $job' (record (field "id" string) (field "queue" string) (field "payload" string) (field "attempt" u32) (field "max-attempts" u32)))
+  {exports}
+)"#,
+        exports = export_handle("$i", "$m"),
+    );
+    assemble(&text)
+}
+
+/// The handler world's types and its `handle` export, lifted from the
+/// core function `handle` of core instance `code`, with the memory and
+/// `realloc` of core instance `memory`.
+fn export_handle(code: &str, memory: &str) -> String {
+    format!(
+        r#"(type $job' (record (field "id" string) (field "queue" string) (field "payload" string) (field "attempt" u32) (field "max-attempts" u32)))
   (export $job "job" (type $job'))
   (type $retry' (record (field "reason" string) (field "delay-ms" (option u64))))
   (export $retry "retry-request" (type $retry'))
   (type $outcome' (variant (case "done") (case "retry" $retry) (case "fail" string)))
   (export $outcome "outcome" (type $outcome'))
   (func $handle (param "job" $job) (result $outcome)
-    (canon lift (core func $i "handle") (memory (core memory $m "memory")) (realloc (core func $m "realloc"))))
-  (export "handle" (func $handle))
-)"#
-    );
-    match wat::parse_str(&text) {
+    (canon lift (core func {code} "handle") (memory (core memory {memory} "memory")) (realloc (core func {memory} "realloc"))))
+  (export "handle" (func $handle))"#
+    )
+}
+
+/// A component from its text; a fixture that does not assemble is a bug
+/// of the test.
+fn assemble(text: &str) -> Vec<u8> {
+    match wat::parse_str(text) {
         Ok(bytes) => bytes,
         Err(e) => panic!("fixture component does not assemble: {e}\n{text}"),
     }

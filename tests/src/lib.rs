@@ -20,11 +20,13 @@
 //!   the binary under the default config.
 //! - `tests/containment.rs`: limits that hold for any component shape
 //!   (several memories, tables, many core instances) and more jobs than
-//!   the pool has places, with hand-written components (`components`).
+//!   the pool has places, with hand-written components (`components`),
+//!   run through the library (`library`).
 //! - `tests/followups.rs`: job trees' budgets, the sync mode's bounds, and
 //!   guests' follow-ups refused past their limits, in memory and on Redis.
 
 pub mod components;
+pub mod library;
 pub mod redis;
 pub mod workers;
 

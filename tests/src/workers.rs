@@ -59,6 +59,23 @@ impl Env {
         runtime(self.cache.path(), &all, None)
     }
 
+    /// `runtime dispatch QUEUE --file F EXTRA...`, with `lines` written to
+    /// a new file F in the cache dir.
+    pub fn dispatch_file(&self, queue: &str, lines: &str, extra: &[&str]) -> Run {
+        let file = self.cache.path().join(format!(
+            "{queue}-{}.jsonl",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default()
+        ));
+        std::fs::write(&file, lines).expect("write jobs");
+        let file = file.display().to_string();
+        let mut args = vec!["dispatch", queue, "--file", &file];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// `runtime dispatch QUEUE PAYLOAD EXTRA...`; the job id.
     pub fn dispatch(&self, queue: &str, payload: &str, extra: &[&str]) -> String {
         let mut args = vec!["dispatch", queue, payload];

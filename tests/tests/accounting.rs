@@ -8,66 +8,13 @@
 //! The pool property runs 8 cases (each builds an engine and a pool);
 //! `PROPTEST_CASES` does not change that.
 
-use std::path::PathBuf;
-
 use proptest::prelude::*;
-use runtime::Runtime;
 use runtime::config::Config;
-use runtime::job::{DispatchOptions, FailureKind, NewJob, Payload, QueueName};
+use runtime::job::FailureKind;
 use runtime::sandbox::{RunOutcome, engine_config};
-use runtime::worker::{JobEvent, WorkerConfig};
-use runtime_tests::{TempDir, components, guests};
-
-/// A runtime under `config` (TOML) serving the given components (queue
-/// name, component bytes) and `hello`.
-fn runtime(dir: &TempDir, config: &str, modules: &[(&str, Vec<u8>)]) -> Runtime {
-    let mut text = format!(
-        "cache_dir = {:?}\n{config}\n[queues.hello]\nmodule = {:?}\n",
-        dir.path().join("cache").display().to_string(),
-        format!("{}/hello_job.wasm", guests::JOBS_DIR),
-    );
-    for (queue, bytes) in modules {
-        let path: PathBuf = dir.path().join(format!("{queue}.wasm"));
-        std::fs::write(&path, bytes).expect("write fixture");
-        text.push_str(&format!(
-            "[queues.{queue}]\nmodule = {:?}\n",
-            path.display().to_string()
-        ));
-    }
-    let config = Config::parse(&text).expect("valid test config");
-    Runtime::in_memory(guests::DIR.into(), config).expect("runtime")
-}
-
-async fn dispatch(rt: &Runtime, queue: &str, payload: &str) {
-    let job = NewJob {
-        queue: QueueName::new(queue).expect("valid queue"),
-        payload: Payload::new(payload).expect("valid payload"),
-        options: DispatchOptions {
-            max_attempts: 1,
-            ..Default::default()
-        },
-    };
-    rt.dispatch(job).await.expect("dispatch");
-}
-
-/// Runs everything dispatched with `concurrency` jobs in flight.
-async fn drain(rt: &Runtime, concurrency: usize) -> Vec<JobEvent> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let worker = rt
-        .worker(WorkerConfig {
-            concurrency,
-            drain: true,
-            retry_at_once: true,
-            ..Default::default()
-        })
-        .with_events(tx);
-    worker.run(std::future::pending()).await.expect("worker");
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    events
-}
+use runtime::worker::JobEvent;
+use runtime_tests::library::{self, dispatch_once, runtime_with};
+use runtime_tests::{TempDir, components};
 
 fn outcome_of<'a>(events: &'a [JobEvent], queue: &str) -> Vec<&'a RunOutcome> {
     events
@@ -95,14 +42,14 @@ async fn growths_wasmtime_fails_still_count_toward_the_memory_limit() {
          (core instance (instantiate $grow))",
     );
     let dir = TempDir::new("accounting");
-    let rt = runtime(
+    let rt = runtime_with(
         &dir,
         "[defaults]\nmemory_mib = 4",
         &[("alternating", alternating)],
     );
-    dispatch(&rt, "alternating", "{}").await;
-    dispatch(&rt, "hello", r#"{"name":"a"}"#).await;
-    let events = drain(&rt, 2).await;
+    dispatch_once(&rt, "alternating", "{}").await;
+    dispatch_once(&rt, "hello", r#"{"name":"a"}"#).await;
+    let events = library::drain(&rt, 2).await;
     match outcome_of(&events, "alternating")[..] {
         [RunOutcome::Crashed { kind, reason }] => {
             assert_eq!(*kind, FailureKind::Memory, "{reason}");
@@ -156,7 +103,7 @@ proptest! {
         prop_assert!(engine.is_ok(), "{config}: {:?}", engine.err());
 
         let dir = TempDir::new("accounting");
-        let rt = runtime(&dir, &config, &[("full", at_ceilings(instances, memories, tables))]);
+        let rt = runtime_with(&dir, &config, &[("full", at_ceilings(instances, memories, tables))]);
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -164,9 +111,9 @@ proptest! {
             .expect("tokio runtime");
         let events = tokio.block_on(async {
             for _ in 0..max_instances {
-                dispatch(&rt, "full", "{}").await;
+                dispatch_once(&rt, "full", "{}").await;
             }
-            drain(&rt, max_instances as usize).await
+            library::drain(&rt, max_instances as usize).await
         });
         let outcomes = outcome_of(&events, "full");
         prop_assert_eq!(outcomes.len(), max_instances as usize);

@@ -23,17 +23,8 @@ fn dispatch_jobs(env: &Env) {
     let lines: String = (0..JOBS)
         .map(|i| format!("{{\"to\":\"{RECORDS}\",\"ms\":{}}}\n", i % 5 * 15))
         .collect();
-    let file = env.cache.path().join("chaos.jsonl");
-    std::fs::write(&file, lines).expect("write jobs");
-    env.run(&[
-        "dispatch",
-        guests::RECORD,
-        "--file",
-        &file.display().to_string(),
-        "--max-attempts",
-        "25",
-    ])
-    .expect_code(0);
+    env.dispatch_file(guests::RECORD, &lines, &["--max-attempts", "25"])
+        .expect_code(0);
 }
 
 fn start_worker(env: &Env, grace: &str) -> WorkerProcess {

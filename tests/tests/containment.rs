@@ -5,15 +5,13 @@
 //! in-memory backend; normal jobs run beside the hostile ones and must
 //! succeed.
 
-use std::path::PathBuf;
-
-use runtime::config::Config;
-use runtime::job::{DispatchOptions, FailureKind, NewJob, Payload, QueueName};
+use runtime::job::{FailureKind, QueueName};
 use runtime::queue::Ack;
 use runtime::sandbox::RunOutcome;
-use runtime::worker::{JobEvent, WorkerConfig};
+use runtime::worker::JobEvent;
 use runtime::{JobState, Runtime};
-use runtime_tests::{TempDir, components, guests};
+use runtime_tests::library::{self, dispatch_once};
+use runtime_tests::{TempDir, components};
 
 /// A runtime whose queues are the given hand-written components (queue
 /// name, component bytes), plus `hello` and `nap`, under `config` (TOML
@@ -25,57 +23,12 @@ struct Env {
 
 fn env(config: &str, modules: &[(&str, Vec<u8>)]) -> Env {
     let dir = TempDir::new("containment");
-    let mut text = format!(
-        "cache_dir = {:?}\n{config}\n[queues.hello]\nmodule = {:?}\n",
-        dir.path().join("cache").display().to_string(),
-        format!("{}/hello_job.wasm", guests::JOBS_DIR),
-    );
-    for (queue, bytes) in modules {
-        let path: PathBuf = dir.path().join(format!("{queue}.wasm"));
-        std::fs::write(&path, bytes).expect("write fixture");
-        text.push_str(&format!(
-            "[queues.{queue}]\nmodule = {:?}\n",
-            path.display().to_string()
-        ));
-    }
-    let config = Config::parse(&text).expect("valid test config");
-    let rt = Runtime::in_memory(guests::DIR.into(), config).expect("runtime");
+    let rt = library::runtime_with(&dir, config, modules);
     Env { rt, _dir: dir }
 }
 
 fn q(name: &str) -> QueueName {
     QueueName::new(name).expect("valid queue")
-}
-
-async fn dispatch(rt: &Runtime, queue: &str, payload: &str) {
-    let job = NewJob {
-        queue: q(queue),
-        payload: Payload::new(payload).expect("valid payload"),
-        options: DispatchOptions {
-            max_attempts: 1,
-            ..Default::default()
-        },
-    };
-    rt.dispatch(job).await.expect("dispatch");
-}
-
-/// Runs everything dispatched with `concurrency` jobs in flight.
-async fn drain(rt: &Runtime, concurrency: usize) -> Vec<JobEvent> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let worker = rt
-        .worker(WorkerConfig {
-            concurrency,
-            drain: true,
-            retry_at_once: true,
-            ..Default::default()
-        })
-        .with_events(tx);
-    worker.run(std::future::pending()).await.expect("worker");
-    let mut events = Vec::new();
-    while let Ok(e) = rx.try_recv() {
-        events.push(e);
-    }
-    events
 }
 
 fn outcome(event: &JobEvent) -> &RunOutcome {
@@ -123,10 +76,10 @@ async fn all_linear_memories_of_a_job_count_together() {
         "[defaults]\nmemory_mib = 16",
         &[("three", over), ("two", under)],
     );
-    dispatch(&env.rt, "three", "{}").await;
-    dispatch(&env.rt, "two", "{}").await;
-    dispatch(&env.rt, "hello", r#"{"name":"a"}"#).await;
-    let events = drain(&env.rt, 2).await;
+    dispatch_once(&env.rt, "three", "{}").await;
+    dispatch_once(&env.rt, "two", "{}").await;
+    dispatch_once(&env.rt, "hello", r#"{"name":"a"}"#).await;
+    let events = library::drain(&env.rt, 2).await;
     let reason = crashed(&events, "three", FailureKind::Memory);
     assert_eq!(reason, "memory limit 16 MiB exceeded");
     let two: Vec<_> = events
@@ -148,10 +101,10 @@ async fn table_elements_count_toward_the_memory_limit() {
         "[defaults]\nmemory_mib = 4",
         &[("tables-over", over), ("tables-under", under)],
     );
-    dispatch(&env.rt, "tables-over", "{}").await;
-    dispatch(&env.rt, "tables-under", "{}").await;
-    dispatch(&env.rt, "hello", r#"{"name":"a"}"#).await;
-    let events = drain(&env.rt, 2).await;
+    dispatch_once(&env.rt, "tables-over", "{}").await;
+    dispatch_once(&env.rt, "tables-under", "{}").await;
+    dispatch_once(&env.rt, "hello", r#"{"name":"a"}"#).await;
+    let events = library::drain(&env.rt, 2).await;
     let reason = crashed(&events, "tables-over", FailureKind::Memory);
     assert_eq!(reason, "memory limit 4 MiB exceeded");
     let under: Vec<_> = events
@@ -197,10 +150,10 @@ async fn jobs_at_every_ceiling_cannot_starve_the_jobs_beside_them() {
     ));
     let env = env("[sandbox]\nmax_instances = 4", &[("greedy", greedy)]);
     for i in 0..8 {
-        dispatch(&env.rt, "greedy", "{}").await;
-        dispatch(&env.rt, "hello", &format!(r#"{{"name":"n{i}"}}"#)).await;
+        dispatch_once(&env.rt, "greedy", "{}").await;
+        dispatch_once(&env.rt, "hello", &format!(r#"{{"name":"n{i}"}}"#)).await;
     }
-    let events = drain(&env.rt, 4).await;
+    let events = library::drain(&env.rt, 4).await;
     assert_eq!(events.len(), 16, "every job ran once");
     for e in &events {
         assert_eq!(outcome(e), &RunOutcome::Done, "{}", e.job.id);
@@ -212,9 +165,9 @@ async fn jobs_at_every_ceiling_cannot_starve_the_jobs_beside_them() {
 async fn more_jobs_in_flight_than_pool_places_wait_and_are_not_charged() {
     let env = env("[sandbox]\nmax_instances = 2", &[]);
     for _ in 0..12 {
-        dispatch(&env.rt, "nap", r#"{"ms":30}"#).await;
+        dispatch_once(&env.rt, "nap", r#"{"ms":30}"#).await;
     }
-    let events = drain(&env.rt, 8).await;
+    let events = library::drain(&env.rt, 8).await;
     assert_eq!(events.len(), 12);
     for e in &events {
         assert_eq!(outcome(e), &RunOutcome::Done, "{}", e.job.id);
@@ -235,10 +188,10 @@ async fn the_deadline_holds_inside_long_host_calls() {
             ("random-huge", components::random_loop(1 << 30)),
         ],
     );
-    dispatch(&env.rt, "random", "{}").await;
-    dispatch(&env.rt, "random-huge", "{}").await;
-    dispatch(&env.rt, "hello", r#"{"name":"a"}"#).await;
-    let events = drain(&env.rt, 3).await;
+    dispatch_once(&env.rt, "random", "{}").await;
+    dispatch_once(&env.rt, "random-huge", "{}").await;
+    dispatch_once(&env.rt, "hello", r#"{"name":"a"}"#).await;
+    let events = library::drain(&env.rt, 3).await;
     let reason = crashed(&events, "random", FailureKind::Timeout);
     assert_eq!(reason, "timeout after 200ms");
     let random = events

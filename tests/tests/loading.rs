@@ -624,15 +624,7 @@ fn a_worker_keeps_serving_its_other_queues_while_a_compile_bomb_loads() {
     );
     // While it compiles: other jobs are claimed, run and acked...
     let jobs: String = (0..20).map(|_| format!("{ORDER}\n")).collect();
-    let file = dir.path().join("jobs.jsonl");
-    std::fs::write(&file, jobs).expect("write jobs");
-    env.run(&[
-        "dispatch",
-        guests::NOOP,
-        "--file",
-        &file.display().to_string(),
-    ])
-    .expect_code(0);
+    env.dispatch_file(guests::NOOP, &jobs, &[]).expect_code(0);
     eventually(Duration::from_secs(20), "the noop jobs to be done", || {
         env.count(guests::NOOP, "done") == 20
     });

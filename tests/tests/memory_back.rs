@@ -44,15 +44,7 @@ fn a_worker_gives_back_what_hostile_jobs_touched() {
     ]);
     // Warm: the pool touched by normal jobs, the allocator's arenas in use.
     let warm_up: String = (0..20).map(|_| "{\"ms\":1}\n").collect();
-    let file = env.cache.path().join("warm.jsonl");
-    std::fs::write(&file, &warm_up).expect("write jobs");
-    env.run(&[
-        "dispatch",
-        guests::NAP,
-        "--file",
-        &file.display().to_string(),
-    ])
-    .expect_code(0);
+    env.dispatch_file(guests::NAP, &warm_up, &[]).expect_code(0);
     let limit = Duration::from_secs(60);
     eventually(limit, "warm-up jobs done", || {
         env.count(guests::NAP, "done") == 20
@@ -61,19 +53,8 @@ fn a_worker_gives_back_what_hostile_jobs_touched() {
 
     // Hostile and normal jobs together.
     let hostile: String = (0..32).map(|_| "{}\n").collect();
-    let file = env.cache.path().join("greedy.jsonl");
-    std::fs::write(&file, hostile).expect("write jobs");
-    env.run(&["dispatch", "greedy", "--file", &file.display().to_string()])
-        .expect_code(0);
-    let file = env.cache.path().join("normal.jsonl");
-    std::fs::write(&file, &warm_up).expect("write jobs");
-    env.run(&[
-        "dispatch",
-        guests::NAP,
-        "--file",
-        &file.display().to_string(),
-    ])
-    .expect_code(0);
+    env.dispatch_file("greedy", &hostile, &[]).expect_code(0);
+    env.dispatch_file(guests::NAP, &warm_up, &[]).expect_code(0);
     let mut peak = 0;
     eventually(limit, "hostile and normal jobs done", || {
         peak = peak.max(rss_bytes(w.pid()));

@@ -20,14 +20,7 @@ fn dispatch_enqueues_and_a_draining_worker_runs_everything() {
     record.expect_code(0);
     assert_eq!(record.json()["state"], "pending");
     let lines: String = (0..50).map(|i| format!("{{\"id\":{i}}}\n\n")).collect();
-    let file = env.cache.path().join("jobs.jsonl");
-    std::fs::write(&file, lines).expect("write jobs");
-    let bulk = env.run(&[
-        "dispatch",
-        guests::NAP,
-        "--file",
-        &file.display().to_string(),
-    ]);
+    let bulk = env.dispatch_file(guests::NAP, &lines, &[]);
     bulk.expect_code(0);
     assert!(
         bulk.stdout()
@@ -48,14 +41,7 @@ fn dispatch_enqueues_and_a_draining_worker_runs_everything() {
 #[test]
 fn a_bad_line_in_the_file_enqueues_nothing() {
     let env = Env::new();
-    let file = env.cache.path().join("bad.jsonl");
-    std::fs::write(&file, "{}\n{\"oops\":\n{}\n").expect("write");
-    let run = env.run(&[
-        "dispatch",
-        guests::NAP,
-        "--file",
-        &file.display().to_string(),
-    ]);
+    let run = env.dispatch_file(guests::NAP, "{}\n{\"oops\":\n{}\n", &[]);
     run.expect_code(2);
     assert!(
         run.stderr().contains("line 2: payload is not valid JSON")
@@ -210,15 +196,7 @@ fn the_worker_rides_out_a_redis_restart_without_losing_or_double_acking_jobs() {
     let lines: String = (0..total)
         .map(|i| format!("{{\"ms\":{}}}\n", i % 3 * 10))
         .collect();
-    let file = env.cache.path().join("jobs.jsonl");
-    std::fs::write(&file, lines).expect("write jobs");
-    env.run(&[
-        "dispatch",
-        guests::NAP,
-        "--file",
-        &file.display().to_string(),
-    ])
-    .expect_code(0);
+    env.dispatch_file(guests::NAP, &lines, &[]).expect_code(0);
     let mut w = env.worker(&[guests::NAP, "--lease", "2s", "--concurrency", "4"]);
     eventually(Duration::from_secs(30), "some jobs to be done", || {
         env.count(guests::NAP, "done") >= 20
