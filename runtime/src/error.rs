@@ -163,7 +163,7 @@ pub enum QueueError {
         limit: u32,
     },
     /// A follow-up of a tree whose count is no longer kept (see
-    /// [`crate::queue::QueueBackend::dispatch_follow_up`]).
+    /// [`crate::queue::JobQueue::dispatch_follow_up`]).
     #[error(
         "follow-up refused: the job tree of {root} is closed (its count expired long after its last follow-up); dispatch the job from outside to start a new tree"
     )]

@@ -19,26 +19,23 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{LoadError, QueueError};
+use crate::handlers::HandlerRegistry;
 use crate::job::{JobId, NewJob};
-use crate::queue::{MemoryBackend, QueueBackend};
-use crate::sandbox::{HandlerRegistry, Sandbox};
+use crate::queue::Backend;
+use crate::sandbox::Sandbox;
 use crate::worker::{Worker, WorkerConfig};
 
 /// A backend and a handler registry, shared by any number of workers.
 #[derive(Debug, Clone)]
 pub struct Runtime {
-    backend: Arc<dyn QueueBackend>,
+    backend: Backend,
     registry: Arc<HandlerRegistry>,
 }
 
 impl Runtime {
     /// A runtime over `backend`, with handlers from `handlers_dir` and
     /// per-queue settings from `config`.
-    pub fn new(
-        backend: Arc<dyn QueueBackend>,
-        handlers_dir: PathBuf,
-        config: Config,
-    ) -> Result<Self, LoadError> {
+    pub fn new(backend: Backend, handlers_dir: PathBuf, config: Config) -> Result<Self, LoadError> {
         let sandbox = Arc::new(Sandbox::new(&config.sandbox())?);
         let registry = Arc::new(HandlerRegistry::new(sandbox, handlers_dir, config));
         Ok(Runtime { backend, registry })
@@ -46,11 +43,11 @@ impl Runtime {
 
     /// A runtime on the embedded in-memory backend.
     pub fn in_memory(handlers_dir: PathBuf, config: Config) -> Result<Self, LoadError> {
-        Self::new(Arc::new(MemoryBackend::default()), handlers_dir, config)
+        Self::new(Backend::memory(), handlers_dir, config)
     }
 
     /// The queue backend.
-    pub fn backend(&self) -> &Arc<dyn QueueBackend> {
+    pub fn backend(&self) -> &Backend {
         &self.backend
     }
 
@@ -61,7 +58,7 @@ impl Runtime {
 
     /// Enqueues a job.
     pub async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
-        self.backend.dispatch(job).await
+        self.backend.jobs.dispatch(job).await
     }
 
     /// A worker over this runtime's backend and handlers.

@@ -8,10 +8,13 @@
 //! # Layout
 //!
 //! - [`job`]: what a job is: ids, queue names, payloads, options, states, records.
-//! - [`queue`]: the queue contract ([`QueueBackend`]), the in-memory and Redis
-//!   backends, and the conformance suite every backend passes.
+//! - [`queue`]: the queue contract ([`JobQueue`], with the workers registry
+//!   and the module store beside it, together a [`Backend`]), the in-memory
+//!   and Redis backends, and the conformance suite every backend passes.
 //! - [`sandbox`]: the wasmtime engine, module loading and caching, the host
 //!   side of the handler world, limits, and running one attempt.
+//! - [`handlers`]: which module serves each queue, loaded once, hot-swapped,
+//!   and each queue's settings resolved once.
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
 //! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
@@ -24,6 +27,7 @@
 pub mod config;
 pub mod error;
 mod executor;
+pub mod handlers;
 pub mod job;
 pub mod metrics;
 pub mod queue;
@@ -38,6 +42,7 @@ mod fuzz_tests;
 
 pub use error::{InputError, LoadError, QueueError};
 pub use executor::Runtime;
+pub use handlers::HandlerRegistry;
 pub use job::{DispatchOptions, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt};
-pub use queue::{MemoryBackend, QueueBackend};
+pub use queue::{Backend, JobQueue, MemoryBackend};
 pub use worker::{Worker, WorkerConfig};

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use runtime::config::Config;
 use runtime::job::{JobId, JobRecord, JobState, NewJob, Payload, QueueName};
-use runtime::sandbox::RunOutcome;
+use runtime::sandbox::{Capabilities, RunOutcome};
 use runtime::{Runtime, WorkerConfig};
 use runtime_tests::{TempDir, guests};
 
@@ -79,12 +79,16 @@ fn one_at_a_time(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64) {
     tokio.block_on(async {
         // Warm up: fault in the pool's slots and the handler's pages.
         for _ in 0..jobs.min(50) {
-            sandbox.run(&handler, &record, None).await;
+            sandbox
+                .run(&handler, &record, Capabilities::default())
+                .await;
         }
         let mut times = Vec::with_capacity(jobs);
         for _ in 0..jobs {
             let started = Instant::now();
-            let report = sandbox.run(&handler, &record, None).await;
+            let report = sandbox
+                .run(&handler, &record, Capabilities::default())
+                .await;
             times.push(started.elapsed());
             assert_eq!(report.outcome, RunOutcome::Done, "{}", report.log);
         }
@@ -106,7 +110,11 @@ fn through_a_worker(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64, f64) {
             .map(|_| NewJob::new(q(queue), Payload::new(ORDER).expect("payload")))
             .collect();
         let started = Instant::now();
-        rt.backend().dispatch_many(batch).await.expect("dispatch");
+        rt.backend()
+            .jobs
+            .dispatch_many(batch)
+            .await
+            .expect("dispatch");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = rt
             .worker(WorkerConfig {

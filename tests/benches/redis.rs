@@ -26,7 +26,7 @@ use runtime::config::Config;
 use runtime::job::{NewJob, Payload, QueueName};
 use runtime::queue::SystemClock;
 use runtime::queue::redis::RedisBackend;
-use runtime::{QueueBackend, Runtime, WorkerConfig};
+use runtime::{Backend, JobQueue, Runtime, WorkerConfig};
 use runtime_tests::workers::Env;
 use runtime_tests::{guests, runtime_bin};
 
@@ -111,7 +111,7 @@ fn main() {
 async fn latency(url: &str, cache: &std::path::Path) {
     let queue = QueueName::new(guests::NOOP).expect("queue");
     let connect = || RedisBackend::connect(url, "lat:", Arc::new(SystemClock));
-    let backend: Arc<dyn QueueBackend> = Arc::new(connect().await.expect("connect"));
+    let backend = Backend::new(connect().await.expect("connect"));
     let client = connect().await.expect("connect");
     let config = Config {
         cache_dir: Some(cache.to_path_buf()),

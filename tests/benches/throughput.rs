@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use runtime::config::Config;
 use runtime::job::{JobId, JobRecord, JobState, NewJob, Payload, QueueName};
-use runtime::queue::{Completion, QueueBackend};
+use runtime::queue::{Completion, JobQueue};
+use runtime::sandbox::Capabilities;
 use runtime::{MemoryBackend, Runtime, WorkerConfig};
 use runtime_tests::{TempDir, guests};
 use serde::Deserialize;
@@ -130,7 +131,9 @@ fn bench_sandbox(rt: &Runtime, threads: usize, jobs: usize) -> f64 {
             );
             tasks.push(tokio::spawn(async move {
                 for _ in 0..jobs / threads {
-                    let report = sandbox.run(&handler, &record, None).await;
+                    let report = sandbox
+                        .run(&handler, &record, Capabilities::default())
+                        .await;
                     assert_eq!(report.outcome, runtime::sandbox::RunOutcome::Done);
                 }
             }));
@@ -153,7 +156,7 @@ fn jobs_to(queue: &QueueName, n: usize) -> Vec<NewJob> {
 fn bench_queue_only(jobs: usize) -> f64 {
     let tokio = tokio_runtime(2);
     tokio.block_on(async {
-        let backend: Arc<dyn QueueBackend> = Arc::new(MemoryBackend::default());
+        let backend: Arc<dyn JobQueue> = Arc::new(MemoryBackend::default());
         let queue = q(guests::NOOP);
         let started = Instant::now();
         backend
@@ -196,6 +199,7 @@ fn bench_end_to_end(rt: &Runtime, jobs: usize, concurrency: usize) -> f64 {
         let queue = q(guests::NOOP);
         let started = Instant::now();
         rt.backend()
+            .jobs
             .dispatch_many(jobs_to(&queue, jobs))
             .await
             .expect("dispatch");

@@ -287,6 +287,7 @@ async fn a_handler_cannot_hold_back_an_applications_unique_key_in_memory() {
     assert_eq!(stats.done, 1);
     let held = rt
         .backend()
+        .jobs
         .list(&q("mail"), JobState::Scheduled, Page::default())
         .await
         .expect("list");
@@ -305,6 +306,12 @@ async fn a_handler_cannot_hold_back_an_applications_unique_key_in_memory() {
         .await
         .expect("dispatch");
     assert_ne!(app, held[0].id);
-    let record = rt.backend().get(&app).await.expect("get").expect("exists");
+    let record = rt
+        .backend()
+        .jobs
+        .get(&app)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(record.state, JobState::Pending);
 }

@@ -263,7 +263,7 @@ fn runs_every_outcome(queue: &str, exception: &str) {
         assert_eq!(last.ack, Ack::Applied(case.state), "{what}");
         let report = last.report.as_ref().expect("ran");
         assert_eq!(reason(&report.outcome), case.reason, "{what}");
-        let stored = tokio.block_on(rt.backend().get(id)).expect("get");
+        let stored = tokio.block_on(rt.backend().jobs.get(id)).expect("get");
         match case.state {
             None => assert!(stored.is_none(), "{what}: done jobs are removed"),
             Some(_) => {

@@ -9,8 +9,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use runtime::job::FailureKind;
+use runtime::queue::conformance::Server;
 use runtime::queue::redis::RedisBackend;
-use runtime::queue::{Completion, ManualClock, QueueBackend, SystemClock};
+use runtime::queue::{Completion, JobQueue, ManualClock, SystemClock};
 use runtime::{JobState, NewJob, Payload, QueueError, QueueName};
 use runtime_tests::redis::{RedisCluster, RedisServer};
 
@@ -32,7 +33,7 @@ fn cluster() -> &'static RedisCluster {
     CLUSTER.get_or_init(RedisCluster::start)
 }
 
-async fn standalone(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+async fn standalone(clock: Arc<ManualClock>) -> Arc<dyn Server> {
     let url = server().unix_url();
     Arc::new(
         RedisBackend::connect(&url, &prefix(), clock)
@@ -41,7 +42,7 @@ async fn standalone(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
     )
 }
 
-async fn clustered(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+async fn clustered(clock: Arc<ManualClock>) -> Arc<dyn Server> {
     let url = tokio::task::spawn_blocking(|| cluster().url())
         .await
         .expect("start the cluster");

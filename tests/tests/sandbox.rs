@@ -11,7 +11,7 @@ use runtime::job::{DispatchOptions, JobId, NewJob, Payload, QueueName};
 use runtime::queue::{Ack, Page};
 use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig, WorkerStats};
-use runtime::{JobState, QueueBackend, Runtime};
+use runtime::{JobQueue, JobState, Runtime};
 use runtime_tests::{TempDir, guests};
 
 struct Env {
@@ -103,6 +103,7 @@ async fn contained(env: &Env, queue: &str, payload: &str) -> JobEvent {
     let record = env
         .rt
         .backend()
+        .jobs
         .get(&id)
         .await
         .expect("get")
@@ -230,6 +231,7 @@ async fn dispatch_flood_hits_the_dispatch_limit() {
     let target = env
         .rt
         .backend()
+        .jobs
         .counts(&q("flood-target"))
         .await
         .expect("counts");
@@ -301,7 +303,7 @@ async fn errors_retry_until_done() {
     );
     assert_eq!((stats.retried, stats.done), (2, 1));
     assert_eq!(
-        env.rt.backend().get(&id).await.expect("get"),
+        env.rt.backend().jobs.get(&id).await.expect("get"),
         None,
         "done jobs are removed"
     );
@@ -313,7 +315,14 @@ async fn explicit_fail_is_final() {
     let id = dispatch(&env.rt, guests::OUTCOMES, r#"{"finally":"bad input"}"#, 4).await;
     let (stats, _) = drain(&env.rt, 1).await;
     assert_eq!((stats.failed, stats.retried), (1, 0));
-    let rec = env.rt.backend().get(&id).await.expect("get").expect("kept");
+    let rec = env
+        .rt
+        .backend()
+        .jobs
+        .get(&id)
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!((rec.state, rec.attempts), (JobState::Failed, 1));
     assert_eq!(rec.error.as_deref(), Some("bad input"));
 }
@@ -324,7 +333,14 @@ async fn crashes_are_retried_then_fail_with_history() {
     let id = dispatch(&env.rt, guests::PANIC, "{}", 3).await;
     let (stats, _) = drain(&env.rt, 1).await;
     assert_eq!((stats.retried, stats.failed), (2, 1));
-    let rec = env.rt.backend().get(&id).await.expect("get").expect("kept");
+    let rec = env
+        .rt
+        .backend()
+        .jobs
+        .get(&id)
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!(rec.state, JobState::Failed);
     assert_eq!(rec.history.len(), 3);
     assert!(
@@ -356,7 +372,7 @@ async fn retries_wait_for_the_backoff_or_the_handlers_delay() {
     let before = now_ms();
     let stats = worker.run(std::future::pending()).await.expect("worker");
     assert_eq!(stats.retried, 2);
-    let b = env.rt.backend();
+    let b = &env.rt.backend().jobs;
     let rec = b.get(&backoff).await.expect("get").expect("kept");
     assert_eq!(rec.state, JobState::Scheduled);
     let wait = rec.run_at - before;
@@ -420,7 +436,13 @@ async fn hostile_jobs_do_not_hold_up_good_ones() {
         "{:?}",
         started.elapsed()
     );
-    let counts = env.rt.backend().counts(&q("hello")).await.expect("counts");
+    let counts = env
+        .rt
+        .backend()
+        .jobs
+        .counts(&q("hello"))
+        .await
+        .expect("counts");
     assert_eq!(counts.done, 6);
 }
 
@@ -432,7 +454,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_counting() {
         grace: Duration::from_millis(100),
         ..Default::default()
     });
-    let backend: Arc<dyn QueueBackend> = env.rt.backend().clone();
+    let backend: Arc<dyn JobQueue> = env.rt.backend().jobs.clone();
     let shutdown = {
         let backend = backend.clone();
         let id = id.clone();
@@ -471,6 +493,7 @@ async fn max_jobs_stops_after_that_many() {
     let pending = env
         .rt
         .backend()
+        .jobs
         .list(&q("hello"), JobState::Pending, Page::default())
         .await;
     assert_eq!(pending.expect("list").len(), 3);
@@ -487,7 +510,14 @@ async fn a_missing_handler_fails_the_job_with_where_it_looked() {
         "{r}"
     );
     assert!(r.contains("no_such_queue_job.wasm"), "{r}");
-    let rec = env.rt.backend().get(&id).await.expect("get").expect("kept");
+    let rec = env
+        .rt
+        .backend()
+        .jobs
+        .get(&id)
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!(rec.state, JobState::Failed);
 }
 
@@ -502,6 +532,7 @@ async fn welcome_email_renders_and_queues_its_delivery() {
     let queued = env
         .rt
         .backend()
+        .jobs
         .list(&q("send-email"), JobState::Pending, Page::default())
         .await;
     let queued = queued.expect("list");

@@ -36,7 +36,11 @@ async fn fill(rt: &Runtime, queue: &str, payload: &str, n: usize) {
             options: Default::default(),
         })
         .collect();
-    rt.backend().dispatch_many(jobs).await.expect("dispatch");
+    rt.backend()
+        .jobs
+        .dispatch_many(jobs)
+        .await
+        .expect("dispatch");
 }
 
 /// Runs `queues` until drained; the finished attempts in the order they

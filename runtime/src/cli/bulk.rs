@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use runtime::QueueBackend;
+use runtime::JobQueue;
 use runtime::job::{DispatchOptions, JobId, MAX_PAYLOAD_BYTES, NewJob, Payload, QueueName};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -94,7 +94,7 @@ impl Done {
 }
 
 /// Streams the input into the queue.
-pub async fn enqueue(backend: &dyn QueueBackend, bulk: Bulk<'_>) -> CliResult {
+pub async fn enqueue(backend: &dyn JobQueue, bulk: Bulk<'_>) -> CliResult {
     let input = open(bulk.file)?;
     let total = input.size;
     let read = Arc::new(AtomicU64::new(0));

@@ -30,7 +30,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime deploy").await?;
     let Some(file) = &args.file else {
-        if backend.withdraw_module(&queue).await? {
+        if backend.modules.withdraw_module(&queue).await? {
             outln!("withdrew the published module of {queue}: workers go back to its module file");
         } else {
             outln!("{queue} had no published module");
@@ -43,7 +43,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     sandbox
         .load_bytes(file, &bytes, config.queue(&queue).limits)
         .map_err(|e| e.for_queue(queue.as_str()))?;
-    let version = backend.publish_module(&queue, &bytes).await?;
+    let version = backend.modules.publish_module(&queue, &bytes).await?;
     outln!(
         "deployed {} to {queue}: version {}; workers serving {queue} load it within a second",
         file.display(),

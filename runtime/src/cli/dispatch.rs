@@ -17,7 +17,7 @@ use runtime::queue::{Ack, Clock, SystemClock};
 use runtime::sandbox::RunOutcome;
 use runtime::text;
 use runtime::worker::{JobEvent, WorkerConfig};
-use runtime::{JobState, QueueBackend, Runtime};
+use runtime::{JobQueue, JobState, Runtime};
 use serde::Serialize;
 
 use super::bulk::{self, Bulk};
@@ -148,9 +148,18 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     skip: args.skip,
                     json: args.json,
                 };
-                bulk::enqueue(&*backend, bulk).await
+                bulk::enqueue(&*backend.jobs, bulk).await
             }
-            None => enqueue(&*backend, queue, options, read_payload(args)?, args.json).await,
+            None => {
+                enqueue(
+                    &*backend.jobs,
+                    queue,
+                    options,
+                    read_payload(args)?,
+                    args.json,
+                )
+                .await
+            }
         };
     }
     if args.file.is_some() {
@@ -173,7 +182,7 @@ fn read_payload(args: &Args) -> anyhow::Result<Payload> {
 
 /// Enqueues one job; prints its id, or with `json` its record.
 async fn enqueue(
-    backend: &dyn QueueBackend,
+    backend: &dyn JobQueue,
     queue: QueueName,
     options: DispatchOptions,
     payload: Payload,
@@ -282,12 +291,12 @@ async fn run_here(
         .await
         .context("the worker stopped unexpectedly")?
         .context("running the job")?;
-    let left = left_jobs(&**rt.backend()).await?;
+    let left = left_jobs(&*rt.backend().jobs).await?;
     // A failed job's stored error is the word on it: the worker may have
     // refused what the handler asked (a retry delay past the limit).
     for (id, entry) in &mut reports {
         if entry.state == "failed"
-            && let Some(record) = rt.backend().get(id).await?
+            && let Some(record) = rt.backend().jobs.get(id).await?
         {
             entry.error = record.error;
         }
@@ -326,7 +335,7 @@ async fn run_here(
 }
 
 /// Every job still pending or scheduled, in the order they would run.
-async fn left_jobs(backend: &dyn QueueBackend) -> anyhow::Result<Vec<LeftJson>> {
+async fn left_jobs(backend: &dyn JobQueue) -> anyhow::Result<Vec<LeftJson>> {
     let mut left = Vec::new();
     for queue in backend.queues().await? {
         for state in [JobState::Pending, JobState::Scheduled] {

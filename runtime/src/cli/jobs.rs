@@ -68,7 +68,7 @@ enum Action {
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
-    let backend = cli.require_backend(&config, "runtime jobs").await?;
+    let backend = cli.require_backend(&config, "runtime jobs").await?.jobs;
     match &args.action {
         Action::List {
             queue,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use runtime::QueueName;
 use runtime::metrics::{Metrics, Readings, rss_bytes};
-use runtime::queue::QueueBackend;
+use runtime::queue::JobQueue;
 use runtime::sandbox::Sandbox;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// What a scrape reads from.
 pub struct Sources {
     pub metrics: Arc<Metrics>,
-    pub backend: Arc<dyn QueueBackend>,
+    pub backend: Arc<dyn JobQueue>,
     pub sandbox: Arc<Sandbox>,
     pub queues: Vec<QueueName>,
 }

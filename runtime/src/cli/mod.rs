@@ -37,10 +37,11 @@ use std::fmt;
 
 use clap::{Parser, Subcommand};
 use runtime::config::{Config, DEFAULT_HANDLERS_DIR};
+use runtime::queue::Backend;
 use runtime::queue::SystemClock;
 use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
 use runtime::text;
-use runtime::{LoadError, QueueBackend, QueueName};
+use runtime::{LoadError, QueueName};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
@@ -223,7 +224,7 @@ impl Cli {
 
     /// The configured queue server, connected; `None` for the in-memory
     /// default.
-    async fn backend(&self, config: &Config) -> anyhow::Result<Option<Arc<dyn QueueBackend>>> {
+    async fn backend(&self, config: &Config) -> anyhow::Result<Option<Backend>> {
         let Some(url) = self.backend.as_ref().or(config.backend.as_ref()) else {
             return Ok(None);
         };
@@ -233,15 +234,11 @@ impl Cli {
             .or(config.prefix.as_deref())
             .unwrap_or(DEFAULT_PREFIX);
         let backend = RedisBackend::connect(url, prefix, Arc::new(SystemClock)).await?;
-        Ok(Some(Arc::new(backend)))
+        Ok(Some(Backend::new(backend)))
     }
 
     /// The queue server, for commands that make no sense without one.
-    async fn require_backend(
-        &self,
-        config: &Config,
-        what: &str,
-    ) -> anyhow::Result<Arc<dyn QueueBackend>> {
+    async fn require_backend(&self, config: &Config, what: &str) -> anyhow::Result<Backend> {
         self.backend(config).await?.ok_or_else(|| {
             anyhow::anyhow!(
                 "{what} needs a queue server: pass --backend redis://host:port, set RUNTIME_BACKEND, or set `backend` in the config (the in-memory default lives only inside one `runtime dispatch`)"

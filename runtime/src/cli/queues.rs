@@ -26,7 +26,7 @@ enum Action {
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
-    let backend = cli.require_backend(&config, "runtime queues").await?;
+    let backend = cli.require_backend(&config, "runtime queues").await?.jobs;
     if let Some(Action::Purge { queue }) = &args.action {
         let queue = QueueName::new(queue.as_str())?;
         let removed = backend.purge(&queue).await?;

@@ -100,7 +100,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let backend = cli.require_backend(&config, "runtime worker").await?;
     let handlers = Cli::handlers_dir(&config);
     let rt = Runtime::new(backend, handlers, config.clone()).context("starting the sandbox")?;
-    for warning in rt.backend().settings_warnings().await {
+    for warning in rt.backend().jobs.settings_warnings().await {
         tracing::warn!("{warning}");
     }
     // Load the handlers up front: a missing module is reported at start
@@ -108,6 +108,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     // a published module get it when the worker starts instead.
     let published = rt
         .backend()
+        .modules
         .module_versions(&queues)
         .await
         .unwrap_or_default();
@@ -136,7 +137,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         tracing::info!("metrics at http://{local}/metrics");
         let sources = Sources {
             metrics: metrics.clone(),
-            backend: rt.backend().clone(),
+            backend: rt.backend().jobs.clone(),
             sandbox,
             queues: queues.clone(),
         };

@@ -17,7 +17,7 @@ pub struct Args {
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime workers").await?;
-    let mut workers = backend.workers().await?;
+    let mut workers = backend.workers.workers().await?;
     workers.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&workers)?);

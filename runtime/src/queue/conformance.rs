@@ -1,13 +1,13 @@
-//! The queue contract as tests: every [`QueueBackend`] must pass all of
+//! The queue contract as tests: every backend must pass all of
 //! these, unchanged. A backend's test module runs them with
 //! [`queue_conformance!`](crate::queue_conformance), giving a factory that
 //! makes a fresh, empty backend reading time from the given clock:
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use runtime::queue::{ManualClock, MemoryBackend, QueueBackend};
+//! use runtime::queue::{ManualClock, MemoryBackend, conformance::Server};
 //!
-//! async fn make(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+//! async fn make(clock: Arc<ManualClock>) -> Arc<dyn Server> {
 //!     Arc::new(MemoryBackend::new(clock))
 //! }
 //! runtime::queue_conformance!(make);
@@ -23,7 +23,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Ack, Claim, Completion, ManualClock, Page, QueueBackend, WorkerInfo};
+use super::{
+    Ack, Claim, Completion, JobQueue, ManualClock, ModuleStore, Page, WorkerInfo, WorkerRegistry,
+};
 use crate::error::{InputError, QueueError};
 use crate::job::{
     DispatchOptions, FailureKind, JobId, JobState, Lineage, MAX_ATTEMPTS, MAX_DELAY,
@@ -91,7 +93,11 @@ macro_rules! queue_conformance {
     };
 }
 
-type Backend = Arc<dyn QueueBackend>;
+/// A backend under test: all three seams of one server.
+pub trait Server: JobQueue + WorkerRegistry + ModuleStore {}
+impl<T: JobQueue + WorkerRegistry + ModuleStore> Server for T {}
+
+type Backend = Arc<dyn Server>;
 type Clock = Arc<ManualClock>;
 
 fn q(name: &str) -> QueueName {

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use super::clock::millis;
 use super::{
-    Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, SystemClock, WorkerInfo,
-    module_version,
+    Ack, Claim, Clock, Completion, JobQueue, Lease, ModuleStore, Page, StateCounts, SystemClock,
+    WorkerInfo, WorkerRegistry, module_version,
 };
 use crate::error::QueueError;
 use crate::job::{
@@ -298,7 +298,7 @@ impl Inner {
         id
     }
 
-    /// See [`QueueBackend::dispatch_follow_up`]: one critical section, so
+    /// See [`JobQueue::dispatch_follow_up`]: one critical section, so
     /// the key lookup, the budget and the enqueue are one step.
     fn dispatch_follow_up(
         &mut self,
@@ -364,7 +364,7 @@ impl Inner {
 }
 
 #[async_trait]
-impl QueueBackend for MemoryBackend {
+impl JobQueue for MemoryBackend {
     async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
         let now = self.clock.now();
         job.check(now)?;
@@ -632,54 +632,6 @@ impl QueueBackend for MemoryBackend {
         Ok(self.lock().queues.keys().cloned().collect())
     }
 
-    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
-        let expires = self.clock.now().saturating_add(millis(ttl));
-        self.workers_lock()
-            .insert(worker.id.clone(), (worker.clone(), expires));
-        Ok(())
-    }
-
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
-        let now = self.clock.now();
-        let mut workers = self.workers_lock();
-        workers.retain(|_, (_, expires)| *expires > now);
-        Ok(workers.values().map(|(w, _)| w.clone()).collect())
-    }
-
-    async fn unregister(&self, id: &str) -> Result<(), QueueError> {
-        self.workers_lock().remove(id);
-        Ok(())
-    }
-
-    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError> {
-        let version = module_version(bytes);
-        self.modules_lock()
-            .insert(queue.clone(), (version.clone(), Arc::new(bytes.to_vec())));
-        Ok(version)
-    }
-
-    async fn module_versions(
-        &self,
-        queues: &[QueueName],
-    ) -> Result<Vec<Option<String>>, QueueError> {
-        let modules = self.modules_lock();
-        Ok(queues
-            .iter()
-            .map(|q| modules.get(q).map(|(v, _)| v.clone()))
-            .collect())
-    }
-
-    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError> {
-        Ok(self
-            .modules_lock()
-            .get(queue)
-            .map(|(v, bytes)| (v.clone(), bytes.to_vec())))
-    }
-
-    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError> {
-        Ok(self.modules_lock().remove(queue).is_some())
-    }
-
     async fn retry(&self, id: &JobId) -> Result<(), QueueError> {
         let now = self.clock.now();
         let mut inner = self.lock();
@@ -770,14 +722,69 @@ impl QueueBackend for MemoryBackend {
     }
 }
 
+#[async_trait]
+impl WorkerRegistry for MemoryBackend {
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
+        let expires = self.clock.now().saturating_add(millis(ttl));
+        self.workers_lock()
+            .insert(worker.id.clone(), (worker.clone(), expires));
+        Ok(())
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError> {
+        let now = self.clock.now();
+        let mut workers = self.workers_lock();
+        workers.retain(|_, (_, expires)| *expires > now);
+        Ok(workers.values().map(|(w, _)| w.clone()).collect())
+    }
+
+    async fn unregister(&self, id: &str) -> Result<(), QueueError> {
+        self.workers_lock().remove(id);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ModuleStore for MemoryBackend {
+    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError> {
+        let version = module_version(bytes);
+        self.modules_lock()
+            .insert(queue.clone(), (version.clone(), Arc::new(bytes.to_vec())));
+        Ok(version)
+    }
+
+    async fn module_versions(
+        &self,
+        queues: &[QueueName],
+    ) -> Result<Vec<Option<String>>, QueueError> {
+        let modules = self.modules_lock();
+        Ok(queues
+            .iter()
+            .map(|q| modules.get(q).map(|(v, _)| v.clone()))
+            .collect())
+    }
+
+    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError> {
+        Ok(self
+            .modules_lock()
+            .get(queue)
+            .map(|(v, bytes)| (v.clone(), bytes.to_vec())))
+    }
+
+    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError> {
+        Ok(self.modules_lock().remove(queue).is_some())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::MemoryBackend;
-    use crate::queue::{ManualClock, QueueBackend};
+    use crate::queue::ManualClock;
+    use crate::queue::conformance::Server;
 
-    async fn make(clock: Arc<ManualClock>) -> Arc<dyn QueueBackend> {
+    async fn make(clock: Arc<ManualClock>) -> Arc<dyn Server> {
         Arc::new(MemoryBackend::new(clock))
     }
 

@@ -1,12 +1,15 @@
-//! The queue contract: one async trait, [`QueueBackend`], with an in-memory
-//! implementation ([`memory`]) and a Redis one ([`redis`]). What the trait
-//! promises is exactly what [`conformance`] checks, against every backend.
+//! The queue contract: [`JobQueue`] (jobs), [`WorkerRegistry`] (live
+//! workers) and [`ModuleStore`] (published handler modules), each an async
+//! trait, put together as a [`Backend`]; implemented in memory ([`memory`])
+//! and on Redis ([`redis`]). What [`JobQueue`] promises is exactly what
+//! [`conformance`] checks, against every backend.
 
 pub mod clock;
 pub mod conformance;
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -169,37 +172,7 @@ impl Default for Page {
 /// attempts, to failed with the reason `worker lost` (kind
 /// [`FailureKind::WorkerLost`]).
 #[async_trait]
-pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
-    /// Records a worker's heartbeat; the record vanishes `ttl` later
-    /// unless renewed, so a dead worker drops out of [`workers`].
-    ///
-    /// [`workers`]: QueueBackend::workers
-    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError>;
-
-    /// The live workers, by id.
-    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
-
-    /// Removes a worker's record at once (a clean stop).
-    async fn unregister(&self, id: &str) -> Result<(), QueueError>;
-
-    /// Publishes a handler module for `queue` (`runtime deploy`): every
-    /// worker serving the queue loads it instead of its module file.
-    /// Returns its version (the SHA-256 of the bytes, hex).
-    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError>;
-
-    /// The published module version of each of `queues` (`None`: none).
-    async fn module_versions(
-        &self,
-        queues: &[QueueName],
-    ) -> Result<Vec<Option<String>>, QueueError>;
-
-    /// The published module of `queue`: its version and bytes.
-    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError>;
-
-    /// Withdraws the published module of `queue`, so workers go back to
-    /// its module file; whether there was one.
-    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError>;
-
+pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
     /// Server settings that put jobs at risk, each as a sentence saying
     /// what to change (a worker logs them at start). None by default.
     async fn settings_warnings(&self) -> Vec<String> {
@@ -231,7 +204,7 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
     /// The tree's count is kept with its root (on Redis, in the root
     /// queue's slot, apart from the follow-up's own queue), and outlives
     /// the root while follow-ups remain. Follow-ups leave it as they are
-    /// done ([`leave_tree`](QueueBackend::leave_tree)); the count is then
+    /// done ([`leave_tree`](JobQueue::leave_tree)); the count is then
     /// dropped, and comes back from the root's record if the root dispatches
     /// again. A count not dropped that way (follow-ups failed and deleted)
     /// expires two years ([`TREE_KEEP`](crate::job::TREE_KEEP)) after the tree's last follow-up;
@@ -282,7 +255,7 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
         log: String,
     ) -> Result<Ack, QueueError>;
 
-    /// [`complete`](QueueBackend::complete) for many attempts at once (a
+    /// [`complete`](JobQueue::complete) for many attempts at once (a
     /// worker batches its acks); acks in the same order. Each is applied
     /// or refused on its own. On an error some may have been applied:
     /// sending the same batch again is safe (those are then stale).
@@ -327,4 +300,78 @@ pub trait QueueBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// Remove every job of a queue that is not running; returns how many.
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError>;
+}
+
+/// The workers registry: live worker processes as their heartbeats
+/// describe them (`runtime workers`).
+#[async_trait]
+pub trait WorkerRegistry: Send + Sync + std::fmt::Debug + 'static {
+    /// Records a worker's heartbeat; the record vanishes `ttl` later
+    /// unless renewed, so a dead worker drops out of [`workers`].
+    ///
+    /// [`workers`]: WorkerRegistry::workers
+    async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError>;
+
+    /// The live workers, by id.
+    async fn workers(&self) -> Result<Vec<WorkerInfo>, QueueError>;
+
+    /// Removes a worker's record at once (a clean stop).
+    async fn unregister(&self, id: &str) -> Result<(), QueueError>;
+}
+
+/// The module store: handler modules published through the backend
+/// (`runtime deploy`), which workers load instead of module files.
+#[async_trait]
+pub trait ModuleStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Publishes a handler module for `queue` (`runtime deploy`): every
+    /// worker serving the queue loads it instead of its module file.
+    /// Returns its version (the SHA-256 of the bytes, hex).
+    async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError>;
+
+    /// The published module version of each of `queues` (`None`: none).
+    async fn module_versions(
+        &self,
+        queues: &[QueueName],
+    ) -> Result<Vec<Option<String>>, QueueError>;
+
+    /// The published module of `queue`: its version and bytes.
+    async fn module(&self, queue: &QueueName) -> Result<Option<(String, Vec<u8>)>, QueueError>;
+
+    /// Withdraws the published module of `queue`, so workers go back to
+    /// its module file; whether there was one.
+    async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError>;
+}
+
+/// A queue server's three seams, each shared: the job queue, the workers
+/// registry and the module store. A worker's claim loop sees only the job
+/// queue; heartbeats and hot swap see only theirs.
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// Jobs: dispatch, claim, complete, inspect.
+    pub jobs: Arc<dyn JobQueue>,
+    /// Live workers.
+    pub workers: Arc<dyn WorkerRegistry>,
+    /// Published handler modules.
+    pub modules: Arc<dyn ModuleStore>,
+}
+
+impl Backend {
+    /// The three seams of one server.
+    pub fn new<B: JobQueue + WorkerRegistry + ModuleStore>(server: B) -> Self {
+        Self::shared(Arc::new(server))
+    }
+
+    /// The three seams of one server already shared.
+    pub fn shared<B: JobQueue + WorkerRegistry + ModuleStore>(server: Arc<B>) -> Self {
+        Backend {
+            jobs: server.clone(),
+            workers: server.clone(),
+            modules: server,
+        }
+    }
+
+    /// A fresh embedded in-memory server.
+    pub fn memory() -> Self {
+        Self::new(MemoryBackend::default())
+    }
 }

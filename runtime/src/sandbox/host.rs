@@ -9,13 +9,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::SandboxStats;
+use super::capabilities::Capabilities;
 use super::limits::{Bytes, Limits};
 use super::output::JobOutput;
 use crate::error::QueueError;
 use crate::job::{
     DispatchOptions, JobRecord, Lineage, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
-use crate::queue::{Clock, QueueBackend, SystemClock};
+use crate::queue::{Clock, SystemClock};
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
@@ -41,8 +42,8 @@ pub(crate) struct HostState {
     pub limiter: MemoryLimiter,
     /// The message of a panic the guest reported before trapping.
     pub panic: Option<String>,
-    /// Where follow-up jobs go; `None` where dispatch is unavailable.
-    pub dispatcher: Option<Arc<dyn QueueBackend>>,
+    /// What the guest may reach outside its instance.
+    pub caps: Capabilities,
     pub dispatch_limit: u32,
     pub dispatch_calls: u32,
     pub dispatch_exceeded: bool,
@@ -355,7 +356,7 @@ impl self::runtime::job::dispatch::Host for HostState {
                 self.dispatch_limit
             ));
         }
-        let Some(backend) = self.dispatcher.clone() else {
+        let Some(dispatcher) = self.caps.dispatch.clone() else {
             return Ok(Err("dispatch is not available in this context".into()));
         };
         let job = match follow_up(queue, payload, options) {
@@ -367,10 +368,7 @@ impl self::runtime::job::dispatch::Host for HostState {
         // handle: the attempt carries on. Only the per-attempt limit above
         // ends it.
         Ok(
-            match backend
-                .dispatch_follow_up(job, lineage.clone(), *budget)
-                .await
-            {
+            match dispatcher.dispatch(job, lineage.clone(), *budget).await {
                 Ok(id) => Ok(id.to_string()),
                 Err(e @ QueueError::Backend { .. }) => {
                     tracing::warn!(error = %e, parent = %lineage.parent, "a handler's follow-up could not be dispatched");

@@ -10,11 +10,11 @@
 //! or an error of the host.
 
 mod cache;
+pub mod capabilities;
 pub mod compile;
 mod host;
 pub mod limits;
 pub mod output;
-pub mod registry;
 mod shape;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +29,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::error::LoadError;
 use crate::job::{FailureKind, JobRecord};
-use crate::queue::QueueBackend;
+pub use capabilities::{Capabilities, Dispatcher};
 use host::{
     Ceilings, EchoContext, HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob,
     WitOutcome,
@@ -37,7 +37,6 @@ use host::{
 pub use limits::Limits;
 use limits::{Bytes, Millis};
 use output::JobOutput;
-pub use registry::HandlerRegistry;
 pub use shape::{Refusal, Shape};
 
 /// Engine-wide settings, fixed for the life of the process. Serializable
@@ -484,16 +483,10 @@ impl Sandbox {
     }
 
     /// Runs one attempt of `job` in a fresh instance of `handler`, once
-    /// there is room for it in the pool. Follow-up jobs the handler
-    /// dispatches go to `dispatcher`.
-    pub async fn run(
-        &self,
-        handler: &Handler,
-        job: &JobRecord,
-        dispatcher: Option<Arc<dyn QueueBackend>>,
-    ) -> RunReport {
+    /// there is room for it in the pool, reaching only what `caps` grants.
+    pub async fn run(&self, handler: &Handler, job: &JobRecord, caps: Capabilities) -> RunReport {
         let room = self.room().await;
-        self.run_in(room, handler, job, dispatcher).await
+        self.run_in(room, handler, job, caps).await
     }
 
     /// Like [`Sandbox::run`], in a place of the pool already taken.
@@ -502,7 +495,7 @@ impl Sandbox {
         room: Room,
         handler: &Handler,
         job: &JobRecord,
-        dispatcher: Option<Arc<dyn QueueBackend>>,
+        caps: Capabilities,
     ) -> RunReport {
         let _room = room;
         let started = Instant::now();
@@ -529,7 +522,7 @@ impl Sandbox {
                 self.stats.clone(),
             ),
             panic: None,
-            dispatcher,
+            caps,
             dispatch_limit: limits.dispatches,
             dispatch_calls: 0,
             dispatch_exceeded: false,

@@ -22,11 +22,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::error::{InputError, QueueError};
+use crate::handlers::HandlerRegistry;
 use crate::job::{FailureKind, JobRecord, JobState, MAX_DELAY, QueueName, check_delay};
 use crate::metrics::Metrics;
 use crate::queue::clock::millis;
-use crate::queue::{Ack, Claim, Clock, Completion, Lease, QueueBackend, SystemClock, WorkerInfo};
-use crate::sandbox::{HandlerRegistry, RunOutcome, RunReport};
+use crate::queue::{
+    Ack, Backend, Claim, Clock, Completion, JobQueue, Lease, SystemClock, WorkerInfo,
+    WorkerRegistry,
+};
+use crate::sandbox::{Capabilities, RunOutcome, RunReport};
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -131,11 +135,13 @@ impl WorkerStats {
 /// A worker over one backend and one handler registry.
 #[derive(Debug)]
 pub struct Worker {
-    backend: Arc<dyn QueueBackend>,
+    backend: Backend,
     registry: Arc<HandlerRegistry>,
     config: WorkerConfig,
     events: Option<mpsc::UnboundedSender<JobEvent>>,
     metrics: Arc<Metrics>,
+    /// What every attempt's guest may reach: follow-ups into the job queue.
+    caps: Capabilities,
 }
 
 /// What one job task returns.
@@ -146,12 +152,9 @@ struct Finished {
 
 impl Worker {
     /// A worker; nothing runs until [`Worker::run`].
-    pub fn new(
-        backend: Arc<dyn QueueBackend>,
-        registry: Arc<HandlerRegistry>,
-        config: WorkerConfig,
-    ) -> Self {
+    pub fn new(backend: Backend, registry: Arc<HandlerRegistry>, config: WorkerConfig) -> Self {
         Worker {
+            caps: Capabilities::dispatch_to(backend.jobs.clone()),
             backend,
             registry,
             config,
@@ -174,7 +177,7 @@ impl Worker {
 
     async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
         if self.config.queues.is_empty() {
-            self.backend.queues().await
+            self.backend.jobs.queues().await
         } else {
             Ok(self.config.queues.clone())
         }
@@ -184,7 +187,7 @@ impl Worker {
     /// those are left for later) in `queues`.
     async fn nothing_left(&self, queues: &[QueueName]) -> Result<bool, QueueError> {
         for q in queues {
-            let c = self.backend.counts(q).await?;
+            let c = self.backend.jobs.counts(q).await?;
             let scheduled = if self.config.leave_scheduled {
                 0
             } else {
@@ -282,6 +285,7 @@ impl Worker {
     ) -> Result<usize, QueueError> {
         match self
             .backend
+            .jobs
             .claim(std::slice::from_ref(queue), n, self.config.lease)
             .await
         {
@@ -303,15 +307,15 @@ impl Worker {
         let concurrency = self.config.concurrency.max(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let (acks, ack_rx) = mpsc::unbounded_channel();
-        let batcher = tokio::spawn(ack_batcher(self.backend.clone(), ack_rx));
+        let batcher = tokio::spawn(ack_batcher(self.backend.jobs.clone(), ack_rx));
         // Published modules first, so the first jobs already run them.
         let mut deployments = reload::Deployments::default();
         deployments
-            .sync(&self.registry, &*self.backend, &self.config.queues)
+            .sync(&self.registry, &*self.backend.modules, &self.config.queues)
             .await;
         let reloader = tokio::spawn(reload::run(
             self.registry.clone(),
-            self.backend.clone(),
+            self.backend.modules.clone(),
             self.config.queues.clone(),
             deployments,
         ));
@@ -319,7 +323,7 @@ impl Worker {
             let info = self.identity();
             let id = info.id.clone();
             let task = tokio::spawn(heartbeat(
-                self.backend.clone(),
+                self.backend.workers.clone(),
                 self.metrics.clone(),
                 info,
                 every,
@@ -409,7 +413,7 @@ impl Worker {
                 () = tokio::time::sleep(LINGER), if lingering => lingered = true,
                 // Only queues with room are worth waiting on; with none, a
                 // finishing job makes room.
-                waited = self.backend.wait_for_work(&open, Duration::from_secs(1)), if waiting => {
+                waited = self.backend.jobs.wait_for_work(&open, Duration::from_secs(1)), if waiting => {
                     match waited {
                         Ok(()) => {
                             hungry = true;
@@ -448,7 +452,7 @@ impl Worker {
         let _ = batcher.await;
         if let Some((id, task)) = identity {
             task.abort();
-            let _ = self.backend.unregister(&id).await;
+            let _ = self.backend.workers.unregister(&id).await;
         }
         Ok(stats)
     }
@@ -482,7 +486,8 @@ impl Worker {
         mut stop: watch::Receiver<bool>,
         acks: mpsc::UnboundedSender<AckRequest>,
     ) -> impl Future<Output = Finished> + Send + 'static {
-        let backend = self.backend.clone();
+        let backend = self.backend.jobs.clone();
+        let caps = self.caps.clone();
         let registry = self.registry.clone();
         let events = self.events.clone();
         let metrics = self.metrics.clone();
@@ -501,11 +506,7 @@ impl Worker {
                         // goes back uncounted, like at shutdown.
                         let sandbox = registry.sandbox();
                         let room = tokio::time::timeout(lease_len, sandbox.room()).await.ok()?;
-                        Some(
-                            sandbox
-                                .run_in(room, &handler, &job, Some(backend.clone()))
-                                .await,
-                        )
+                        Some(sandbox.run_in(room, &handler, &job, caps).await)
                     }
                     // Retried like a crash: the module may be deployed later.
                     Err(e) => Some(RunReport {
@@ -618,7 +619,7 @@ impl Worker {
 /// Announces the worker every `every` until aborted; a beat that fails is
 /// simply late (the outage is logged by the claim loop).
 async fn heartbeat(
-    backend: Arc<dyn QueueBackend>,
+    backend: Arc<dyn WorkerRegistry>,
     metrics: Arc<Metrics>,
     mut info: WorkerInfo,
     every: Duration,
@@ -661,7 +662,7 @@ const ACK_BATCH: usize = 128;
 /// batch was being recorded goes in the next (one script call per queue on
 /// Redis). A lone ack goes at once, so batching adds no latency.
 async fn ack_batcher(
-    backend: Arc<dyn QueueBackend>,
+    backend: Arc<dyn JobQueue>,
     mut requests: mpsc::UnboundedReceiver<AckRequest>,
 ) {
     let mut batch = Vec::new();
@@ -677,7 +678,7 @@ async fn ack_batcher(
 /// Records a batch, retrying while the backend is unreachable, for as long
 /// as the leases last: past them the jobs are someone else's, and the acks
 /// would be stale anyway. Sending a batch again is safe (fencing tokens).
-async fn ack_all(backend: &dyn QueueBackend, items: Vec<(Lease, Completion, String)>) -> Vec<Ack> {
+async fn ack_all(backend: &dyn JobQueue, items: Vec<(Lease, Completion, String)>) -> Vec<Ack> {
     let mut outage = Outage::default();
     let last_expiry = items
         .iter()

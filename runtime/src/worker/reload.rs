@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::handlers::HandlerRegistry;
 use crate::job::QueueName;
-use crate::queue::QueueBackend;
-use crate::sandbox::HandlerRegistry;
+use crate::queue::ModuleStore;
 
 /// How often a worker looks for published modules and changed files.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
@@ -19,7 +19,7 @@ pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// Runs until aborted.
 pub(super) async fn run(
     registry: Arc<HandlerRegistry>,
-    backend: Arc<dyn QueueBackend>,
+    backend: Arc<dyn ModuleStore>,
     queues: Vec<QueueName>,
     mut deployments: Deployments,
 ) {
@@ -49,7 +49,7 @@ impl Deployments {
     pub(super) async fn sync(
         &mut self,
         registry: &Arc<HandlerRegistry>,
-        backend: &dyn QueueBackend,
+        backend: &dyn ModuleStore,
         queues: &[QueueName],
     ) {
         let Ok(versions) = backend.module_versions(queues).await else {

@@ -66,8 +66,8 @@ use tokio::sync::Notify;
 
 use super::clock::millis;
 use super::{
-    Ack, Claim, Clock, Completion, Lease, Page, QueueBackend, StateCounts, WorkerInfo,
-    module_version,
+    Ack, Claim, Clock, Completion, JobQueue, Lease, ModuleStore, Page, StateCounts, WorkerInfo,
+    WorkerRegistry, module_version,
 };
 use crate::error::QueueError;
 use crate::job::{
@@ -918,7 +918,7 @@ fn state_named(name: &str) -> Option<JobState> {
 }
 
 #[async_trait]
-impl QueueBackend for RedisBackend {
+impl JobQueue for RedisBackend {
     async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
         let now = self.shared.clock.now();
         job.check(now)?;
@@ -1183,6 +1183,99 @@ impl QueueBackend for RedisBackend {
         })
     }
 
+    async fn settings_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let name = &self.shared.name;
+        let setting = |key: &'static str| async move {
+            let reply: Result<Vec<String>, _> =
+                self.query(redis::cmd("CONFIG").arg("GET").arg(key)).await;
+            reply.ok().and_then(|kv| kv.get(1).cloned())
+        };
+        match setting("maxmemory-policy").await.as_deref() {
+            Some("noeviction") => {}
+            Some(policy) => warnings.push(format!(
+                "Redis at {name} has maxmemory-policy {policy}: when it fills up it will silently evict keys, which loses jobs; set `maxmemory-policy noeviction`"
+            )),
+            None => warnings.push(format!(
+                "cannot read maxmemory-policy of Redis at {name} (CONFIG GET refused): make sure it is `noeviction`, or a full Redis evicts jobs"
+            )),
+        }
+        if setting("appendonly").await.as_deref() == Some("no") {
+            warnings.push(format!(
+                "Redis at {name} runs without AOF (appendonly no): a Redis restart loses the jobs written since its last snapshot; set `appendonly yes` and `appendfsync everysec`"
+            ));
+        }
+        warnings
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        let key = format!("{}queues", self.shared.prefix);
+        let names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(key)).await?;
+        let mut queues: Vec<QueueName> = names
+            .into_iter()
+            .filter_map(|n| QueueName::new(n).ok())
+            .collect();
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn retry(&self, id: &JobId) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        let result: String = self
+            .call(&SCRIPTS.retry, id.queue(), now, |inv| {
+                inv.arg(id.seq());
+            })
+            .await?;
+        match result.as_str() {
+            "ok" => Ok(()),
+            "missing" => Err(QueueError::NoSuchJob(id.clone())),
+            other => Err(QueueError::WrongState {
+                id: id.clone(),
+                state: state_named(other).ok_or_else(|| self.malformed(id, "unknown state"))?,
+                action: "retry",
+                expected: "failed",
+            }),
+        }
+    }
+
+    async fn delete(&self, id: &JobId) -> Result<bool, QueueError> {
+        let now = self.shared.clock.now();
+        let result: String = self
+            .call(&SCRIPTS.delete, id.queue(), now, |inv| {
+                inv.arg(id.seq());
+            })
+            .await?;
+        match result.as_str() {
+            "deleted" => Ok(true),
+            "missing" => Ok(false),
+            _ => Err(QueueError::WrongState {
+                id: id.clone(),
+                state: JobState::Running,
+                action: "delete",
+                expected: "pending, scheduled or failed",
+            }),
+        }
+    }
+
+    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let now = self.shared.clock.now();
+            let removed: u64 = self
+                .call(&SCRIPTS.purge, queue, now, |inv| {
+                    inv.arg(PURGE_CHUNK);
+                })
+                .await?;
+            total += removed;
+            if removed == 0 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl WorkerRegistry for RedisBackend {
     async fn heartbeat(&self, worker: &WorkerInfo, ttl: Duration) -> Result<(), QueueError> {
         let (set, record) = (self.workers_key(), self.worker_key(&worker.id));
         let json = serde_json::to_string(worker).map_err(|e| QueueError::Backend {
@@ -1239,31 +1332,22 @@ impl QueueBackend for RedisBackend {
         Ok(workers)
     }
 
-    async fn settings_warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        let name = &self.shared.name;
-        let setting = |key: &'static str| async move {
-            let reply: Result<Vec<String>, _> =
-                self.query(redis::cmd("CONFIG").arg("GET").arg(key)).await;
-            reply.ok().and_then(|kv| kv.get(1).cloned())
-        };
-        match setting("maxmemory-policy").await.as_deref() {
-            Some("noeviction") => {}
-            Some(policy) => warnings.push(format!(
-                "Redis at {name} has maxmemory-policy {policy}: when it fills up it will silently evict keys, which loses jobs; set `maxmemory-policy noeviction`"
-            )),
-            None => warnings.push(format!(
-                "cannot read maxmemory-policy of Redis at {name} (CONFIG GET refused): make sure it is `noeviction`, or a full Redis evicts jobs"
-            )),
-        }
-        if setting("appendonly").await.as_deref() == Some("no") {
-            warnings.push(format!(
-                "Redis at {name} runs without AOF (appendonly no): a Redis restart loses the jobs written since its last snapshot; set `appendonly yes` and `appendfsync everysec`"
-            ));
-        }
-        warnings
+    async fn unregister(&self, id: &str) -> Result<(), QueueError> {
+        let (set, record) = (self.workers_key(), self.worker_key(id));
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(&record)
+            .ignore()
+            .cmd("ZREM")
+            .arg(&set)
+            .arg(id)
+            .ignore();
+        self.query_pipe(&pipe).await
     }
+}
 
+#[async_trait]
+impl ModuleStore for RedisBackend {
     async fn publish_module(&self, queue: &QueueName, bytes: &[u8]) -> Result<String, QueueError> {
         let version = module_version(bytes);
         let index = self.modules_key();
@@ -1340,84 +1424,6 @@ impl QueueBackend for RedisBackend {
             .query(redis::cmd("DEL").arg(self.module_key(queue, &version)))
             .await?;
         Ok(true)
-    }
-
-    async fn unregister(&self, id: &str) -> Result<(), QueueError> {
-        let (set, record) = (self.workers_key(), self.worker_key(id));
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL")
-            .arg(&record)
-            .ignore()
-            .cmd("ZREM")
-            .arg(&set)
-            .arg(id)
-            .ignore();
-        self.query_pipe(&pipe).await
-    }
-
-    async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
-        let key = format!("{}queues", self.shared.prefix);
-        let names: Vec<String> = self.query(redis::cmd("SMEMBERS").arg(key)).await?;
-        let mut queues: Vec<QueueName> = names
-            .into_iter()
-            .filter_map(|n| QueueName::new(n).ok())
-            .collect();
-        queues.sort();
-        Ok(queues)
-    }
-
-    async fn retry(&self, id: &JobId) -> Result<(), QueueError> {
-        let now = self.shared.clock.now();
-        let result: String = self
-            .call(&SCRIPTS.retry, id.queue(), now, |inv| {
-                inv.arg(id.seq());
-            })
-            .await?;
-        match result.as_str() {
-            "ok" => Ok(()),
-            "missing" => Err(QueueError::NoSuchJob(id.clone())),
-            other => Err(QueueError::WrongState {
-                id: id.clone(),
-                state: state_named(other).ok_or_else(|| self.malformed(id, "unknown state"))?,
-                action: "retry",
-                expected: "failed",
-            }),
-        }
-    }
-
-    async fn delete(&self, id: &JobId) -> Result<bool, QueueError> {
-        let now = self.shared.clock.now();
-        let result: String = self
-            .call(&SCRIPTS.delete, id.queue(), now, |inv| {
-                inv.arg(id.seq());
-            })
-            .await?;
-        match result.as_str() {
-            "deleted" => Ok(true),
-            "missing" => Ok(false),
-            _ => Err(QueueError::WrongState {
-                id: id.clone(),
-                state: JobState::Running,
-                action: "delete",
-                expected: "pending, scheduled or failed",
-            }),
-        }
-    }
-
-    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
-        let mut total = 0;
-        loop {
-            let now = self.shared.clock.now();
-            let removed: u64 = self
-                .call(&SCRIPTS.purge, queue, now, |inv| {
-                    inv.arg(PURGE_CHUNK);
-                })
-                .await?;
-            total += removed;
-            if removed == 0 {
-                return Ok(total);
-            }
-        }
     }
 }
 

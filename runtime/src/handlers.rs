@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::{Handler, Sandbox};
 use crate::config::{Config, QueueSettings};
 use crate::error::LoadError;
 use crate::job::QueueName;
+use crate::sandbox::{Handler, Sandbox};
 
 /// Queue name to loaded handler.
 #[derive(Debug)]
