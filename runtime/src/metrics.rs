@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::job::{JobState, QueueName};
-use crate::queue::{Ack, StateCounts};
+use crate::queue::{AttemptEnd, StateCounts};
 use crate::sandbox::{RunOutcome, RunReport, SandboxSnapshot};
 
 /// Upper bounds of the run-time histogram's buckets, seconds.
@@ -19,8 +19,13 @@ const BUCKETS: [f64; 14] = [
 /// Counters and histograms of one worker process, per queue.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    queues: Mutex<BTreeMap<QueueName, QueueMetrics>>,
+    queues: Mutex<BTreeMap<QueueName, Arc<QueueMeter>>>,
 }
+
+/// One queue's counters, taken once per queue by the worker so that an
+/// attempt's start and end touch only its own queue's lock, never the map.
+#[derive(Debug, Default)]
+pub struct QueueMeter(Mutex<QueueMetrics>);
 
 #[derive(Debug, Default)]
 struct QueueMetrics {
@@ -60,53 +65,62 @@ fn reason(outcome: &RunOutcome) -> &'static str {
     outcome.failure().map_or("none", |(kind, _)| kind.as_str())
 }
 
-impl Metrics {
-    fn with(&self, queue: &QueueName, f: impl FnOnce(&mut QueueMetrics)) {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        // The name is copied only the first time a queue is seen.
-        match queues.get_mut(queue) {
-            Some(m) => f(m),
-            None => f(queues.entry(queue.clone()).or_default()),
-        }
+impl QueueMeter {
+    fn lock(&self) -> MutexGuard<'_, QueueMetrics> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An attempt of a `queue` job started.
-    pub fn started(&self, queue: &QueueName) {
-        self.with(queue, |m| m.in_flight += 1);
+    /// An attempt started.
+    pub fn started(&self) {
+        self.lock().in_flight += 1;
     }
 
-    /// An attempt ended: `report` is `None` if it was handed back; `ack`
-    /// says what was recorded.
-    pub fn finished(&self, queue: &QueueName, report: Option<&RunReport>, ack: Ack) {
-        self.with(queue, |m| {
-            m.in_flight = m.in_flight.saturating_sub(1);
-            let Some(report) = report else {
-                m.handed_back += 1;
-                return;
-            };
+    /// An attempt ended: `report` is `None` if it was handed back (or
+    /// never ran); `end` says what was recorded.
+    pub fn finished(&self, report: Option<&RunReport>, end: AttemptEnd) {
+        let mut m = self.lock();
+        m.in_flight = m.in_flight.saturating_sub(1);
+        let why = report.map_or("none", |r| reason(&r.outcome));
+        if let Some(report) = report {
             m.processed += 1;
             m.durations.observe(report.elapsed);
-            let why = reason(&report.outcome);
-            match ack {
-                Ack::Stale => m.stale += 1,
-                Ack::Applied(None) => m.done += 1,
-                Ack::Applied(Some(JobState::Failed)) => *m.failed.entry(why).or_default() += 1,
-                Ack::Applied(Some(_)) => *m.retried.entry(why).or_default() += 1,
-            }
-        });
+        }
+        match end {
+            AttemptEnd::Done => m.done += 1,
+            AttemptEnd::Retried => *m.retried.entry(why).or_default() += 1,
+            AttemptEnd::Failed => *m.failed.entry(why).or_default() += 1,
+            AttemptEnd::HandedBack => m.handed_back += 1,
+            AttemptEnd::Stale => m.stale += 1,
+        }
+    }
+}
+
+impl Metrics {
+    /// The counters of `queue` (the name is copied only the first time a
+    /// queue is seen).
+    pub fn queue(&self, queue: &QueueName) -> Arc<QueueMeter> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        match queues.get(queue) {
+            Some(m) => m.clone(),
+            None => queues.entry(queue.clone()).or_default().clone(),
+        }
     }
 
     /// Jobs in flight in this worker now, all queues.
     pub fn in_flight(&self) -> u64 {
         let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
-        queues.values().map(|m| m.in_flight).sum()
+        queues.values().map(|m| m.lock().in_flight).sum()
     }
 
     /// Everything, in the Prometheus text exposition format (0.0.4), with
     /// the readings taken at scrape time.
     pub fn render(&self, readings: &Readings) -> String {
         let mut out = String::new();
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let meters = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let held: Vec<(&QueueName, MutexGuard<'_, QueueMetrics>)> =
+            meters.iter().map(|(q, m)| (q, m.lock())).collect();
+        let queues: Vec<(&QueueName, &QueueMetrics)> =
+            held.iter().map(|(q, m)| (*q, &**m)).collect();
         let per_queue = |out: &mut String,
                          name: &str,
                          kind: &str,
@@ -310,27 +324,20 @@ mod tests {
     fn counts_by_outcome_and_reason_with_cumulative_buckets() {
         let m = Metrics::default();
         let q = QueueName::new("q").expect("valid");
+        let meter = m.queue(&q);
         for _ in 0..4 {
-            m.started(&q);
+            meter.started();
         }
-        m.finished(&q, Some(&report(RunOutcome::Done, 3)), Ack::Applied(None));
+        meter.finished(Some(&report(RunOutcome::Done, 3)), AttemptEnd::Done);
         let timeout = RunOutcome::Crashed {
             kind: crate::job::FailureKind::Timeout,
             reason: "timeout after 100ms".into(),
         };
-        m.finished(
-            &q,
-            Some(&report(timeout, 100)),
-            Ack::Applied(Some(JobState::Scheduled)),
-        );
+        meter.finished(Some(&report(timeout, 100)), AttemptEnd::Retried);
         let fail = RunOutcome::Fail {
             reason: "no".into(),
         };
-        m.finished(
-            &q,
-            Some(&report(fail, 2000)),
-            Ack::Applied(Some(JobState::Failed)),
-        );
+        meter.finished(Some(&report(fail, 2000)), AttemptEnd::Failed);
         assert_eq!(m.in_flight(), 1);
         let text = m.render(&Readings::default());
         let at = |s: &str| value(&text, s);

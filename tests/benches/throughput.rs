@@ -14,6 +14,10 @@
 //!
 //! `BENCH_JOBS` sets N (default 100000). Figures vary with machine load:
 //! compare the ratios, which are measured in the same run.
+//!
+//! With `BASELINE_DIR` set, the `throughput` executable found there (an
+//! earlier build of this benchmark) runs too, with the same `BENCH_JOBS`,
+//! and one table sets its (b) figures beside this build's.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -252,14 +256,78 @@ fn main() {
     }
 
     println!("(b) in-memory end to end: dispatch {jobs}, drain on 2 worker threads");
+    let sandbox_alone = 1e6 / bench_sandbox(&rt, 2, jobs);
+    println!("    sandbox alone (2 threads)           {sandbox_alone:>12.0} jobs/s");
     let queue_only = bench_queue_only(jobs);
     println!("    queue only (claim+ack, native work) {queue_only:>12.0} jobs/s");
+    let mut now = vec![("queue only".to_string(), queue_only)];
     for concurrency in [16, 64] {
         let rt = runtime_for_bench(&cache);
         let e2e = bench_end_to_end(&rt, jobs, concurrency);
         println!(
-            "    worker, sandbox per job, {concurrency:>2} in flight {e2e:>9.0} jobs/s ({:.2} of queue only)",
-            e2e / queue_only
+            "    worker, sandbox per job, {concurrency:>2} in flight {e2e:>9.0} jobs/s ({:.2} of queue only, {:.2} of sandbox alone)",
+            e2e / queue_only,
+            e2e / sandbox_alone
         );
+        now.push((format!("worker, {concurrency} in flight"), e2e));
+    }
+    if let Some(dir) = std::env::var_os("BASELINE_DIR") {
+        compare_with_baseline(std::path::Path::new(&dir), jobs, &now);
+    }
+}
+
+/// Runs the baseline build's benchmark with the same job count and prints
+/// its (b) figures beside `now`'s.
+fn compare_with_baseline(dir: &std::path::Path, jobs: usize, now: &[(String, f64)]) {
+    let exe = dir.join("throughput");
+    let out = match std::process::Command::new(&exe)
+        .env("BENCH_JOBS", jobs.to_string())
+        .env_remove("BASELINE_DIR")
+        .output()
+    {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(out) => {
+            eprintln!("baseline {} failed: {}", exe.display(), out.status);
+            return;
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot run baseline {} ({e}); set BASELINE_DIR to the directory holding its throughput executable",
+                exe.display()
+            );
+            return;
+        }
+    };
+    // The (b) lines: "queue only ... N jobs/s" and "worker, ..., C in flight N jobs/s".
+    let rate = |line: &str| -> Option<f64> {
+        let head = line.split(" jobs/s").next()?;
+        head.split_whitespace().last()?.parse().ok()
+    };
+    let mut base: Vec<(String, f64)> = Vec::new();
+    for line in out.lines().skip_while(|l| !l.starts_with("(b)")) {
+        let line = line.trim();
+        if line.starts_with("queue only") {
+            base.extend(rate(line).map(|r| ("queue only".to_string(), r)));
+        } else if let Some(rest) = line.strip_prefix("worker, sandbox per job,") {
+            let concurrency = rest.split_whitespace().next().unwrap_or("?");
+            base.extend(rate(line).map(|r| (format!("worker, {concurrency} in flight"), r)));
+        }
+    }
+    println!(
+        "baseline ({}) against this build, same run, jobs/s",
+        exe.display()
+    );
+    println!(
+        "    {:<22} {:>10} {:>10} {:>7}",
+        "metric", "baseline", "now", "ratio"
+    );
+    for (metric, now) in now {
+        match base.iter().find(|(m, _)| m == metric) {
+            Some((_, was)) => println!(
+                "    {metric:<22} {was:>10.0} {now:>10.0} {:>6.2}x",
+                now / was
+            ),
+            None => println!("    {metric:<22} {:>10} {now:>10.0}", "-"),
+        }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use runtime::job::{DispatchOptions, FailureKind, JobId, NewJob, Payload, QueueName, RunAt};
-use runtime::queue::{Ack, Clock, SystemClock};
+use runtime::queue::{Ack, AttemptEnd, Clock, SystemClock};
 use runtime::sandbox::RunOutcome;
 use runtime::text;
 use runtime::worker::{JobEvent, WorkerConfig};
@@ -444,8 +444,8 @@ fn print_event(event: &JobEvent) {
         outln!("{} attempt {}: handed back", job.id, job.attempts);
         return;
     };
-    let next = match event.ack {
-        Ack::Applied(Some(JobState::Pending | JobState::Scheduled)) => ", will retry",
+    let next = match event.end() {
+        AttemptEnd::Retried => ", will retry",
         _ => "",
     };
     outln!(

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use runtime::metrics::Metrics;
-use runtime::queue::Ack;
+use runtime::queue::AttemptEnd;
 use runtime::worker::{JobEvent, WorkerConfig};
-use runtime::{JobState, QueueName, Runtime};
+use runtime::{QueueName, Runtime};
 
 use super::metrics_http::{self, Sources};
 use super::{Cli, CliResult, Exit};
@@ -217,14 +217,17 @@ fn log_event(event: &JobEvent) {
     };
     let duration_ms = (report.elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
     // The outcome field, and how the message words it.
-    let (outcome, ended) = match event.ack {
-        Ack::Stale => ("stale", "ended after its lease was lost"),
-        Ack::Applied(None) => ("done", "done"),
-        Ack::Applied(Some(JobState::Failed)) => ("failed", "failed"),
-        Ack::Applied(Some(_)) => ("retry", "will retry"),
+    let end = event.end();
+    let ended = match end {
+        AttemptEnd::Stale => "ended after its lease was lost",
+        AttemptEnd::Done => "done",
+        AttemptEnd::Failed => "failed",
+        AttemptEnd::Retried => "will retry",
+        AttemptEnd::HandedBack => "handed back",
     };
+    let outcome = end.as_str();
     match report.outcome.failure() {
-        None if event.ack == Ack::Applied(None) => {
+        None if end == AttemptEnd::Done => {
             tracing::info!(job = %id, queue, attempt, duration_ms, outcome, "job done");
         }
         None => tracing::warn!(

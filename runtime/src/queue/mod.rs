@@ -88,6 +88,49 @@ pub enum Ack {
     Stale,
 }
 
+/// How one attempt ended for its job, in the five words the worker's
+/// stats, its metrics and both commands use: derived from the [`Ack`] and
+/// whether the attempt was handed back. A stale ack wins over a hand-back:
+/// either way the job is someone else's now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptEnd {
+    /// Finished: the job is done and removed.
+    Done,
+    /// Will run again (pending or scheduled).
+    Retried,
+    /// Failed for good.
+    Failed,
+    /// Handed back at shutdown, the attempt not counted.
+    HandedBack,
+    /// Not recorded: the lease had moved on.
+    Stale,
+}
+
+impl AttemptEnd {
+    /// The end of an attempt whose completion got `ack`; `handed_back`
+    /// if it was a hand-back rather than a run to an outcome.
+    pub fn of(ack: Ack, handed_back: bool) -> Self {
+        match ack {
+            Ack::Stale => AttemptEnd::Stale,
+            _ if handed_back => AttemptEnd::HandedBack,
+            Ack::Applied(None) => AttemptEnd::Done,
+            Ack::Applied(Some(JobState::Failed)) => AttemptEnd::Failed,
+            Ack::Applied(Some(_)) => AttemptEnd::Retried,
+        }
+    }
+
+    /// In one word (a log field, a label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptEnd::Done => "done",
+            AttemptEnd::Retried => "retry",
+            AttemptEnd::Failed => "failed",
+            AttemptEnd::HandedBack => "handed back",
+            AttemptEnd::Stale => "stale",
+        }
+    }
+}
+
 /// Jobs per state in one queue, and how many are done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCounts {

@@ -1,0 +1,149 @@
+//! Recording attempts' ends, in batches: whatever finished while the last
+//! batch was being recorded goes in the next (one script call per queue on
+//! Redis); a lone ack goes at once, so batching adds no latency. After
+//! recording, each attempt is counted (stats, metrics), reported (events)
+//! and its room given back to the loop, here, so a slot never waits for
+//! its ack.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::job::{JobRecord, Lineage};
+use crate::queue::clock::millis;
+use crate::queue::{Ack, AttemptEnd, Clock, Completion, JobQueue, Lease};
+use crate::sandbox::RunReport;
+
+use super::inflight::InFlight;
+use super::outage::Outage;
+use super::policy::Served;
+use super::{JobEvent, WorkerStats};
+
+/// Most acks recorded in one call.
+const ACK_BATCH: usize = 128;
+
+/// One attempt's end, waiting to be recorded.
+#[derive(Debug)]
+pub(super) struct Attempted {
+    pub job: JobRecord,
+    pub lease: Lease,
+    pub served: Arc<Served>,
+    /// What the runner reported; `None` if the job was handed back.
+    pub report: Option<RunReport>,
+    /// What to record; `None`: nothing (the attempt's task failed).
+    pub completion: Option<Completion>,
+}
+
+/// The recorder's fixed parts.
+#[derive(Debug)]
+pub(super) struct Recorder {
+    pub jobs: Arc<dyn JobQueue>,
+    pub clock: Arc<dyn Clock>,
+    pub inflight: Arc<InFlight>,
+    pub events: Option<mpsc::UnboundedSender<JobEvent>>,
+}
+
+/// Records attempts until every sender is gone; returns the counts of
+/// how they ended (`claimed` is the loop's to fill in).
+pub(super) async fn run(
+    recorder: Recorder,
+    mut attempts: mpsc::UnboundedReceiver<Attempted>,
+) -> WorkerStats {
+    let mut stats = WorkerStats::default();
+    let mut batch = Vec::new();
+    let mut items = Vec::new();
+    while attempts.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        // The log travels in the item for the call and back into the
+        // report afterwards, rather than being copied.
+        for a in &mut batch {
+            if let Some(completion) = &a.completion {
+                let log = a.report.as_mut().map(|r| std::mem::take(&mut r.log));
+                items.push((a.lease.clone(), completion.clone(), log.unwrap_or_default()));
+            }
+        }
+        let mut acks = ack_all(&*recorder.jobs, &*recorder.clock, &items)
+            .await
+            .into_iter();
+        let mut logs = items.drain(..).map(|(_, _, log)| log);
+        let mut done_follow_ups: Vec<Lineage> = Vec::new();
+        let mut ended = Vec::with_capacity(batch.len());
+        for mut a in batch.drain(..) {
+            let ack = if a.completion.is_some() {
+                let log = logs.next();
+                if let (Some(report), Some(log)) = (a.report.as_mut(), log) {
+                    report.log = log;
+                }
+                acks.next().unwrap_or(Ack::Stale)
+            } else {
+                Ack::Stale
+            };
+            if ack == Ack::Applied(None)
+                && let Some(lineage) = &a.job.lineage
+            {
+                done_follow_ups.push(lineage.clone());
+            }
+            ended.push((a, ack));
+        }
+        // A follow-up done frees its place among its tree's live jobs; if
+        // this fails, the tree's count only lingers (see TREE_KEEP).
+        if !done_follow_ups.is_empty() {
+            let jobs = &*recorder.jobs;
+            futures_util::future::join_all(done_follow_ups.iter().map(|l| jobs.leave_tree(l)))
+                .await;
+        }
+        for (a, ack) in ended {
+            let end = AttemptEnd::of(ack, a.report.is_none());
+            stats.add(end);
+            a.served.meter.finished(a.report.as_ref(), end);
+            let served = a.served;
+            if let Some(events) = &recorder.events {
+                let _ = events.send(JobEvent {
+                    job: a.job,
+                    report: a.report,
+                    ack,
+                });
+            }
+            recorder.inflight.settle(&served);
+        }
+    }
+    stats
+}
+
+/// Records a batch, retrying while the backend is unreachable, for as long
+/// as the leases last: past them the jobs are someone else's, and the acks
+/// would be stale anyway. Sending a batch again is safe (fencing tokens).
+async fn ack_all(
+    jobs: &dyn JobQueue,
+    clock: &dyn Clock,
+    items: &[(Lease, Completion, String)],
+) -> Vec<Ack> {
+    if items.is_empty() {
+        return Vec::new();
+    }
+    let mut outage = Outage::default();
+    let last_expiry = items
+        .iter()
+        .map(|(l, _, _)| l.expires_at)
+        .max()
+        .unwrap_or(0);
+    loop {
+        match jobs.complete_many(items).await {
+            Ok(acks) if acks.len() == items.len() => {
+                outage.recovered();
+                return acks;
+            }
+            Ok(_) => return vec![Ack::Stale; items.len()],
+            Err(e) => {
+                let pause = outage.failed(&e);
+                if clock.now().saturating_add(millis(pause)) >= last_expiry {
+                    tracing::warn!(
+                        jobs = items.len(),
+                        "giving up recording attempts: their leases have run out, so the jobs will run again"
+                    );
+                    return vec![Ack::Stale; items.len()];
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}

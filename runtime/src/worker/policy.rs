@@ -1,0 +1,95 @@
+//! Per-queue policy, resolved once per queue: what the loop needs to know
+//! of a queue (its weight, its cap, its backoff), kept beside the queue's
+//! count of jobs in flight and its metrics, so that neither a claim round
+//! nor an attempt looks anything up by name.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::QueueSettings;
+use crate::job::QueueName;
+use crate::metrics::{Metrics, QueueMeter};
+use crate::retry::Backoff;
+
+use super::Runner;
+
+/// How a worker treats one queue's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Its share of the worker's free room when several queues have work
+    /// (at least 1).
+    pub weight: u32,
+    /// Most of its jobs in flight at once; `None`: only the worker's
+    /// concurrency.
+    pub cap: Option<usize>,
+    /// Delays between attempts a handler did not time itself.
+    pub backoff: Backoff,
+}
+
+impl From<&QueueSettings> for QueuePolicy {
+    fn from(settings: &QueueSettings) -> Self {
+        QueuePolicy {
+            weight: settings.weight,
+            cap: settings.concurrency,
+            backoff: settings.backoff,
+        }
+    }
+}
+
+/// A queue the worker has served: its policy, its meter and how many of
+/// its jobs are in flight (claimed, not yet recorded).
+#[derive(Debug)]
+pub(super) struct Served {
+    pub name: QueueName,
+    pub policy: QueuePolicy,
+    pub meter: Arc<QueueMeter>,
+    running: AtomicUsize,
+}
+
+impl Served {
+    /// Its jobs in flight.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    /// How many more of its jobs may start now.
+    pub fn free(&self) -> usize {
+        self.policy
+            .cap
+            .map_or(usize::MAX, |cap| cap.saturating_sub(self.running()))
+    }
+
+    pub(super) fn took(&self, n: usize) {
+        self.running.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub(super) fn settled(&self) {
+        self.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Every queue served so far, by name. Grows only with the queues the
+/// worker is given or the backend lists (with no queues given), so it is
+/// as bounded as they are.
+#[derive(Debug, Default)]
+pub(super) struct Policies {
+    by_name: HashMap<QueueName, Arc<Served>>,
+}
+
+impl Policies {
+    /// The served queue `name`, resolving its policy the first time.
+    pub fn get(&mut self, name: &QueueName, runner: &dyn Runner, metrics: &Metrics) -> Arc<Served> {
+        if let Some(served) = self.by_name.get(name) {
+            return served.clone();
+        }
+        let served = Arc::new(Served {
+            name: name.clone(),
+            policy: runner.policy(name),
+            meter: metrics.queue(name),
+            running: AtomicUsize::new(0),
+        });
+        self.by_name.insert(name.clone(), served.clone());
+        served
+    }
+}

@@ -1,0 +1,72 @@
+//! The seam between the worker loop and what runs a job: a [`Runner`]
+//! runs one attempt of a claimed job and says how each queue is to be
+//! treated. [`HandlerRunner`] is the real one: the handler registry finds
+//! the queue's handler and the sandbox runs it in a fresh instance.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::handlers::HandlerRegistry;
+use crate::job::{FailureKind, JobRecord, QueueName};
+use crate::sandbox::{Capabilities, RunOutcome, RunReport};
+
+use super::QueuePolicy;
+
+/// Runs attempts of claimed jobs for a worker.
+#[async_trait]
+pub trait Runner: Send + Sync + Debug + 'static {
+    /// How the worker treats `queue`; asked once per queue.
+    fn policy(&self, queue: &QueueName) -> QueuePolicy;
+
+    /// Runs one attempt of `job` (state `running`, `attempts` counting
+    /// this one). `None` hands the job back uncounted: it could not start
+    /// within `wait` (the worker's lease) through no fault of its own.
+    async fn run(&self, job: &JobRecord, wait: Duration) -> Option<RunReport>;
+}
+
+/// The real runner: the queue's handler from the registry, run in the
+/// registry's sandbox with what `caps` grants.
+#[derive(Debug, Clone)]
+pub struct HandlerRunner {
+    registry: Arc<HandlerRegistry>,
+    caps: Capabilities,
+}
+
+impl HandlerRunner {
+    /// Runs handlers of `registry`, each attempt reaching only `caps`.
+    pub fn new(registry: Arc<HandlerRegistry>, caps: Capabilities) -> Self {
+        HandlerRunner { registry, caps }
+    }
+}
+
+#[async_trait]
+impl Runner for HandlerRunner {
+    fn policy(&self, queue: &QueueName) -> QueuePolicy {
+        QueuePolicy::from(&*self.registry.settings(queue))
+    }
+
+    async fn run(&self, job: &JobRecord, wait: Duration) -> Option<RunReport> {
+        match self.registry.handler_async(job.id.queue()).await {
+            Ok(handler) => {
+                // Waiting for a place in the pool is not the job's fault:
+                // if none frees up within a lease, the job goes back
+                // uncounted, like at shutdown.
+                let sandbox = self.registry.sandbox();
+                let room = tokio::time::timeout(wait, sandbox.room()).await.ok()?;
+                Some(sandbox.run_in(room, &handler, job, self.caps.clone()).await)
+            }
+            // Retried like a crash: the module may be deployed later.
+            Err(e) => Some(RunReport {
+                outcome: RunOutcome::Crashed {
+                    kind: FailureKind::Load,
+                    reason: e.to_string(),
+                },
+                log: String::new(),
+                elapsed: Duration::ZERO,
+            }),
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The loop itself, on paused time: a runner of our own that takes as long
+//! as each job's payload says (in tokio's paused time, so nothing really
+//! sleeps), over the memory backend on a manual clock, behind a job queue
+//! that can be made to fail on demand.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+use super::*;
+use crate::job::{JobId, JobState, Lineage, NewJob, Payload, TreeBudget};
+use crate::queue::{Claim, Completion, Lease, ManualClock, MemoryBackend, Page, StateCounts};
+use crate::retry::Backoff;
+use crate::sandbox::RunOutcome;
+
+fn q(name: &str) -> QueueName {
+    QueueName::new(name).expect("queue name")
+}
+
+/// Runs each job for the milliseconds in its payload (`{"ms":N}`), or
+/// until let through (`{"gate":true}`), and says done.
+#[derive(Debug, Default)]
+struct Fake {
+    policies: HashMap<QueueName, QueuePolicy>,
+    gate: Notify,
+    started: Notify,
+    running: Mutex<HashMap<QueueName, usize>>,
+    most: Mutex<HashMap<QueueName, usize>>,
+    order: Mutex<Vec<QueueName>>,
+}
+
+#[async_trait]
+impl Runner for Fake {
+    fn policy(&self, queue: &QueueName) -> QueuePolicy {
+        self.policies.get(queue).cloned().unwrap_or(QueuePolicy {
+            weight: 1,
+            cap: None,
+            backoff: Backoff::default(),
+        })
+    }
+
+    async fn run(&self, job: &JobRecord, _wait: Duration) -> Option<RunReport> {
+        let queue = job.id.queue().clone();
+        {
+            let mut running = self.running.lock().expect("lock");
+            let n = running.entry(queue.clone()).or_default();
+            *n += 1;
+            let most = &mut *self.most.lock().expect("lock");
+            let top = most.entry(queue.clone()).or_default();
+            *top = (*top).max(*n);
+            self.order.lock().expect("lock").push(queue.clone());
+        }
+        self.started.notify_one();
+        let payload: serde_json::Value =
+            serde_json::from_str(job.payload.as_str()).expect("json payload");
+        if payload["gate"] == true {
+            self.gate.notified().await;
+        } else {
+            let ms = payload["ms"].as_u64().unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        *self
+            .running
+            .lock()
+            .expect("lock")
+            .get_mut(&queue)
+            .expect("counted") -= 1;
+        Some(RunReport {
+            outcome: RunOutcome::Done,
+            log: String::new(),
+            elapsed: Duration::ZERO,
+        })
+    }
+}
+
+/// The memory backend, failing every call while `down`, and noting when
+/// each claim was made and how many it took.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<MemoryBackend>,
+    down: AtomicBool,
+    claims: Mutex<Vec<(Instant, Option<usize>)>>,
+    claimed: Notify,
+    renewals: AtomicUsize,
+}
+
+impl Flaky {
+    fn new(inner: Arc<MemoryBackend>) -> Self {
+        Flaky {
+            inner,
+            down: AtomicBool::new(false),
+            claims: Mutex::new(Vec::new()),
+            claimed: Notify::new(),
+            renewals: AtomicUsize::new(0),
+        }
+    }
+
+    fn check(&self) -> Result<(), QueueError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(QueueError::Backend {
+                backend: "flaky".into(),
+                message: "down on purpose".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sizes of the claims made so far (`None`: failed).
+    fn sizes(&self) -> Vec<Option<usize>> {
+        self.claims
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|c| c.1)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl JobQueue for Flaky {
+    async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
+        self.inner.dispatch(job).await
+    }
+    async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError> {
+        self.inner.dispatch_many(jobs).await
+    }
+    async fn dispatch_follow_up(
+        &self,
+        job: NewJob,
+        lineage: Lineage,
+        budget: TreeBudget,
+    ) -> Result<JobId, QueueError> {
+        self.inner.dispatch_follow_up(job, lineage, budget).await
+    }
+    async fn leave_tree(&self, lineage: &Lineage) -> Result<(), QueueError> {
+        self.inner.leave_tree(lineage).await
+    }
+    async fn claim(
+        &self,
+        queues: &[QueueName],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, QueueError> {
+        let got = match self.check() {
+            Ok(()) => self.inner.claim(queues, max, lease).await,
+            Err(e) => Err(e),
+        };
+        let size = got.as_ref().ok().map(Vec::len);
+        self.claims
+            .lock()
+            .expect("lock")
+            .push((Instant::now(), size));
+        self.claimed.notify_one();
+        got
+    }
+    async fn wait_for_work(
+        &self,
+        queues: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.check()?;
+        self.inner.wait_for_work(queues, timeout).await
+    }
+    async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
+        self.check()?;
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.inner.renew(lease, extend).await
+    }
+    async fn complete(&self, lease: &Lease, c: Completion, log: String) -> Result<Ack, QueueError> {
+        self.check()?;
+        self.inner.complete(lease, c, log).await
+    }
+    async fn complete_many(
+        &self,
+        items: &[(Lease, Completion, String)],
+    ) -> Result<Vec<Ack>, QueueError> {
+        self.check()?;
+        self.inner.complete_many(items).await
+    }
+    async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
+        self.inner.get(id).await
+    }
+    async fn list(
+        &self,
+        queue: &QueueName,
+        state: JobState,
+        page: Page,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        self.inner.list(queue, state, page).await
+    }
+    async fn counts(&self, queue: &QueueName) -> Result<StateCounts, QueueError> {
+        self.check()?;
+        self.inner.counts(queue).await
+    }
+    async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
+        self.check()?;
+        self.inner.queues().await
+    }
+    async fn retry(&self, id: &JobId) -> Result<(), QueueError> {
+        self.inner.retry(id).await
+    }
+    async fn delete(&self, id: &JobId) -> Result<bool, QueueError> {
+        self.inner.delete(id).await
+    }
+    async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        self.inner.purge(queue).await
+    }
+}
+
+/// A backend on a manual clock, its flaky front, and a runner.
+struct Rig {
+    clock: Arc<ManualClock>,
+    inner: Arc<MemoryBackend>,
+    jobs: Arc<Flaky>,
+    runner: Arc<Fake>,
+}
+
+impl Rig {
+    fn new(runner: Fake) -> Self {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let inner = Arc::new(MemoryBackend::new(clock.clone()));
+        Rig {
+            jobs: Arc::new(Flaky::new(inner.clone())),
+            clock,
+            inner,
+            runner: Arc::new(runner),
+        }
+    }
+
+    async fn dispatch(&self, queue: &str, payload: &str, n: usize) {
+        let jobs = (0..n)
+            .map(|_| NewJob::new(q(queue), Payload::new(payload).expect("payload")))
+            .collect();
+        self.inner.dispatch_many(jobs).await.expect("dispatch");
+    }
+
+    fn worker(&self, config: WorkerConfig) -> Worker {
+        Worker::over(self.jobs.clone(), self.runner.clone(), config).with_clock(self.clock.clone())
+    }
+}
+
+fn config(queues: &[&str]) -> WorkerConfig {
+    WorkerConfig {
+        queues: queues.iter().map(|n| q(n)).collect(),
+        drain: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_in_batches_as_room_frees_and_lingers_for_less() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":10}"#, 24).await;
+    let stats = rig
+        .worker(WorkerConfig {
+            concurrency: 8,
+            batch: 8,
+            ..config(&["a"])
+        })
+        .run(std::future::pending())
+        .await
+        .expect("worker");
+    assert_eq!(stats.done, 24, "{stats:?}");
+    // Equal jobs finish together: a whole batch each time, never one by
+    // one, then one empty claim that finds the queue drained.
+    assert_eq!(rig.jobs.sizes(), vec![Some(8), Some(8), Some(8), Some(0)]);
+
+    // One quick and three slow jobs fill four slots: when the quick one
+    // ends, the single free slot (less than the refill of 2) waits LINGER,
+    // then claims the fifth job.
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":100}"#, 1).await;
+    rig.dispatch("a", r#"{"ms":1000}"#, 3).await;
+    rig.dispatch("a", r#"{"ms":1}"#, 1).await;
+    let start = Instant::now();
+    let stats = rig
+        .worker(WorkerConfig {
+            concurrency: 4,
+            batch: 4,
+            ..config(&["a"])
+        })
+        .run(std::future::pending())
+        .await
+        .expect("worker");
+    assert_eq!(stats.done, 5, "{stats:?}");
+    let claims = rig.jobs.claims.lock().expect("lock").clone();
+    assert_eq!(claims[0].1, Some(4), "{claims:?}");
+    assert_eq!(claims[1].1, Some(1), "{claims:?}");
+    assert_eq!(
+        claims[1].0 - start,
+        Duration::from_millis(100) + scheduler::LINGER
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn renews_the_lease_of_a_slow_attempt() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":10000}"#, 1).await;
+    let lease = Duration::from_secs(3);
+    let worker = rig.worker(WorkerConfig {
+        lease,
+        ..config(&["a"])
+    });
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    rig.runner.started.notified().await;
+    // The backend's clock follows, a second at a time; at every step
+    // another worker finds nothing to take: the lease never ran out.
+    for _ in 0..9 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rig.clock.advance(Duration::from_secs(1));
+        let stolen = rig.inner.claim(&[q("a")], 1, lease).await.expect("claim");
+        assert!(stolen.is_empty(), "lease ran out while the job ran");
+    }
+    let stats = run.await.expect("task").expect("worker");
+    assert_eq!((stats.done, stats.stale), (1, 0), "{stats:?}");
+    assert!(rig.jobs.renewals.load(Ordering::SeqCst) >= 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_whose_lease_was_lost_acks_stale() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"gate":true}"#, 1).await;
+    let lease = Duration::from_secs(3);
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let worker = rig
+        .worker(WorkerConfig {
+            lease,
+            ..config(&["a"])
+        })
+        .with_events(tx);
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    rig.runner.started.notified().await;
+    // Before any renewal, the backend's clock jumps past the lease and
+    // another worker takes the job.
+    rig.clock.advance(lease * 2);
+    let stolen = rig.inner.claim(&[q("a")], 1, lease).await.expect("claim");
+    assert_eq!(stolen.len(), 1);
+    rig.runner.gate.notify_one();
+    let stats = run.await.expect("task").expect("worker");
+    assert_eq!((stats.done, stats.stale), (0, 1), "{stats:?}");
+    let event = events.recv().await.expect("event");
+    assert_eq!((event.ack, event.end()), (Ack::Stale, AttemptEnd::Stale));
+    // The newer holder's lease still stands.
+    let job = rig
+        .inner
+        .get(&stolen[0].job.id)
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(job.state, JobState::Running);
+}
+
+#[tokio::test(start_paused = true)]
+async fn backs_off_through_an_outage_and_goes_on_after_it() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":1}"#, 3).await;
+    rig.jobs.down.store(true, Ordering::SeqCst);
+    let run = tokio::spawn(rig.worker(config(&["a"])).run(std::future::pending()));
+    while rig.jobs.sizes().len() < 7 {
+        rig.jobs.claimed.notified().await;
+    }
+    let claims = rig.jobs.claims.lock().expect("lock").clone();
+    let gaps: Vec<u128> = claims
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0).as_millis())
+        .collect();
+    // 100 ms doubling, at most 5 s.
+    assert_eq!(gaps, vec![100, 200, 400, 800, 1600, 3200], "{gaps:?}");
+    assert!(claims.iter().all(|c| c.1.is_none()));
+    rig.jobs.down.store(false, Ordering::SeqCst);
+    let stats = run.await.expect("task").expect("worker");
+    assert_eq!(stats.done, 3, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_gives_grace_then_hands_back() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":1000}"#, 1).await;
+    rig.dispatch("a", r#"{"ms":100000}"#, 1).await;
+    let start = Instant::now();
+    let shutdown = tokio::time::sleep(Duration::from_millis(500));
+    let stats = rig
+        .worker(WorkerConfig {
+            grace: Duration::from_secs(5),
+            drain: false,
+            ..config(&["a"])
+        })
+        .run(shutdown)
+        .await
+        .expect("worker");
+    assert_eq!((stats.done, stats.released), (1, 1), "{stats:?}");
+    assert_eq!(start.elapsed(), Duration::from_millis(5500));
+    // Handed back uncounted: pending again, its attempt not spent.
+    let pending = rig
+        .inner
+        .list(&q("a"), JobState::Pending, Page::default())
+        .await
+        .expect("list");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].attempts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_jobs_stops_after_that_many_and_drain_when_empty() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":5}"#, 10).await;
+    let stats = rig
+        .worker(WorkerConfig {
+            max_jobs: Some(4),
+            drain: false,
+            ..config(&["a"])
+        })
+        .run(std::future::pending())
+        .await
+        .expect("worker");
+    assert_eq!((stats.claimed, stats.done), (4, 4), "{stats:?}");
+    let counts = rig.inner.counts(&q("a")).await.expect("counts");
+    assert_eq!(counts.pending, 6);
+    let stats = rig
+        .worker(config(&["a"]))
+        .run(std::future::pending())
+        .await
+        .expect("worker");
+    assert_eq!((stats.claimed, stats.done), (6, 6), "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn caps_hold_and_weights_share() {
+    let mut fake = Fake::default();
+    let policy = |weight, cap| QueuePolicy {
+        weight,
+        cap,
+        backoff: Backoff::default(),
+    };
+    fake.policies.insert(q("heavy"), policy(3, None));
+    fake.policies.insert(q("light"), policy(1, None));
+    fake.policies.insert(q("capped"), policy(1, Some(1)));
+    let rig = Rig::new(fake);
+    for name in ["heavy", "light", "capped"] {
+        rig.dispatch(name, r#"{"ms":10}"#, 8).await;
+    }
+    let stats = rig
+        .worker(WorkerConfig {
+            concurrency: 5,
+            batch: 5,
+            ..config(&["heavy", "light", "capped"])
+        })
+        .run(std::future::pending())
+        .await
+        .expect("worker");
+    assert_eq!(stats.done, 24, "{stats:?}");
+    let most = rig.runner.most.lock().expect("lock").clone();
+    assert_eq!(most[&q("capped")], 1, "{most:?}");
+    // The first round: of five slots, heavy gets three for light's one
+    // and capped's one.
+    let order = rig.runner.order.lock().expect("lock").clone();
+    let first: Vec<&str> = order[..5].iter().map(QueueName::as_str).collect();
+    let count = |n: &str| first.iter().filter(|q| **q == n).count();
+    assert_eq!(
+        (count("heavy"), count("light"), count("capped")),
+        (3, 1, 1),
+        "{first:?}"
+    );
+}
