@@ -235,6 +235,69 @@ fn fail_attempt(record: &mut JobRecord, now: UnixMillis, kind: FailureKind, erro
 }
 
 impl Inner {
+    /// Applies how an attempt ended if `lease` is still current; also
+    /// whether the job is runnable again (waiting workers should look).
+    fn complete(
+        &mut self,
+        lease: &Lease,
+        completion: &Completion,
+        log: &str,
+        now: UnixMillis,
+    ) -> (Ack, bool) {
+        let seq = lease.id.seq();
+        let Some(q) = self.queue_of(&lease.id) else {
+            return (Ack::Stale, false);
+        };
+        match q.jobs.get(&seq) {
+            Some(e) if e.record.state == JobState::Running && e.token == lease.token => {}
+            _ => return (Ack::Stale, false),
+        }
+        q.unindex(seq);
+        if let Completion::Done = completion {
+            q.release_unique(seq);
+            q.jobs.remove(&seq);
+            q.done += 1;
+            return (Ack::Applied(None), false);
+        }
+        let Some(e) = q.jobs.get_mut(&seq) else {
+            return (Ack::Stale, false);
+        };
+        match completion {
+            Completion::Done => {}
+            Completion::Release => {
+                e.record.attempts = e.record.attempts.saturating_sub(1);
+                e.record.history.pop();
+                e.record.state = JobState::Pending;
+            }
+            Completion::Retry { kind, error, delay } => {
+                fail_attempt(&mut e.record, now, *kind, error.clone());
+                e.record.log = log.to_owned();
+                if e.record.attempts >= e.record.max_attempts {
+                    e.record.state = JobState::Failed;
+                    e.failed_at = now;
+                } else if delay.is_zero() {
+                    e.record.state = JobState::Pending;
+                    e.record.run_at = now;
+                } else {
+                    e.record.state = JobState::Scheduled;
+                    e.record.run_at = now.saturating_add(millis(*delay));
+                }
+            }
+            Completion::Fail { kind, error } => {
+                fail_attempt(&mut e.record, now, *kind, error.clone());
+                e.record.log = log.to_owned();
+                e.record.state = JobState::Failed;
+                e.failed_at = now;
+            }
+        }
+        let state = e.record.state;
+        if state == JobState::Failed {
+            q.release_unique(seq);
+        }
+        q.index(seq);
+        (Ack::Applied(Some(state)), state != JobState::Failed)
+    }
+
     fn queue_of(&mut self, id: &JobId) -> Option<&mut Queue> {
         self.queues.get_mut(id.queue())
     }
@@ -513,74 +576,35 @@ impl JobQueue for MemoryBackend {
         log: String,
     ) -> Result<Ack, QueueError> {
         let now = self.clock.now();
-        let mut inner = self.lock();
-        let seq = lease.id.seq();
-        let Some(q) = inner.queue_of(&lease.id) else {
-            return Ok(Ack::Stale);
+        let (ack, wake) = self.lock().complete(lease, &completion, &log, now);
+        if wake {
+            self.work.notify_waiters();
+        }
+        Ok(ack)
+    }
+
+    /// One lock for the whole batch, and one wake-up.
+    async fn complete_many(
+        &self,
+        items: &[(Lease, Completion, String)],
+    ) -> Result<Vec<Ack>, QueueError> {
+        let now = self.clock.now();
+        let mut wake = false;
+        let acks = {
+            let mut inner = self.lock();
+            items
+                .iter()
+                .map(|(lease, completion, log)| {
+                    let (ack, woke) = inner.complete(lease, completion, log, now);
+                    wake |= woke;
+                    ack
+                })
+                .collect()
         };
-        match q.jobs.get(&seq) {
-            Some(e) if e.record.state == JobState::Running && e.token == lease.token => {}
-            _ => return Ok(Ack::Stale),
+        if wake {
+            self.work.notify_waiters();
         }
-        q.unindex(seq);
-        match completion {
-            Completion::Done => {
-                q.release_unique(seq);
-                q.jobs.remove(&seq);
-                q.done += 1;
-                Ok(Ack::Applied(None))
-            }
-            Completion::Release => {
-                let Some(e) = q.jobs.get_mut(&seq) else {
-                    return Ok(Ack::Stale);
-                };
-                e.record.attempts = e.record.attempts.saturating_sub(1);
-                e.record.history.pop();
-                e.record.state = JobState::Pending;
-                q.index(seq);
-                drop(inner);
-                self.work.notify_waiters();
-                Ok(Ack::Applied(Some(JobState::Pending)))
-            }
-            Completion::Retry { kind, error, delay } => {
-                let Some(e) = q.jobs.get_mut(&seq) else {
-                    return Ok(Ack::Stale);
-                };
-                fail_attempt(&mut e.record, now, kind, error);
-                e.record.log = log;
-                let out_of_attempts = e.record.attempts >= e.record.max_attempts;
-                if out_of_attempts {
-                    e.record.state = JobState::Failed;
-                    e.failed_at = now;
-                } else if delay.is_zero() {
-                    e.record.state = JobState::Pending;
-                    e.record.run_at = now;
-                } else {
-                    e.record.state = JobState::Scheduled;
-                    e.record.run_at = now.saturating_add(millis(delay));
-                }
-                let state = e.record.state;
-                if out_of_attempts {
-                    q.release_unique(seq);
-                }
-                q.index(seq);
-                drop(inner);
-                self.work.notify_waiters();
-                Ok(Ack::Applied(Some(state)))
-            }
-            Completion::Fail { kind, error } => {
-                let Some(e) = q.jobs.get_mut(&seq) else {
-                    return Ok(Ack::Stale);
-                };
-                fail_attempt(&mut e.record, now, kind, error);
-                e.record.log = log;
-                e.record.state = JobState::Failed;
-                e.failed_at = now;
-                q.release_unique(seq);
-                q.index(seq);
-                Ok(Ack::Applied(Some(JobState::Failed)))
-            }
-        }
+        Ok(acks)
     }
 
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
