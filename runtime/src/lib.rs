@@ -10,7 +10,7 @@
 //! - [`job`]: what a job is: ids, queue names, payloads, options, states, records.
 //! - [`queue`]: the queue contract ([`JobQueue`], with the workers registry
 //!   and the module store beside it, together a [`Backend`]), the in-memory
-//!   and Redis backends, and the conformance suite every backend passes.
+//!   and Redis backends.
 //! - [`sandbox`]: the wasmtime engine, module loading and caching, the host
 //!   side of the handler world, limits, and running one attempt.
 //! - [`handlers`]: which module serves each queue, loaded once, hot-swapped,

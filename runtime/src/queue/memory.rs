@@ -775,18 +775,3 @@ impl ModuleStore for MemoryBackend {
         Ok(self.modules_lock().remove(queue).is_some())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::MemoryBackend;
-    use crate::queue::ManualClock;
-    use crate::queue::conformance::Server;
-
-    async fn make(clock: Arc<ManualClock>) -> Arc<dyn Server> {
-        Arc::new(MemoryBackend::new(clock))
-    }
-
-    crate::queue_conformance!(make);
-}
