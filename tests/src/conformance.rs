@@ -31,7 +31,7 @@ use std::time::Duration;
 use runtime::error::{InputError, QueueError};
 use runtime::job::{
     DispatchOptions, FailureKind, JobId, JobState, Lineage, MAX_ATTEMPTS, MAX_DELAY,
-    MAX_UNIQUE_KEY_BYTES, NewJob, Payload, QueueName, RunAt, TreeBudget,
+    MAX_UNIQUE_KEY_BYTES, MaxAttempts, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
 use runtime::queue::{
     Ack, Claim, Completion, JobQueue, ManualClock, ModuleStore, Page, WorkerInfo, WorkerRegistry,
@@ -103,6 +103,10 @@ async fn claim_one(b: &Backend, queue: &str) -> Option<Claim> {
 
 async fn state_of(b: &Backend, id: &JobId) -> Option<JobState> {
     b.get(id).await.expect("get").map(|r| r.state)
+}
+
+fn attempts(n: u32) -> MaxAttempts {
+    MaxAttempts::new(n).expect("valid attempts")
 }
 
 fn keyed(key: &str) -> DispatchOptions {
@@ -286,7 +290,7 @@ suite! {
     /// last attempt's retry fails it.
     pub async fn retry_schedules_then_fails_when_attempts_run_out(b: Backend, c: Clock) {
         let two = DispatchOptions {
-            max_attempts: 2,
+            max_attempts: attempts(2),
             ..Default::default()
         };
         let id = b.dispatch(with("q", "1", two)).await.expect("dispatch");
@@ -421,7 +425,7 @@ suite! {
     /// A lease expiring on the last attempt fails the job as `worker lost`.
     pub async fn expired_lease_on_last_attempt_fails_as_worker_lost(b: Backend, c: Clock) {
         let once = DispatchOptions {
-            max_attempts: 1,
+            max_attempts: attempts(1),
             ..Default::default()
         };
         let id = b.dispatch(with("q", "1", once)).await.expect("dispatch");
@@ -610,15 +614,18 @@ suite! {
         );
     }
 
-    /// Zero attempts is rejected and nothing is enqueued.
+    /// An invalid dispatch (a delay past the limit) is rejected, alone or in
+    /// a batch, and nothing is enqueued. Zero attempts cannot even be
+    /// written: `MaxAttempts` refuses it.
     pub async fn invalid_dispatch_is_rejected(b: Backend, _c: Clock) {
-        let zero = DispatchOptions {
-            max_attempts: 0,
+        assert_eq!(MaxAttempts::new(0), Err(InputError::ZeroAttempts));
+        let too_late = DispatchOptions {
+            run_at: RunAt::After(MAX_DELAY + Duration::from_millis(1)),
             ..Default::default()
         };
-        assert!(b.dispatch(with("q", "1", zero.clone())).await.is_err());
+        assert!(b.dispatch(with("q", "1", too_late.clone())).await.is_err());
         assert!(
-            b.dispatch_many(vec![job("q", "1"), with("q", "2", zero)])
+            b.dispatch_many(vec![job("q", "1"), with("q", "2", too_late)])
                 .await
                 .is_err()
         );
@@ -756,7 +763,7 @@ suite! {
     /// in listings and after a retry.
     pub async fn failure_kinds_are_kept_apart_from_their_text(b: Backend, _c: Clock) {
         let two = DispatchOptions {
-            max_attempts: 2,
+            max_attempts: attempts(2),
             ..Default::default()
         };
         let id = b.dispatch(with("q", "1", two)).await.expect("dispatch");
@@ -878,8 +885,9 @@ suite! {
 
     /// Every backend refuses, with an input error naming the problem, a unique
     /// key that is too long, empty, holds a control character or starts with
-    /// the handlers' prefix; a delay or run-at time past `MAX_DELAY`; more than
-    /// `MAX_ATTEMPTS` attempts. Each limit itself is accepted, and a refused
+    /// the handlers' prefix; a delay or run-at time past `MAX_DELAY` (more
+    /// than `MAX_ATTEMPTS` attempts is refused by `MaxAttempts` before any
+    /// backend). Each limit itself is accepted, and a refused
     /// `dispatch_many` enqueues none of its jobs.
     pub async fn dispatch_checks_keys_delays_and_attempts(b: Backend, _c: Clock) {
         let max = "x".repeat(MAX_UNIQUE_KEY_BYTES);
@@ -895,7 +903,7 @@ suite! {
                 ..Default::default()
             },
             DispatchOptions {
-                max_attempts: MAX_ATTEMPTS,
+                max_attempts: attempts(MAX_ATTEMPTS),
                 ..Default::default()
             },
         ];
@@ -924,14 +932,16 @@ suite! {
                 },
                 "over the limit of 365 days",
             ),
-            (
-                DispatchOptions {
-                    max_attempts: MAX_ATTEMPTS + 1,
-                    ..Default::default()
-                },
-                "max attempts 101 is over the limit of 100",
-            ),
         ];
+        // More attempts than the limit cannot reach a backend: the type
+        // refuses them, with the same words.
+        let too_many = MaxAttempts::new(MAX_ATTEMPTS + 1).expect_err("over the limit");
+        assert!(
+            too_many
+                .to_string()
+                .contains("max attempts 101 is over the limit of 100"),
+            "{too_many}"
+        );
         let root = b.dispatch(job("parent", "{}")).await.expect("dispatch");
         let parent = running(&b, "parent").await;
         assert_eq!(parent.job.id, root);

@@ -154,7 +154,7 @@ fn bad_input_is_exit_2_before_anything_runs() {
         (&["dispatch", "a:b", "{}"], "invalid queue name"),
         (
             &["dispatch", "hello", "{}", "--max-attempts", "0"],
-            "--max-attempts must be at least 1",
+            "for '--max-attempts <MAX_ATTEMPTS>': max attempts must be at least 1",
         ),
         (
             &["dispatch", "nobody", "{}"],

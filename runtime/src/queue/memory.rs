@@ -274,7 +274,7 @@ impl Inner {
             state,
             priority: job.options.priority,
             attempts: 0,
-            max_attempts: job.options.max_attempts,
+            max_attempts: job.options.max_attempts.get(),
             unique_key: job.options.unique_key,
             lineage,
             created_at: now,
