@@ -18,6 +18,7 @@
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
 //! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
+//! - [`sync`]: the one lock helper (a panic elsewhere does not poison the rest).
 //! - [`text`]: guest text made safe to print (escapes controls and invisible characters).
 //! - [`config`]: the TOML configuration and per-queue settings.
 //! - [`time`]: parsing the times and delays people give, printing stored times.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod sandbox;
+pub mod sync;
 pub mod text;
 pub mod time;
 pub mod worker;

@@ -36,7 +36,7 @@ impl JobOutput {
     }
 
     fn lock(&self) -> MutexGuard<'_, Buffer> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     /// Appends `bytes`; fails, and remembers it, if they do not fit.
