@@ -41,6 +41,9 @@ pub enum InputError {
     /// `max_attempts` of zero.
     #[error("max attempts must be at least 1")]
     ZeroAttempts,
+    /// `max_attempts` given as text that is not a whole number.
+    #[error("max attempts {0:?} is not a whole number; give 1 to {limit}", limit = crate::job::MAX_ATTEMPTS)]
+    AttemptsNotANumber(String),
     /// `max_attempts` over [`crate::job::MAX_ATTEMPTS`].
     #[error(
         "max attempts {attempts} is over the limit of {limit}; give at most {limit} (a job that must keep trying longer can dispatch a fresh job)"

@@ -19,7 +19,7 @@ use proptest::prelude::*;
 use crate::config::Config;
 use crate::job::{
     DispatchOptions, FailureKind, JobId, JobState, MAX_ATTEMPTS, MAX_DELAY, MAX_PAYLOAD_BYTES,
-    MAX_QUEUE_NAME_LEN, MAX_UNIQUE_KEY_BYTES, Payload, QueueName, RunAt,
+    MAX_QUEUE_NAME_LEN, MAX_UNIQUE_KEY_BYTES, MaxAttempts, Payload, QueueName, RunAt,
 };
 use crate::time::{format_millis, parse_delay, parse_run_at};
 
@@ -285,7 +285,6 @@ proptest! {
         unique_key in unique_key(),
         priority in any::<i32>(),
     ) {
-        let options = DispatchOptions { priority, run_at, max_attempts, unique_key: unique_key.clone() };
         let time_ok = match run_at {
             RunAt::Now => true,
             RunAt::After(d) => d <= MAX_DELAY,
@@ -294,8 +293,19 @@ proptest! {
         let expected = (1..=MAX_ATTEMPTS).contains(&max_attempts)
             && time_ok
             && unique_key.as_deref().is_none_or(key_ok);
-        let checked = options.check(now);
-        prop_assert_eq!(checked.is_ok(), expected, "{:?} at {}", options, now);
+        // Attempts are checked when their type is made, the rest by `check`.
+        let checked = MaxAttempts::new(max_attempts).and_then(|max_attempts| {
+            DispatchOptions { priority, run_at, max_attempts, unique_key: unique_key.clone() }.check(now)
+        });
+        prop_assert_eq!(
+            checked.is_ok(),
+            expected,
+            "{} attempts, {:?}, key {:?} at {}",
+            max_attempts,
+            run_at,
+            unique_key,
+            now
+        );
         if let Err(e) = checked {
             prop_assert!(!e.to_string().is_empty());
         }

@@ -23,9 +23,6 @@ pub const MAX_QUEUE_NAME_LEN: usize = 64;
 /// payload.
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-/// Attempts a job gets when its dispatch does not say.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
-
 /// Priority of a job whose dispatch does not say.
 pub const DEFAULT_PRIORITY: i32 = 1;
 
@@ -319,6 +316,89 @@ pub enum RunAt {
     At(UnixMillis),
 }
 
+impl RunAt {
+    /// When a job dispatched at `now` with this `RunAt` is due: what every
+    /// backend stores as its run-at time. A time in the past is due at
+    /// once; a delay too long to add saturates (checked delays never are).
+    pub fn due(self, now: UnixMillis) -> UnixMillis {
+        match self {
+            RunAt::Now => now,
+            RunAt::After(delay) => now.saturating_add(whole_millis(delay)),
+            RunAt::At(at) => at,
+        }
+    }
+}
+
+/// Attempts a job gets in all: 1 to [`MAX_ATTEMPTS`], held by the type, so
+/// a job can never be dispatched with none (it would fail without running)
+/// or with so many that it keeps workers busy for ever (see
+/// [`MAX_ATTEMPTS`]). Default [`MaxAttempts::DEFAULT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct MaxAttempts(u32);
+
+impl MaxAttempts {
+    /// Attempts a job gets when its dispatch does not say: 4.
+    pub const DEFAULT: MaxAttempts = MaxAttempts(4);
+    /// One attempt: no retries.
+    pub const ONE: MaxAttempts = MaxAttempts(1);
+
+    /// Checks `attempts` against 1 to [`MAX_ATTEMPTS`].
+    pub fn new(attempts: u32) -> Result<Self, InputError> {
+        if attempts == 0 {
+            return Err(InputError::ZeroAttempts);
+        }
+        if attempts > MAX_ATTEMPTS {
+            return Err(InputError::TooManyAttempts {
+                attempts,
+                limit: MAX_ATTEMPTS,
+            });
+        }
+        Ok(MaxAttempts(attempts))
+    }
+
+    /// The number of attempts.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for MaxAttempts {
+    fn default() -> Self {
+        MaxAttempts::DEFAULT
+    }
+}
+
+impl TryFrom<u32> for MaxAttempts {
+    type Error = InputError;
+    fn try_from(attempts: u32) -> Result<Self, Self::Error> {
+        MaxAttempts::new(attempts)
+    }
+}
+
+impl From<MaxAttempts> for u32 {
+    fn from(attempts: MaxAttempts) -> u32 {
+        attempts.0
+    }
+}
+
+impl fmt::Display for MaxAttempts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MaxAttempts {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let attempts = s
+            .trim()
+            .parse()
+            .map_err(|_| InputError::AttemptsNotANumber(s.to_string()))?;
+        MaxAttempts::new(attempts)
+    }
+}
+
 /// How a job is dispatched; `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchOptions {
@@ -328,7 +408,7 @@ pub struct DispatchOptions {
     /// now.
     pub run_at: RunAt,
     /// Attempts in all, 1 to [`MAX_ATTEMPTS`]. Default 4.
-    pub max_attempts: u32,
+    pub max_attempts: MaxAttempts,
     /// While a job with this key is pending, scheduled or running in the
     /// same queue, dispatching another returns the existing job's id.
     ///
@@ -345,20 +425,11 @@ pub struct DispatchOptions {
 
 impl DispatchOptions {
     /// Checks every option against its limit, as every backend does before
-    /// it enqueues anything: `max_attempts` in 1 to [`MAX_ATTEMPTS`], a
-    /// delay or run-at time at most [`MAX_DELAY`] from `now`, and the
-    /// unique key (see [`check_unique_key`]). A run-at time in the past is
-    /// fine: the job is due at once.
+    /// it enqueues anything: a delay or run-at time at most [`MAX_DELAY`]
+    /// from `now`, and the unique key (see [`check_unique_key`]); the
+    /// attempts were checked when their [`MaxAttempts`] was made. A run-at
+    /// time in the past is fine: the job is due at once.
     pub fn check(&self, now: UnixMillis) -> Result<(), InputError> {
-        if self.max_attempts == 0 {
-            return Err(InputError::ZeroAttempts);
-        }
-        if self.max_attempts > MAX_ATTEMPTS {
-            return Err(InputError::TooManyAttempts {
-                attempts: self.max_attempts,
-                limit: MAX_ATTEMPTS,
-            });
-        }
         match self.run_at {
             RunAt::Now => {}
             RunAt::After(delay) => check_delay(delay)?,
@@ -518,7 +589,7 @@ impl Default for DispatchOptions {
         DispatchOptions {
             priority: DEFAULT_PRIORITY,
             run_at: RunAt::Now,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: MaxAttempts::DEFAULT,
             unique_key: None,
         }
     }
@@ -744,19 +815,28 @@ mod tests {
             matches!(err, InputError::RunAtTooFar { .. }),
             "no overflow: {err}"
         );
-        let attempts = |max_attempts| DispatchOptions {
-            max_attempts,
-            ..Default::default()
-        };
-        assert!(ok(attempts(MAX_ATTEMPTS)).is_ok());
-        assert_eq!(ok(attempts(0)), Err(InputError::ZeroAttempts));
+        assert_eq!(
+            MaxAttempts::new(MAX_ATTEMPTS).map(MaxAttempts::get),
+            Ok(MAX_ATTEMPTS)
+        );
+        assert_eq!(MaxAttempts::new(0), Err(InputError::ZeroAttempts));
         assert!(matches!(
-            ok(attempts(u32::MAX)),
+            MaxAttempts::new(u32::MAX),
             Err(InputError::TooManyAttempts {
                 attempts: u32::MAX,
                 limit: MAX_ATTEMPTS
             })
         ));
+        assert_eq!("7".parse::<MaxAttempts>().map(u32::from), Ok(7));
+        assert_eq!("0".parse::<MaxAttempts>(), Err(InputError::ZeroAttempts));
+        assert!(matches!(
+            "-1".parse::<MaxAttempts>(),
+            Err(InputError::AttemptsNotANumber(_))
+        ));
+        assert!(
+            serde_json::from_str::<MaxAttempts>("0").is_err(),
+            "no zero from JSON either"
+        );
         assert!(check_unique_key(&"k".repeat(MAX_UNIQUE_KEY_BYTES)).is_ok());
         assert!(check_unique_key("ada@example.com").is_ok());
         for bad in ["", "a\u{1b}[2J", "@q:k", "tab\t"] {
@@ -770,6 +850,15 @@ mod tests {
             err.to_string(),
             "unique key is 1048576 bytes, over the limit of 256 bytes; use a short identifier (a hash of a long value, say)"
         );
+    }
+
+    #[test]
+    fn run_at_resolves_to_a_due_time() {
+        let now = 1_000_000;
+        assert_eq!(RunAt::Now.due(now), now);
+        assert_eq!(RunAt::After(Duration::from_secs(2)).due(now), now + 2000);
+        assert_eq!(RunAt::At(5).due(now), 5, "the past is kept: due at once");
+        assert_eq!(RunAt::After(Duration::MAX).due(now), u64::MAX);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! - [`job`]: what a job is: ids, queue names, payloads, options, states, records.
 //! - [`queue`]: the queue contract ([`JobQueue`], with the workers registry
 //!   and the module store beside it, together a [`Backend`]), the in-memory
-//!   and Redis backends, and the conformance suite every backend passes.
+//!   and Redis backends.
 //! - [`sandbox`]: the wasmtime engine, module loading and caching, the host
 //!   side of the handler world, limits, and running one attempt.
 //! - [`handlers`]: which module serves each queue, loaded once, hot-swapped,
@@ -18,6 +18,7 @@
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
 //! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
+//! - [`sync`]: the one lock helper (a panic elsewhere does not poison the rest).
 //! - [`text`]: guest text made safe to print (escapes controls and invisible characters).
 //! - [`config`]: the TOML configuration and per-queue settings.
 //! - [`time`]: parsing the times and delays people give, printing stored times.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod queue;
 pub mod retry;
 pub mod sandbox;
+pub mod sync;
 pub mod text;
 pub mod time;
 pub mod worker;

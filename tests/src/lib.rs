@@ -8,6 +8,8 @@
 //!   bulk dispatch stopped and resumed, odd stored times, closed stdout,
 //!   passwords, connection errors.
 //! - `tests/invariants.rs`: properties of the code base itself.
+//! - `tests/memory_queue.rs`: the queue conformance suite ([`conformance`])
+//!   on the in-memory backend.
 //! - `tests/redis_queue.rs`: the queue conformance suite on a real Redis and
 //!   a real 3-master Redis Cluster, and the key layout.
 //! - `tests/worker.rs`: `runtime worker` and the admin commands on a real
@@ -26,6 +28,7 @@
 //!   guests' follow-ups refused past their limits, in memory and on Redis.
 
 pub mod components;
+pub mod conformance;
 pub mod library;
 pub mod redis;
 pub mod workers;

@@ -4,7 +4,7 @@
 
 use runtime::Runtime;
 use runtime::config::Config;
-use runtime::job::{DispatchOptions, NewJob, Payload, QueueName};
+use runtime::job::{DispatchOptions, MaxAttempts, NewJob, Payload, QueueName};
 use runtime::worker::{JobEvent, WorkerConfig};
 
 use crate::{TempDir, guests};
@@ -35,7 +35,7 @@ pub async fn dispatch_once(rt: &Runtime, queue: &str, payload: &str) {
         queue: QueueName::new(queue).expect("valid queue"),
         payload: Payload::new(payload).expect("valid payload"),
         options: DispatchOptions {
-            max_attempts: 1,
+            max_attempts: MaxAttempts::ONE,
             ..Default::default()
         },
     };

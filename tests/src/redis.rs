@@ -3,7 +3,7 @@
 //! when the test process exits (a watcher shell ends it), so a failed or
 //! aborted test leaves nothing running.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -158,6 +158,30 @@ impl RedisServer {
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line)?;
         Ok(line.trim_end().to_string())
+    }
+
+    /// The server's count of clients blocked in a blocking command (an
+    /// idle worker's `BLPOP`), from `INFO clients`.
+    pub fn blocked_clients(&self) -> std::io::Result<u64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(b"*2\r\n$4\r\nINFO\r\n$7\r\nclients\r\n")?;
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header)?;
+        let bad = |what: &str| std::io::Error::other(format!("INFO clients: {what}"));
+        let len: usize = header
+            .trim_end()
+            .strip_prefix('$')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| bad(&format!("unexpected reply {header:?}")))?;
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| bad("no blocked_clients line"))
     }
 
     /// Kills the server at once (SIGKILL), keeping its data directory.

@@ -154,7 +154,7 @@ fn bad_input_is_exit_2_before_anything_runs() {
         (&["dispatch", "a:b", "{}"], "invalid queue name"),
         (
             &["dispatch", "hello", "{}", "--max-attempts", "0"],
-            "--max-attempts must be at least 1",
+            "for '--max-attempts <MAX_ATTEMPTS>': max attempts must be at least 1",
         ),
         (
             &["dispatch", "nobody", "{}"],
@@ -180,6 +180,58 @@ fn bad_input_is_exit_2_before_anything_runs() {
             run.stdout().is_empty(),
             "{args:?} ran something: {}",
             run.stdout()
+        );
+    }
+}
+
+/// Queue names, job ids, states and attempts are parsed with the
+/// arguments: a bad one is refused before the command connects to
+/// anything, naming the argument and saying what a good one looks like.
+#[test]
+fn bad_arguments_name_themselves_and_the_rule() {
+    let cache = TempDir::new("cli");
+    let backend = "redis://127.0.0.1:1";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["jobs", "show", "nope"],
+            "invalid value 'nope' for '<ID>': invalid job id \"nope\": a job id looks like `queue:number`",
+        ),
+        (
+            &["jobs", "list", "q", "--state", "done"],
+            "for '--state <STATE>': invalid state \"done\": use pending, scheduled, running or failed",
+        ),
+        (
+            &["jobs", "retry", "--all-failed", "Q"],
+            "for '--all-failed <QUEUE>': invalid queue name \"Q\"",
+        ),
+        (
+            &["worker", "ok", "not:ok"],
+            "for '<QUEUES>...': invalid queue name \"not:ok\"",
+        ),
+        (&["queues", "purge", "A"], "invalid queue name \"A\""),
+        (
+            &["dispatch", "q", "{}", "--max-attempts", "101"],
+            "for '--max-attempts <MAX_ATTEMPTS>': max attempts 101 is over the limit of 100",
+        ),
+        (
+            &["dispatch", "q", "{}", "--max-attempts", "x"],
+            "max attempts \"x\" is not a whole number; give 1 to 100",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--backend", backend];
+        all.extend_from_slice(args);
+        let run = runtime(cache.path(), &all, None);
+        run.expect_code(2);
+        assert!(
+            run.stderr().contains(expected),
+            "{args:?}: {}",
+            run.stderr()
+        );
+        assert!(
+            !run.stderr().contains("127.0.0.1:1"),
+            "{args:?} tried the backend: {}",
+            run.stderr()
         );
     }
 }

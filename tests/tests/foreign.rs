@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use runtime::config::Config;
-use runtime::job::{DispatchOptions, JobId, NewJob, Payload, QueueName};
+use runtime::job::{DispatchOptions, JobId, MaxAttempts, NewJob, Payload, QueueName};
 use runtime::queue::Ack;
 use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig, WorkerStats};
@@ -199,7 +199,7 @@ fn runs_every_outcome(queue: &str, exception: &str) {
                     queue: q(queue),
                     payload: Payload::new(case.payload.to_string()).expect("payload"),
                     options: DispatchOptions {
-                        max_attempts: case.max_attempts,
+                        max_attempts: MaxAttempts::new(case.max_attempts).expect("attempts"),
                         ..Default::default()
                     },
                 };

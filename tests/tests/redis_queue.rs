@@ -9,10 +9,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use runtime::job::FailureKind;
-use runtime::queue::conformance::Server;
 use runtime::queue::redis::RedisBackend;
 use runtime::queue::{Completion, JobQueue, ManualClock, SystemClock};
 use runtime::{JobState, NewJob, Payload, QueueError, QueueName};
+use runtime_tests::conformance::Server;
 use runtime_tests::redis::{RedisCluster, RedisServer};
 
 /// One server and one cluster per test binary; every test gets its own key
@@ -54,11 +54,11 @@ async fn clustered(clock: Arc<ManualClock>) -> Arc<dyn Server> {
 }
 
 mod on_redis {
-    runtime::queue_conformance!(super::standalone);
+    runtime_tests::queue_conformance!(super::standalone);
 }
 
 mod on_redis_cluster {
-    runtime::queue_conformance!(super::clustered);
+    runtime_tests::queue_conformance!(super::clustered);
 }
 
 fn q(name: &str) -> QueueName {

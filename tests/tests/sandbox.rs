@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime::config::Config;
-use runtime::job::{DispatchOptions, JobId, NewJob, Payload, QueueName};
+use runtime::job::{DispatchOptions, JobId, MaxAttempts, NewJob, Payload, QueueName};
 use runtime::queue::{Ack, Page};
 use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig, WorkerStats};
@@ -41,7 +41,7 @@ async fn dispatch(rt: &Runtime, queue: &str, payload: &str, max_attempts: u32) -
         queue: q(queue),
         payload: Payload::new(payload).expect("valid payload"),
         options: DispatchOptions {
-            max_attempts,
+            max_attempts: MaxAttempts::new(max_attempts).expect("valid attempts"),
             ..Default::default()
         },
     };

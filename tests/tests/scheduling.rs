@@ -168,9 +168,24 @@ async fn free_slots_do_not_idle_while_jobs_wait() {
     let late = {
         let rt = rt.clone();
         tokio::spawn(async move {
-            // Dispatched while the long jobs run: wakes the worker, which
-            // claims it into a free slot.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            // Dispatched once both short jobs are done, while the long
+            // ones run: wakes the worker, which claims it into a free slot.
+            let both_done = async {
+                while rt
+                    .backend()
+                    .jobs
+                    .counts(&q("naps"))
+                    .await
+                    .expect("counts")
+                    .done
+                    < 2
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(60), both_done)
+                .await
+                .expect("the short jobs done within 60 s");
             fill(&rt, "naps", r#"{"ms":2}"#, 1).await;
         })
     };

@@ -71,8 +71,12 @@ fn max_jobs_runs_that_many_and_exits() {
 fn an_idle_worker_starts_a_new_job_without_polling_and_stops_on_sigterm() {
     let env = Env::new();
     let mut w = env.worker(&[guests::NAP]);
-    // Idle for a while: blocked in BLPOP, not spinning.
-    std::thread::sleep(Duration::from_millis(300));
+    // Idle: blocked in BLPOP, not spinning.
+    eventually(
+        Duration::from_secs(20),
+        "the worker to block in BLPOP",
+        || env.redis.blocked_clients().expect("INFO clients") >= 1,
+    );
     for n in 1..=3 {
         env.dispatch(guests::NAP, "{}", &[]);
         eventually(Duration::from_secs(5), "the job to be done", || {
@@ -118,8 +122,9 @@ fn a_killed_worker_loses_its_lease_and_the_job_runs_again() {
         "running",
         "Redis still holds it under the dead lease"
     );
-    std::thread::sleep(Duration::from_millis(1200));
-    // The next worker's claim takes the expired lease back: attempt 2.
+    // The next worker, started at once, finds nothing to claim and waits
+    // no longer than the dead lease: its claim then takes it back,
+    // attempt 2.
     let b = env.worker(&[guests::NAP, "--lease", "5s"]);
     eventually(Duration::from_secs(10), "attempt 2 to start", || {
         env.show(&id)["attempts"] == 2
@@ -144,8 +149,13 @@ fn a_killed_worker_on_the_last_attempt_fails_the_job_as_worker_lost() {
         env.count(guests::NAP, "running") == 1
     });
     a.kill();
-    std::thread::sleep(Duration::from_millis(1200));
-    let mut b = env.worker(&[guests::NAP, "--drain"]);
+    // The next worker waits no longer than the dead lease, then its claim
+    // fails the job: nothing is left to run.
+    let mut b = env.worker(&[guests::NAP]);
+    eventually(Duration::from_secs(30), "the job to fail", || {
+        env.show(&id)["state"] == "failed"
+    });
+    b.signal("TERM");
     assert_eq!(b.wait(Duration::from_secs(30)), 0, "{}", b.log());
     let job = env.show(&id);
     assert_eq!(job["state"], "failed");
@@ -203,7 +213,8 @@ fn the_worker_rides_out_a_redis_restart_without_losing_or_double_acking_jobs() {
     });
     let mut env = env;
     env.redis.kill();
-    std::thread::sleep(Duration::from_millis(800));
+    // Down until the worker has seen the outage.
+    w.wait_for_log("unreachable", Duration::from_secs(30));
     env.redis.restart();
     eventually(Duration::from_secs(90), "every job to be done", || {
         env.count(guests::NAP, "done") >= total

@@ -17,12 +17,12 @@ pub struct Args {
     /// Check it against this queue's limits (its `[queues.<name>]` section
     /// over `[defaults]`). Default: `[defaults]`.
     #[arg(long, value_name = "QUEUE")]
-    queue: Option<String>,
+    queue: Option<QueueName>,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
-    let queue = args.queue.as_deref().map(QueueName::new).transpose()?;
+    let queue = args.queue.as_ref();
     let limits = match &queue {
         Some(queue) => config.queue(queue).limits,
         None => config.default_queue().limits,

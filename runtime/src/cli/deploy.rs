@@ -14,7 +14,7 @@ use super::{Cli, CliResult, Exit};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The queue.
-    queue: String,
+    queue: QueueName,
     /// The module (a wasm32-wasip2 component). It is checked here first:
     /// a module that does not load is never published.
     #[arg(required_unless_present = "withdraw", conflicts_with = "withdraw")]
@@ -26,11 +26,11 @@ pub struct Args {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
-    let queue = QueueName::new(args.queue.as_str())?;
+    let queue = &args.queue;
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime deploy").await?;
     let Some(file) = &args.file else {
-        if backend.modules.withdraw_module(&queue).await? {
+        if backend.modules.withdraw_module(queue).await? {
             outln!("withdrew the published module of {queue}: workers go back to its module file");
         } else {
             outln!("{queue} had no published module");
@@ -41,9 +41,9 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     // Read under the size cap: an oversized file is refused unread.
     let bytes = sandbox.read_module(file)?;
     sandbox
-        .load_bytes(file, &bytes, config.queue(&queue).limits)
+        .load_bytes(file, &bytes, config.queue(queue).limits)
         .map_err(|e| e.for_queue(queue.as_str()))?;
-    let version = backend.modules.publish_module(&queue, &bytes).await?;
+    let version = backend.modules.publish_module(queue, &bytes).await?;
     outln!(
         "deployed {} to {queue}: version {}; workers serving {queue} load it within a second",
         file.display(),

@@ -8,11 +8,14 @@
 //! for: the in-memory queue ends with the command.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use runtime::job::{DispatchOptions, FailureKind, JobId, NewJob, Payload, QueueName, RunAt};
+use runtime::job::{
+    DispatchOptions, FailureKind, JobId, MaxAttempts, NewJob, Payload, QueueName, RunAt,
+};
 use runtime::queue::{Ack, AttemptEnd, Clock, SystemClock};
 use runtime::sandbox::RunOutcome;
 use runtime::text;
@@ -29,7 +32,7 @@ use super::{Cli, CliResult, Exit};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Queue name: 1 to 64 of a-z, 0-9, '-', '_'.
-    queue: String,
+    queue: QueueName,
     /// Payload: one JSON document, at most 1 MiB; `-` reads it from stdin.
     #[arg(required_unless_present = "file")]
     payload: Option<String>,
@@ -49,9 +52,9 @@ pub struct Args {
     /// Higher runs first.
     #[arg(long, default_value_t = runtime::job::DEFAULT_PRIORITY, allow_negative_numbers = true)]
     priority: i32,
-    /// Attempts in all.
-    #[arg(long, default_value_t = runtime::job::DEFAULT_MAX_ATTEMPTS)]
-    max_attempts: u32,
+    /// Attempts in all, 1 to 100.
+    #[arg(long, default_value_t = MaxAttempts::DEFAULT)]
+    max_attempts: MaxAttempts,
     /// Run no sooner than this from now: `30s`, `5m`, `1h 30m`, `2days`;
     /// at most 365 days.
     #[arg(long, value_parser = runtime::time::parse_delay, conflicts_with = "run_at")]
@@ -85,12 +88,44 @@ struct AttemptJson {
     log: String,
 }
 
+/// What became of a job, as the report says: a state it is in, done
+/// (removed), or stale (its lease was lost, so it moved on without this
+/// attempt). Compared as itself; written as a word only in the output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    In(JobState),
+    Done,
+    Stale,
+}
+
+impl Fate {
+    fn as_str(self) -> &'static str {
+        match self {
+            Fate::In(state) => state.as_str(),
+            Fate::Done => "done",
+            Fate::Stale => "stale",
+        }
+    }
+}
+
+impl fmt::Display for Fate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Fate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// The JSON report of one job.
 #[derive(Debug, Serialize)]
 struct JobJson {
     id: String,
     queue: String,
-    state: &'static str,
+    state: Fate,
     attempts: u32,
     /// The kind of `error`: what tells a limit of the host from the
     /// handler's own words.
@@ -111,7 +146,7 @@ struct JobJson {
 #[derive(Debug, Serialize)]
 struct LeftJson {
     id: String,
-    state: &'static str,
+    state: JobState,
     /// When it is due (Unix ms).
     run_at: u64,
 }
@@ -122,7 +157,7 @@ impl JobJson {
         JobJson {
             id: id.to_string(),
             queue: id.queue().to_string(),
-            state: "pending",
+            state: Fate::In(JobState::Pending),
             attempts: 0,
             error_kind: None,
             error: None,
@@ -135,7 +170,7 @@ impl JobJson {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
-    let queue = QueueName::new(args.queue.as_str())?;
+    let queue = args.queue.clone();
     let options = options(args)?;
     let config = cli.config()?;
     if let Some(backend) = cli.backend(&config).await? {
@@ -206,9 +241,6 @@ async fn enqueue(
 
 /// The dispatch options from the flags.
 fn options(args: &Args) -> anyhow::Result<DispatchOptions> {
-    if args.max_attempts == 0 {
-        anyhow::bail!("--max-attempts must be at least 1");
-    }
     let run_at = match (args.delay, &args.run_at) {
         (Some(d), _) => RunAt::After(d),
         (None, Some(t)) => RunAt::At(
@@ -295,7 +327,7 @@ async fn run_here(
     // A failed job's stored error is the word on it: the worker may have
     // refused what the handler asked (a retry delay past the limit).
     for (id, entry) in &mut reports {
-        if entry.state == "failed"
+        if entry.state == Fate::In(JobState::Failed)
             && let Some(record) = rt.backend().jobs.get(id).await?
         {
             entry.error = record.error;
@@ -311,13 +343,13 @@ async fn run_here(
         .filter(|id| **id != root)
         .filter_map(|id| reports.remove(id))
         .collect();
-    if stats.claimed >= SYNC_MAX_ATTEMPTS && left.iter().any(|j| j.state == "pending") {
+    if stats.claimed >= SYNC_MAX_ATTEMPTS && left.iter().any(|j| j.state == JobState::Pending) {
         root_json.stopped = Some(format!(
             "stopped after {SYNC_MAX_ATTEMPTS} attempts, the most one dispatch runs on the in-memory default"
         ));
     }
     root_json.left = left;
-    let exit = if root_json.state == "done" {
+    let exit = if root_json.state == Fate::Done {
         Exit::Ok
     } else {
         Exit::JobFailed
@@ -346,7 +378,7 @@ async fn left_jobs(backend: &dyn JobQueue) -> anyhow::Result<Vec<LeftJson>> {
             for job in backend.list(&queue, state, all).await? {
                 left.push(LeftJson {
                     id: job.id.to_string(),
-                    state: state.as_str(),
+                    state,
                     run_at: job.run_at,
                 });
             }
@@ -372,7 +404,7 @@ fn print_left(root: &JobJson) {
     };
     outln!("{n} {it} left, not run: the in-memory queue ends with this command");
     for job in root.left.iter().take(LEFT_SHOWN) {
-        if job.state == "scheduled" {
+        if job.state == JobState::Scheduled {
             let wait = Duration::from_secs(job.run_at.saturating_sub(now).div_ceil(1000));
             outln!(
                 "  {}: scheduled, due in {}",
@@ -389,11 +421,11 @@ fn print_left(root: &JobJson) {
     outln!("to see {them} through, dispatch to a queue server (--backend redis://HOST:PORT)");
 }
 
-fn state_name(ack: Ack) -> &'static str {
+fn state_name(ack: Ack) -> Fate {
     match ack {
-        Ack::Applied(None) => "done",
-        Ack::Applied(Some(state)) => state.as_str(),
-        Ack::Stale => "stale",
+        Ack::Applied(None) => Fate::Done,
+        Ack::Applied(Some(state)) => Fate::In(state),
+        Ack::Stale => Fate::Stale,
     }
 }
 
@@ -472,7 +504,7 @@ fn print_summary(job: &JobJson) {
         .map(|kind| format!(" [{kind}]"))
         .unwrap_or_default();
     match &job.error {
-        Some(error) if job.state != "done" => outln!(
+        Some(error) if job.state != Fate::Done => outln!(
             "{}: {}{kind} after {} attempt{plural}: {}",
             job.id,
             job.state,

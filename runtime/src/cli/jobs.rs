@@ -27,10 +27,10 @@ enum Action {
     /// Jobs of a queue in one state, in the order they will be taken.
     List {
         /// The queue.
-        queue: String,
+        queue: QueueName,
         /// pending, scheduled, running or failed.
         #[arg(long, default_value = "pending")]
-        state: String,
+        state: JobState,
         /// At most this many, 1 to 1000 (each record holds its payload
         /// and log: a bigger page is a lot to hold and print).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=MAX_LIMIT))]
@@ -45,7 +45,7 @@ enum Action {
     /// One job: payload, state, attempts with their times, error and log.
     Show {
         /// The job id, `queue:number`.
-        id: String,
+        id: JobId,
         /// Print the JSON record.
         #[arg(long)]
         json: bool,
@@ -54,15 +54,15 @@ enum Action {
     Retry {
         /// The job id; or `--all-failed QUEUE`.
         #[arg(required_unless_present = "all_failed")]
-        id: Option<String>,
+        id: Option<JobId>,
         /// Retry every failed job of this queue.
         #[arg(long, value_name = "QUEUE", conflicts_with = "id")]
-        all_failed: Option<String>,
+        all_failed: Option<QueueName>,
     },
     /// Remove a job that is not running.
     Delete {
         /// The job id.
-        id: String,
+        id: JobId,
     },
 }
 
@@ -77,14 +77,12 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             offset,
             json,
         } => {
-            let queue = QueueName::new(queue.as_str())?;
-            let state: JobState = state.parse()?;
             // Both fit: the parser bounds them.
             let page = Page {
                 offset: usize::try_from(*offset).unwrap_or(usize::MAX),
                 limit: usize::try_from(*limit).unwrap_or(MAX_LIMIT as usize),
             };
-            let jobs = backend.list(&queue, state, page).await?;
+            let jobs = backend.list(queue, *state, page).await?;
             if *json {
                 print_json(&jobs)?;
             } else {
@@ -98,8 +96,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             Ok(Exit::Ok)
         }
         Action::Show { id, json } => {
-            let id: JobId = id.parse()?;
-            let Some(job) = backend.get(&id).await? else {
+            let Some(job) = backend.get(id).await? else {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             };
             if *json {
@@ -111,14 +108,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         Action::Retry { id, all_failed } => {
             if let Some(queue) = all_failed {
-                let queue = QueueName::new(queue.as_str())?;
                 let mut retried = 0u64;
                 loop {
                     let page = Page {
                         offset: 0,
                         limit: 500,
                     };
-                    let failed = backend.list(&queue, JobState::Failed, page).await?;
+                    let failed = backend.list(queue, JobState::Failed, page).await?;
                     if failed.is_empty() {
                         break;
                     }
@@ -132,15 +128,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 }
                 outln!("retried {retried} failed jobs of {queue}");
             } else if let Some(id) = id {
-                let id: JobId = id.parse()?;
-                backend.retry(&id).await?;
+                backend.retry(id).await?;
                 outln!("{id}: pending again with a fresh set of attempts");
             }
             Ok(Exit::Ok)
         }
         Action::Delete { id } => {
-            let id: JobId = id.parse()?;
-            if !backend.delete(&id).await? {
+            if !backend.delete(id).await? {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             }
             outln!("{id}: deleted");

@@ -43,6 +43,7 @@ use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
 use runtime::text;
 use runtime::{LoadError, QueueName};
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
@@ -137,8 +138,8 @@ pub fn main() -> ExitCode {
     // A worker logs what it does; a one-shot command reports on stdout and
     // logs only warnings (a compile, for one, is no news there).
     let level = match cli.command {
-        Command::Worker(_) => "info",
-        _ => "warn",
+        Command::Worker(_) => LevelFilter::INFO,
+        _ => LevelFilter::WARN,
     };
     init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -328,9 +329,9 @@ fn default_cache_dir() -> Option<PathBuf> {
 /// end the line or add a key), and [`JsonSafeStderr`] escapes what serde
 /// leaves raw; in the human format every field goes through
 /// [`EscapedFields`].
-fn init_logging(format: LogFormat, level: &str) {
+fn init_logging(format: LogFormat, level: LevelFilter) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNTIME_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::default().add_directive(level.into()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

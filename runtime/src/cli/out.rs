@@ -32,7 +32,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 fn failed(e: io::Error) {
     STDOUT_DONE.store(true, Ordering::Relaxed);
     if e.kind() != io::ErrorKind::BrokenPipe {
-        let mut first = STDOUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+        let mut first = runtime::sync::lock(&STDOUT_ERROR);
         first.get_or_insert(e);
     }
 }
@@ -45,10 +45,7 @@ pub fn finish() -> Option<io::Error> {
     {
         failed(e);
     }
-    STDOUT_ERROR
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
+    runtime::sync::lock(&STDOUT_ERROR).take()
 }
 
 /// Writes one line to stderr; a failure is ignored (there is nowhere left

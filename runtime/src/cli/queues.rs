@@ -20,7 +20,7 @@ enum Action {
     /// Remove every job of a queue that is not running.
     Purge {
         /// The queue.
-        queue: String,
+        queue: QueueName,
     },
 }
 
@@ -28,8 +28,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime queues").await?.jobs;
     if let Some(Action::Purge { queue }) = &args.action {
-        let queue = QueueName::new(queue.as_str())?;
-        let removed = backend.purge(&queue).await?;
+        let removed = backend.purge(queue).await?;
         if args.json {
             outln!(
                 "{}",

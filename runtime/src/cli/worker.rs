@@ -21,7 +21,7 @@ pub struct Args {
     /// Queues to serve; when several have work they share the worker by
     /// their `weight` (config), each under its `concurrency` cap.
     #[arg(required = true)]
-    queues: Vec<String>,
+    queues: Vec<QueueName>,
     /// Jobs run at once.
     #[arg(long, short = 'c', default_value_t = 16)]
     concurrency: usize,
@@ -64,11 +64,7 @@ fn flag_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
-    let queues = args
-        .queues
-        .iter()
-        .map(|q| QueueName::new(q.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let queues = args.queues.clone();
     if args.concurrency == 0 {
         anyhow::bail!("--concurrency must be at least 1");
     }

@@ -337,7 +337,7 @@ impl Inner {
             state,
             priority: job.options.priority,
             attempts: 0,
-            max_attempts: job.options.max_attempts,
+            max_attempts: job.options.max_attempts.get(),
             unique_key: job.options.unique_key,
             lineage,
             created_at: now,
@@ -798,19 +798,4 @@ impl ModuleStore for MemoryBackend {
     async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError> {
         Ok(self.modules_lock().remove(queue).is_some())
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::MemoryBackend;
-    use crate::queue::ManualClock;
-    use crate::queue::conformance::Server;
-
-    async fn make(clock: Arc<ManualClock>) -> Arc<dyn Server> {
-        Arc::new(MemoryBackend::new(clock))
-    }
-
-    crate::queue_conformance!(make);
 }

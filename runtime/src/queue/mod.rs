@@ -2,10 +2,10 @@
 //! workers) and [`ModuleStore`] (published handler modules), each an async
 //! trait, put together as a [`Backend`]; implemented in memory ([`memory`])
 //! and on Redis ([`redis`]). What [`JobQueue`] promises is exactly what
-//! [`conformance`] checks, against every backend.
+//! the conformance suite of the `runtime-tests` crate checks, against every
+//! backend.
 
 pub mod clock;
-pub mod conformance;
 pub mod memory;
 pub mod redis;
 

@@ -14,7 +14,7 @@ use super::limits::{Bytes, Limits};
 use super::output::JobOutput;
 use crate::error::QueueError;
 use crate::job::{
-    DispatchOptions, JobRecord, Lineage, NewJob, Payload, QueueName, RunAt, TreeBudget,
+    DispatchOptions, JobRecord, Lineage, MaxAttempts, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
 use crate::queue::{Clock, SystemClock};
 
@@ -28,7 +28,22 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
+pub(crate) use self::runtime::job::log::Level;
 pub(crate) use self::runtime::job::types::{Job as WitJob, Outcome as WitOutcome};
+
+impl Level {
+    /// How the level is written in the job's log: `INFO message`. Made
+    /// only there; the process's log takes the level itself.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warn => "WARN",
+            Level::Error => "ERROR",
+        }
+    }
+}
 
 /// Longest panic message or reason kept from a guest, in bytes.
 pub(crate) const MAX_REASON_BYTES: usize = 2048;
@@ -129,7 +144,7 @@ impl EchoContext {
             .saturating_add(self.job.len() + self.queue.len() + ECHO_LINE_OVERHEAD)
     }
 
-    fn emit(&mut self, level: &str, message: &str) {
+    fn emit(&mut self, level: Level, message: &str) {
         if self.stopped {
             return;
         }
@@ -149,19 +164,21 @@ impl EchoContext {
         self.budget -= cost;
         let (job, queue, attempt) = (&self.job, &self.queue, self.attempt);
         match level {
-            "ERROR" => {
+            Level::Error => {
                 tracing::error!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
             }
-            "WARN" => {
+            Level::Warn => {
                 tracing::warn!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
             }
-            "INFO" => {
+            Level::Info => {
                 tracing::info!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
             }
-            "DEBUG" => {
+            Level::Debug => {
                 tracing::debug!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
             }
-            _ => tracing::trace!(target: "guest", job = %job, queue = %queue, attempt, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+            }
         }
     }
 }
@@ -310,19 +327,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 impl self::runtime::job::types::Host for HostState {}
 
 impl self::runtime::job::log::Host for HostState {
-    fn log(
-        &mut self,
-        level: self::runtime::job::log::Level,
-        message: String,
-    ) -> wasmtime::Result<()> {
-        use self::runtime::job::log::Level;
-        let level = match level {
-            Level::Trace => "TRACE",
-            Level::Debug => "DEBUG",
-            Level::Info => "INFO",
-            Level::Warn => "WARN",
-            Level::Error => "ERROR",
-        };
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.output
             .line(level, &message)
             .map_err(wasmtime::Error::new)?;
@@ -397,7 +402,10 @@ fn follow_up(
         run_at: options
             .delay_ms
             .map_or(RunAt::Now, |ms| RunAt::After(Duration::from_millis(ms))),
-        max_attempts: options.max_attempts.unwrap_or(defaults.max_attempts),
+        max_attempts: match options.max_attempts {
+            Some(attempts) => MaxAttempts::new(attempts).map_err(|e| e.to_string())?,
+            None => defaults.max_attempts,
+        },
         unique_key: options.unique_key,
     };
     options

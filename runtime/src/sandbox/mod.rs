@@ -317,6 +317,89 @@ impl RunOutcome {
     }
 }
 
+/// What stopped an attempt, holding what its reason says. The one place a
+/// crash's [`FailureKind`] and its words are made, so they always agree
+/// and read the same whichever path found the crash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Crash {
+    /// The wall-clock limit.
+    Timeout(Duration),
+    /// The job's memory limit, in bytes.
+    Memory(u64),
+    /// The output limit, in bytes.
+    Output(u64),
+    /// The per-attempt dispatch limit.
+    DispatchLimit(u32),
+    /// The message the guest reported before trapping.
+    Panic(String),
+    /// The status the guest exited with.
+    Exit(i32),
+    /// The WebAssembly call stack overflowed.
+    StackOverflow,
+    /// Fuel ran out: the queue's budget, if it set one.
+    Fuel(Option<u64>),
+    /// Any other trap of guest code.
+    Trap(Trap),
+    /// A host call failed or refused the guest: the root cause.
+    Host(String),
+    /// The handler module is missing or cannot be loaded: why.
+    Load(String),
+}
+
+impl Crash {
+    /// Its fixed kind.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Crash::Timeout(_) => FailureKind::Timeout,
+            Crash::Memory(_) => FailureKind::Memory,
+            Crash::Output(_) => FailureKind::Output,
+            Crash::DispatchLimit(_) => FailureKind::DispatchLimit,
+            Crash::Panic(_) => FailureKind::Panic,
+            Crash::Exit(_) => FailureKind::Exit,
+            Crash::StackOverflow => FailureKind::StackOverflow,
+            Crash::Fuel(_) => FailureKind::Fuel,
+            Crash::Trap(_) => FailureKind::Trap,
+            Crash::Host(_) => FailureKind::Host,
+            Crash::Load(_) => FailureKind::Load,
+        }
+    }
+
+    /// Its reason, leading with the cause: `timeout after 100ms`,
+    /// `memory limit 64 MiB exceeded`, `panic: boom`, `trap: unreachable`.
+    /// Text a guest gave is bounded ([`MAX_REASON_BYTES`]).
+    pub fn reason(&self) -> String {
+        match self {
+            Crash::Timeout(limit) => format!("timeout after {}", Millis(*limit)),
+            Crash::Memory(limit) => format!("memory limit {} exceeded", Bytes(*limit)),
+            Crash::Output(limit) => format!("output limit {} exceeded", Bytes(*limit)),
+            Crash::DispatchLimit(limit) => format!("dispatch limit {limit} per job exceeded"),
+            Crash::Panic(message) => format!("panic: {message}"),
+            Crash::Exit(status) => format!("exited with status {status}"),
+            Crash::StackOverflow => "stack overflow".to_string(),
+            Crash::Fuel(Some(fuel)) => format!("fuel budget {fuel} exhausted"),
+            Crash::Fuel(None) => "fuel exhausted".to_string(),
+            Crash::Trap(Trap::UnreachableCodeReached) => "trap: unreachable".to_string(),
+            Crash::Trap(trap) => {
+                let text = trap.to_string();
+                format!("trap: {}", text.trim_start_matches("wasm trap: "))
+            }
+            Crash::Host(cause) => {
+                host::truncate(format!("host call failed: {cause}"), MAX_REASON_BYTES)
+            }
+            Crash::Load(why) => why.clone(),
+        }
+    }
+}
+
+impl From<Crash> for RunOutcome {
+    fn from(crash: Crash) -> Self {
+        RunOutcome::Crashed {
+            kind: crash.kind(),
+            reason: crash.reason(),
+        }
+    }
+}
+
 /// The result of one attempt.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -576,14 +659,10 @@ impl Sandbox {
                     reason: host::truncate(reason, MAX_REASON_BYTES),
                 },
             },
-            Ok(Err(error)) => {
-                let (kind, reason) = crash_reason(store.data(), limits, &error);
-                RunOutcome::Crashed { kind, reason }
-            }
-            Err(_elapsed) => RunOutcome::Crashed {
-                kind: FailureKind::Timeout,
-                reason: timeout_reason(limits),
-            },
+            Ok(Err(error)) => crash(store.data(), limits, &error).into(),
+            // The epoch check or this timeout, whichever stopped it first:
+            // the same crash.
+            Err(_elapsed) => Crash::Timeout(limits.timeout).into(),
         };
         drop(store);
         RunReport {
@@ -602,65 +681,35 @@ fn ticks_until(deadline: Instant) -> u64 {
     ticks.clamp(1, CHECK_EVERY_TICKS)
 }
 
-/// The reason of an attempt stopped by its wall-clock limit, whichever of
-/// the two mechanisms (epoch check, async timeout) stopped it.
-fn timeout_reason(limits: &Limits) -> String {
-    format!("timeout after {}", Millis(limits.timeout))
-}
-
-/// The kind and reason of an attempt that ended in an error: the limit it
+/// What stopped an attempt, in the order it is looked for: the limit it
 /// hit if any, else the panic it reported, else the trap.
-fn crash_reason(
-    state: &HostState,
-    limits: &Limits,
-    error: &wasmtime::Error,
-) -> (FailureKind, String) {
+fn crash(state: &HostState, limits: &Limits, error: &wasmtime::Error) -> Crash {
     if state.timed_out {
-        return (FailureKind::Timeout, timeout_reason(limits));
+        return Crash::Timeout(limits.timeout);
     }
     if state.limiter.exceeded {
-        let reason = format!("memory limit {} exceeded", Bytes(limits.memory));
-        return (FailureKind::Memory, reason);
+        return Crash::Memory(limits.memory);
     }
     if state.output.exceeded() {
-        let reason = format!("output limit {} exceeded", Bytes(limits.output as u64));
-        return (FailureKind::Output, reason);
+        return Crash::Output(limits.output as u64);
     }
     if state.dispatch_exceeded {
-        let reason = format!("dispatch limit {} per job exceeded", limits.dispatches);
-        return (FailureKind::DispatchLimit, reason);
+        return Crash::DispatchLimit(limits.dispatches);
     }
     if let Some(message) = &state.panic {
-        return (FailureKind::Panic, format!("panic: {message}"));
+        return Crash::Panic(message.clone());
     }
     if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
-        return (FailureKind::Exit, format!("exited with status {}", exit.0));
+        return Crash::Exit(exit.0);
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => (FailureKind::StackOverflow, "stack overflow".to_string()),
-        Some(Trap::OutOfFuel) => {
-            let reason = match limits.fuel {
-                Some(fuel) => format!("fuel budget {fuel} exhausted"),
-                None => "fuel exhausted".to_string(),
-            };
-            (FailureKind::Fuel, reason)
-        }
-        Some(Trap::UnreachableCodeReached) => (FailureKind::Trap, "trap: unreachable".to_string()),
-        Some(trap) => {
-            let text = trap.to_string();
-            let reason = format!("trap: {}", text.trim_start_matches("wasm trap: "));
-            (FailureKind::Trap, reason)
-        }
+        Some(Trap::StackOverflow) => Crash::StackOverflow,
+        Some(Trap::OutOfFuel) => Crash::Fuel(limits.fuel),
+        Some(trap) => Crash::Trap(*trap),
         // A host call failed or refused the guest (a WASI call over a host
         // bound, a store limit): the cause leads; the wasm backtrace that
         // wraps it says nothing the job's owner can act on.
-        None => (
-            FailureKind::Host,
-            host::truncate(
-                format!("host call failed: {}", error.root_cause()),
-                MAX_REASON_BYTES,
-            ),
-        ),
+        None => Crash::Host(error.root_cause().to_string()),
     }
 }
 

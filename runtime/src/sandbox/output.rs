@@ -11,6 +11,7 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use super::host::Level;
 use super::limits;
 
 /// One attempt's output. Cheap to clone: clones share the buffer.
@@ -35,7 +36,7 @@ impl JobOutput {
     }
 
     fn lock(&self) -> MutexGuard<'_, Buffer> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     /// Appends `bytes`; fails, and remembers it, if they do not fit.
@@ -50,7 +51,8 @@ impl JobOutput {
     }
 
     /// Appends one log line: `LEVEL message\n`.
-    pub fn line(&self, level: &str, message: &str) -> Result<(), OutputLimitExceeded> {
+    pub(crate) fn line(&self, level: Level, message: &str) -> Result<(), OutputLimitExceeded> {
+        let level = level.as_str();
         let mut line = String::with_capacity(level.len() + message.len() + 2);
         line.push_str(level);
         line.push(' ');
@@ -144,7 +146,7 @@ mod tests {
     #[test]
     fn output_is_bounded_and_remembers_overflow() {
         let out = JobOutput::new(16);
-        out.line("INFO", "hello").expect("fits");
+        out.line(Level::Info, "hello").expect("fits");
         assert_eq!(out.text(), "INFO hello\n");
         let err = out.write(b"0123456789").expect_err("does not fit");
         assert_eq!(err.to_string(), "output limit 16 bytes exceeded");
