@@ -298,10 +298,10 @@ fn stored_times_of_any_size_print_and_offsets_name_the_same_instant() {
         .command(&[
             "HSET",
             "runtime:{nap}:job:1",
-            "run_at",
-            "18446744073709551615",
-            "created_at",
-            "9223372036854775808",
+            "m",
+            "scheduled|0|0||18446744073709551615||0|3",
+            "d",
+            "9223372036854775808|||||{}",
         ])
         .expect("HSET");
     assert_eq!(reply, ":0");
