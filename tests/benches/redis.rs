@@ -183,7 +183,7 @@ impl Build {
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--backend", &self.redis.url(), "--handlers", guests::DIR])
             .env("RUNTIME_CACHE_DIR", self.cache.path())
-            .env("RUNTIME_LOG", "warn")
+            .env("RUNTIME_LOG", "error")
             .env_remove("RUNTIME_CONFIG")
             .env_remove("RUNTIME_PREFIX")
             .env_remove("RUST_BACKTRACE");

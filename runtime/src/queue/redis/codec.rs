@@ -174,9 +174,11 @@ pub(super) fn decode_record(
     };
     let mut items = items.into_iter();
     let seq = match items.next() {
-        Some(Value::Int(seq)) => u64::try_from(seq).map_err(|_| unknown())?,
-        _ => return Err(unknown()),
-    };
+        Some(Value::Int(seq)) => u64::try_from(seq).ok(),
+        Some(Value::BulkString(seq)) => std::str::from_utf8(&seq).ok().and_then(|s| s.parse().ok()),
+        _ => None,
+    }
+    .ok_or_else(unknown)?;
     let id = JobId::new(queue.clone(), seq);
     let bad = |what: &str| malformed(&id, what);
     let mut field = || text(items.next().unwrap_or(Value::Nil)).map_err(bad);
@@ -254,21 +256,21 @@ pub(super) fn parse_attempt(entry: &str) -> Option<AttemptRecord> {
 }
 
 /// The complete function's action, failure kind, error and run-again time
-/// for a completion.
+/// for a completion; `None` for done, which goes as seq and token alone.
 pub(super) fn completion_args(
     completion: &Completion,
     now: UnixMillis,
-) -> (&'static str, &'static str, &str, UnixMillis) {
+) -> Option<(&'static str, &'static str, &str, UnixMillis)> {
     match completion {
-        Completion::Done => ("done", "", "", now),
-        Completion::Release => ("release", "", "", now),
-        Completion::Fail { kind, error } => ("fail", kind.as_str(), error, now),
-        Completion::Retry { kind, error, delay } => (
+        Completion::Done => None,
+        Completion::Release => Some(("release", "", "", now)),
+        Completion::Fail { kind, error } => Some(("fail", kind.as_str(), error, now)),
+        Completion::Retry { kind, error, delay } => Some((
             "retry",
             kind.as_str(),
             error,
             now.saturating_add(millis(*delay)),
-        ),
+        )),
     }
 }
 

@@ -539,26 +539,16 @@ impl JobQueue for RedisBackend {
         completion: Completion,
         log: String,
     ) -> Result<Ack, QueueError> {
-        let now = self.shared.clock.now();
-        let (action, kind, error, again) = completion_args(&completion, now);
-        let results: Vec<String> = self
-            .call(Function::Complete, lease.id.queue(), now, |cmd| {
-                cmd.arg(lease.id.seq())
-                    .arg(lease.token)
-                    .arg(action)
-                    .arg(kind)
-                    .arg(error)
-                    .arg(again)
-                    .arg(log);
-            })
+        let acks = self
+            .complete_many(&[(lease.clone(), completion, log)])
             .await?;
-        match results.first() {
-            Some(result) => self.ack_of(&lease.id, result),
-            None => Err(self.malformed(&lease.id, "complete returned nothing")),
-        }
+        acks.into_iter()
+            .next()
+            .ok_or_else(|| self.malformed(&lease.id, "complete returned nothing"))
     }
 
-    /// One function call per queue in the batch.
+    /// One function call per queue in the batch: its done acks first, as
+    /// seq and token alone, then the others in full.
     async fn complete_many(
         &self,
         items: &[(Lease, Completion, String)],
@@ -573,19 +563,24 @@ impl JobQueue for RedisBackend {
                 None => by_queue.push((queue.clone(), vec![i])),
             }
         }
-        for (queue, idx) in by_queue {
+        for (queue, mut idx) in by_queue {
+            // Stable: done acks first, each part in the batch's order, as
+            // the function answers.
+            idx.sort_by_key(|&i| !matches!(items[i].1, Completion::Done));
+            let done = idx
+                .iter()
+                .take_while(|&&i| matches!(items[i].1, Completion::Done))
+                .count();
             let results: Vec<String> = self
                 .call(Function::Complete, &queue, now, |cmd| {
+                    cmd.arg(done);
                     for &i in &idx {
                         let (lease, completion, log) = &items[i];
-                        let (action, kind, error, again) = completion_args(completion, now);
-                        cmd.arg(lease.id.seq())
-                            .arg(lease.token)
-                            .arg(action)
-                            .arg(kind)
-                            .arg(error)
-                            .arg(again)
-                            .arg(log);
+                        cmd.arg(lease.id.seq()).arg(lease.token);
+                        if let Some((action, kind, error, again)) = completion_args(completion, now)
+                        {
+                            cmd.arg(action).arg(kind).arg(error).arg(again).arg(log);
+                        }
                     }
                 })
                 .await?;
