@@ -238,7 +238,9 @@ end
 local function complete(keys, args)
   local base, now_s = keys[1], args[1]
   local now = tonumber(now_s)
-  local out, finished = {}, {}
+  -- Done records are deleted together below, one DEL for the batch; till
+  -- then `gone` marks them, so a second ack of one in the batch is stale.
+  local out, finished, gone, deleted = {}, {}, {}, {}
   local woke, done = false, 0
   local others = 3 + 2 * tonumber(args[2])
   for i = 3, others - 1, 2 do
@@ -246,15 +248,20 @@ local function complete(keys, args)
     local jk = base .. ':job:' .. seq
     local f = redis.call('HMGET', jk, 'm', 'u')
     local st, t = string.match(f[1] or '', FENCE)
-    if st ~= 'running' or t ~= token then
+    if st ~= 'running' or t ~= token or deleted[seq] then
       out[#out + 1] = 'stale'
     else
       finished[#finished + 1] = member(seq)
       release_unique(base, seq, f[2])
-      redis.call('DEL', jk, jk .. ':h')
+      deleted[seq] = true
+      gone[#gone + 1] = jk
+      gone[#gone + 1] = jk .. ':h'
       done = done + 1
       out[#out + 1] = 'done'
     end
+  end
+  for i = 1, #gone, 1000 do
+    redis.call('DEL', unpack(gone, i, math.min(i + 999, #gone)))
   end
   for i = others, #args, 7 do
     local seq, token, action = args[i], args[i + 1], args[i + 2]
