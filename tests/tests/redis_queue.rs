@@ -145,7 +145,11 @@ async fn records_this_version_cannot_read_fail_with_a_clear_error() {
     let fine = b.dispatch(job("legacy")).await.expect("dispatch");
     let key = |id: &runtime::JobId| format!("{prefix}{{legacy}}:job:{}", id.seq());
     let _: () = b
-        .query(redis::cmd("DEL").arg(key(&old)))
+        .query(
+            redis::cmd("DEL")
+                .arg(key(&old))
+                .arg(format!("{}:m", key(&old))),
+        )
         .await
         .expect("DEL");
     let _: i64 = b
@@ -161,15 +165,14 @@ async fn records_this_version_cannot_read_fail_with_a_clear_error() {
         )
         .await
         .expect("HSET");
-    let _: i64 = b
+    let _: () = b
         .query(
-            redis::cmd("HSET")
-                .arg(key(&garbled))
-                .arg("m")
+            redis::cmd("SET")
+                .arg(format!("{}:m", key(&garbled)))
                 .arg("pending|x"),
         )
         .await
-        .expect("HSET");
+        .expect("SET");
     let claims = b
         .claim(&[q("legacy")], 10, Duration::from_secs(30))
         .await
@@ -217,11 +220,16 @@ async fn records_from_before_failure_kinds_read_without_them() {
     let key = format!("{prefix}{{old}}:job:{}", id.seq());
     let old_reason = "memory|memory limit 64 MiB exceeded";
     let _: i64 = b
-        .query(redis::cmd("HDEL").arg(&key).arg("k"))
+        .query(redis::cmd("HDEL").arg(format!("{key}:x")).arg("k"))
         .await
         .expect("HDEL");
     let _: i64 = b
-        .query(redis::cmd("HSET").arg(&key).arg("e").arg(old_reason))
+        .query(
+            redis::cmd("HSET")
+                .arg(format!("{key}:x"))
+                .arg("e")
+                .arg(old_reason),
+        )
         .await
         .expect("HSET");
     let entry = format!("1|1000|1250|{old_reason}");

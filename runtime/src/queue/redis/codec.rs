@@ -1,7 +1,6 @@
-//! A job's record as stored: the part that never changes (`d`, written once
-//! at dispatch, read only here), the part that does (`m`, which the
-//! library's functions rewrite), the last failure (`k`, `e`, `g`) and the
-//! attempt entries; and how a function's reply becomes a [`JobRecord`]
+//! A job's record as stored: the part that never changes (written once at
+//! dispatch, read only here), the part that does (which the library's
+//! functions rewrite), the last failure and the attempt entries; and how a function's reply becomes a [`JobRecord`]
 //! without a map per job. Whatever a hand-edited server or another version
 //! holds, decoding gives a record or a "malformed" error naming the job.
 
@@ -15,7 +14,7 @@ use crate::job::{
     UnixMillis,
 };
 
-/// The part of a record that never changes, as `d` holds it:
+/// The part of a record that never changes, as its key holds it:
 /// `created_at|root|parent|depth|key length|<key><payload>` (root, parent
 /// and depth empty outside a job tree; the key length empty without a key).
 /// The key is counted, not delimited, as it may hold any character.
@@ -89,9 +88,10 @@ fn decode_fixed(d: &str) -> Result<Fixed, &'static str> {
     })
 }
 
-/// The part of a record that changes, as `m` holds it:
+/// The part of a record that changes, as its `:m` key holds it:
 /// `state|attempts|token|lease expiry|run at|attempt started|priority|max
-/// attempts` (lease and started empty unless running).
+/// attempts|flags` (lease and started empty unless running; the flags tell
+/// the functions what else to read, and are nothing to the host).
 #[derive(Debug, PartialEq, Eq)]
 struct Mutable {
     state: JobState,
@@ -131,6 +131,7 @@ fn decode_mutable(m: &str) -> Result<Mutable, &'static str> {
     let max_attempts = next()?
         .parse()
         .map_err(|_| "max_attempts is not a number")?;
+    let _flags = next()?;
     if parts.next().is_some() {
         return Err("the changing part has too many fields");
     }
@@ -182,8 +183,8 @@ pub(super) fn decode_record(
     let id = JobId::new(queue.clone(), seq);
     let bad = |what: &str| malformed(&id, what);
     let mut field = || text(items.next().unwrap_or(Value::Nil)).map_err(bad);
-    let d = field()?.ok_or_else(|| bad("no fixed part (d): written by another version?"))?;
-    let m = field()?.ok_or_else(|| bad("no changing part (m): written by another version?"))?;
+    let d = field()?.ok_or_else(|| bad("no fixed part: written by another version?"))?;
+    let m = field()?.ok_or_else(|| bad("no changing part: written by another version?"))?;
     let (kind, error, log) = (field()?, field()?, field()?);
     let entries = match items.next() {
         None | Some(Value::Nil) => Vec::new(),
@@ -326,7 +327,7 @@ mod tests {
         let reply = Value::Array(vec![
             Value::Int(5),
             Value::BulkString(d.into_bytes()),
-            Value::BulkString(b"running|2|9|40|7|30|-3|4".to_vec()),
+            Value::BulkString(b"running|2|9|40|7|30|-3|4|uf".to_vec()),
             Value::BulkString(b"timeout".to_vec()),
             Value::BulkString(b"took long".to_vec()),
             Value::Nil,
@@ -393,8 +394,8 @@ mod tests {
                 "[a-z|]{0,8}",
             ];
             prop_oneof![
-                (state, prop::collection::vec(number(), 7))
-                    .prop_map(|(s, n)| format!("{s}|{}", n.join("|"))),
+                (state, prop::collection::vec(number(), 7), "[a-z|]{0,3}")
+                    .prop_map(|(s, n, f)| format!("{s}|{}|{f}", n.join("|"))),
                 any::<String>(),
             ]
         }

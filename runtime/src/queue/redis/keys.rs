@@ -67,7 +67,8 @@ impl Keys {
         QueueKeys::new(&self.base(queue))
     }
 
-    /// A job's record, a hash: `<prefix>{<queue>}:job:<seq>`.
+    /// A job's record: `<prefix>{<queue>}:job:<seq>`, its fixed part; the
+    /// other parts are this key with a suffix (see the module docs).
     pub fn job(&self, id: &JobId) -> String {
         format!("{}:job:{}", self.base(id.queue()), id.seq())
     }

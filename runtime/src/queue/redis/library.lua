@@ -14,42 +14,62 @@
 --   <base>:unique     hash, unique key -> seq of the live job holding it
 --   <base>:stats      hash: seq (last job number), done (jobs finished)
 --   <base>:wake       list: a marker wakes one blocked worker
---   <base>:job:<seq>  hash, the job's record:
---     d  what never changes, encoded by the host and never read here
---     m  what does: state|attempts|token|lease expiry|run at|attempt
---        started|priority|max attempts (lease and started empty unless
---        running)
---     u  its unique key, if any
---     k, e, g  the last failed attempt's kind, reason and log
---     tree_jobs  on a tree's root: its count (see `tree`)
+-- and a job's record, as plain strings so a batch of jobs is read (MGET)
+-- and written (MSET) in one command, not one per job:
+--   <base>:job:<seq>    string, what never changes, encoded by the host and
+--                       never read here
+--   <base>:job:<seq>:m  string, what does: state|attempts|token|lease
+--     expiry|run at|attempt started|priority|max attempts|flags (lease and
+--     started empty unless running; flags: u if it has a unique key, f if
+--     an attempt failed, so the rest is read only when there is some)
+--   <base>:job:<seq>:x  hash, only if needed: u its unique key; k, e, g the
+--     last failed attempt's kind, reason and log; tree_jobs on a tree's
+--     root, its count (see `tree`)
 --   <base>:job:<seq>:h  list, one "n|started|ended:kind|outcome" entry per
---     ended counted attempt; the running one is in m, and an attempt that
---     ends done leaves none (the record goes). The kind (a failure kind's
+--     failed attempt; the running one is in m, and an attempt that ends
+--     done leaves none (the record goes). The kind (a failure kind's
 --     snake_case name) sits in a field only the host writes, so no outcome
 --     text can be read as one; entries from before kinds were kept have a
 --     bare "ended".
 -- ARGV[1] is always now (ms, from the caller's clock: the conformance suite
 -- runs on a manual one).
 
-local MUT = '^(%l+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d*)|(%-?%d+)|(%d+)$'
--- Just the state and the token, for the fencing check.
-local FENCE = '^(%l+)|%d+|(%d+)|'
+local MUT = '^(%l+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d*)|(%-?%d+)|(%d+)|(%l*)$'
+-- Just the state, the token and the flags, for the fencing check.
+local FENCE = '^(%l+)|%d+|(%d+)|.*|(%l*)$'
 
-local function mut(st, a, t, l, r, b, p, x)
-  return st .. '|' .. a .. '|' .. t .. '|' .. l .. '|' .. r .. '|' .. b .. '|' .. p .. '|' .. x
+local function mut(st, a, t, l, r, b, p, x, fl)
+  return st .. '|' .. a .. '|' .. t .. '|' .. l .. '|' .. r .. '|' .. b .. '|' .. p .. '|' .. x .. '|' .. fl
 end
+
+local function has(flags, flag) return string.find(flags, flag, 1, true) ~= nil end
 
 -- A job's seq (a decimal string) as its member in the state indexes, and
 -- back; by string work alone, as number formatting costs more here.
 local function member(seq) return string.rep('0', 20 - #seq) .. seq end
 local function seq_of(m) return string.match(m, '^0*(%d+)$') or m end
 
--- Calls a command with `list` appended, in pieces: unpack is bounded by
--- Lua's C stack.
+-- Calls `cmd` with `list` appended (after `key`, if given), in pieces:
+-- unpack is bounded by Lua's C stack. Pieces of 1000 keep pairs whole.
 local function batched(cmd, key, list)
   for i = 1, #list, 1000 do
-    redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    if key then
+      redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    else
+      redis.call(cmd, unpack(list, i, math.min(i + 999, #list)))
+    end
   end
+end
+
+-- MGET of any number of keys: false for each missing one (or one that is
+-- not a string).
+local function mget(keys)
+  local out = {}
+  for i = 1, #keys, 1000 do
+    local part = redis.call('MGET', unpack(keys, i, math.min(i + 999, #keys)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
 end
 
 -- One marker at most: a woken worker that leaves work behind wakes the next.
@@ -58,54 +78,69 @@ local function wake(base)
   if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '1') end
 end
 
-local function release_unique(base, seq, key)
+local function release_unique(base, seq, flags)
+  if not has(flags, 'u') then return end
+  local key = redis.call('HGET', base .. ':job:' .. seq .. ':x', 'u')
   if key and redis.call('HGET', base .. ':unique', key) == seq then
     redis.call('HDEL', base .. ':unique', key)
   end
 end
 
--- Ends a job's running attempt with a failure: its entry in the history,
--- its kind and reason (and `log`, if given) on the record. Then to failed
--- (on the last attempt, or if `give_up`), or back to pending, or scheduled
--- at `again` if that is later than now; with no `again`, back to pending
--- keeping its run-at time (a lease taken back). Returns the new state.
+-- Every key of a job's record.
+local function record_keys(jk, list)
+  list[#list + 1] = jk
+  list[#list + 1] = jk .. ':m'
+  list[#list + 1] = jk .. ':x'
+  list[#list + 1] = jk .. ':h'
+end
+
+-- Ends a job's running attempt (changing part `f`) with a failure: its
+-- entry in the history, its kind and reason (and `log`, if given) on the
+-- record. Then to failed (on the last attempt, or if `give_up`), or back
+-- to pending, or scheduled at `again` if that is later than now; with no
+-- `again`, back to pending keeping its run-at time (a lease taken back).
+-- Returns the new state.
 local function end_attempt(base, seq, now, now_s, f, kind, reason, log, again, give_up)
   local jk = base .. ':job:' .. seq
-  local _, a, t, _, r, b, p, x = string.match(f, MUT)
+  local _, a, t, _, r, b, p, x, fl = string.match(f, MUT)
   redis.call('RPUSH', jk .. ':h', a .. '|' .. b .. '|' .. now_s .. ':' .. kind .. '|' .. reason)
+  if not has(fl, 'f') then fl = fl .. 'f' end
   local m = member(seq)
   local state, nm
   if give_up or tonumber(a) >= tonumber(x) then
-    state, nm = 'failed', mut('failed', a, t, '', r, '', p, x)
+    state, nm = 'failed', mut('failed', a, t, '', r, '', p, x, fl)
     redis.call('ZADD', base .. ':failed', now, m)
-    release_unique(base, seq, redis.call('HGET', jk, 'u'))
+    release_unique(base, seq, fl)
   elseif not again or tonumber(again) <= now then
-    state, nm = 'pending', mut('pending', a, t, '', again and now_s or r, '', p, x)
+    state, nm = 'pending', mut('pending', a, t, '', again and now_s or r, '', p, x, fl)
     redis.call('ZADD', base .. ':pending', -tonumber(p), m)
   else
-    state, nm = 'scheduled', mut('scheduled', a, t, '', again, '', p, x)
+    state, nm = 'scheduled', mut('scheduled', a, t, '', again, '', p, x, fl)
     redis.call('ZADD', base .. ':scheduled', again, m)
   end
+  redis.call('SET', jk .. ':m', nm)
   if log then
-    redis.call('HSET', jk, 'm', nm, 'k', kind, 'e', reason, 'g', log)
+    redis.call('HSET', jk .. ':x', 'k', kind, 'e', reason, 'g', log)
   else
-    redis.call('HSET', jk, 'm', nm, 'k', kind, 'e', reason)
+    redis.call('HSET', jk .. ':x', 'k', kind, 'e', reason)
   end
   return state
 end
 
 -- Due scheduled jobs become pending; expired leases are taken back (the
 -- attempt counted), failing the job as worker lost on its last attempt.
+-- A member whose record cannot be read goes to failed, where listing shows
+-- it and reading it says what is wrong.
 local function promote(base, now, now_s)
   local scheduled, running = base .. ':scheduled', base .. ':running'
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
   if #due > 0 then
     batched('ZREM', scheduled, due)
     for _, m in ipairs(due) do
-      local jk = base .. ':job:' .. seq_of(m)
-      local st, a, t, l, r, b, p, x = string.match(redis.call('HGET', jk, 'm') or '', MUT)
+      local mk = base .. ':job:' .. seq_of(m) .. ':m'
+      local st, a, t, l, r, b, p, x, fl = string.match(mget({mk})[1] or '', MUT)
       if st then
-        redis.call('HSET', jk, 'm', mut('pending', a, t, l, r, b, p, x))
+        redis.call('SET', mk, mut('pending', a, t, l, r, b, p, x, fl))
         redis.call('ZADD', base .. ':pending', -tonumber(p), m)
       else
         redis.call('ZADD', base .. ':failed', now, m)
@@ -117,7 +152,7 @@ local function promote(base, now, now_s)
     batched('ZREM', running, expired)
     for _, m in ipairs(expired) do
       local seq = seq_of(m)
-      local f = redis.call('HGET', base .. ':job:' .. seq, 'm') or ''
+      local f = mget({base .. ':job:' .. seq .. ':m'})[1] or ''
       local st, a = string.match(f, MUT)
       if st == 'running' then
         end_attempt(base, seq, now, now_s, f, 'worker_lost',
@@ -129,12 +164,15 @@ local function promote(base, now, now_s)
   end
 end
 
--- A job's whole record as the host decodes it, or false.
+-- A job's whole record as the host decodes it, or false. A record that is
+-- there but not in this layout comes back without its parts, for the host
+-- to report.
 local function record(base, seq)
   local jk = base .. ':job:' .. seq
-  local f = redis.call('HMGET', jk, 'd', 'm', 'k', 'e', 'g')
-  if not f[2] and redis.call('EXISTS', jk) == 0 then return false end
-  return {seq, f[1], f[2], f[3], f[4], f[5], redis.call('LRANGE', jk .. ':h', 0, -1)}
+  local f = mget({jk, jk .. ':m'})
+  if not f[1] and not f[2] and redis.call('EXISTS', jk, jk .. ':m') == 0 then return false end
+  local more = redis.call('HMGET', jk .. ':x', 'k', 'e', 'g')
+  return {seq, f[1], f[2], more[1], more[2], more[3], redis.call('LRANGE', jk .. ':h', 0, -1)}
 end
 
 -- Enqueue jobs: ARGV[2..] in groups of six (record part d, priority, max
@@ -145,7 +183,7 @@ local function dispatch(keys, args)
   local base, now_s = keys[1], args[1]
   local now = tonumber(now_s)
   local unique, stats = base .. ':unique', base .. ':stats'
-  local pending, scheduled = {}, {}
+  local records, pending, scheduled = {}, {}, {}
   local out = {}
   for i = 2, #args, 6 do
     local d, priority, max = args[i], args[i + 1], args[i + 2]
@@ -157,12 +195,13 @@ local function dispatch(keys, args)
       local seq = tostring(redis.call('HINCRBY', stats, 'seq', 1))
       local jk = base .. ':job:' .. seq
       local state = tonumber(run_at) > now and 'scheduled' or 'pending'
-      local m = mut(state, '0', '0', '', run_at, '', priority, max)
+      records[#records + 1] = jk
+      records[#records + 1] = d
+      records[#records + 1] = jk .. ':m'
+      records[#records + 1] = mut(state, '0', '0', '', run_at, '', priority, max, keyed and 'u' or '')
       if keyed then
-        redis.call('HSET', jk, 'd', d, 'm', m, 'u', ukey)
+        redis.call('HSET', jk .. ':x', 'u', ukey)
         redis.call('HSET', unique, ukey, seq)
-      else
-        redis.call('HSET', jk, 'd', d, 'm', m)
       end
       if state == 'scheduled' then
         scheduled[#scheduled + 1] = run_at
@@ -174,6 +213,7 @@ local function dispatch(keys, args)
       out[#out + 1] = {tonumber(seq), 1}
     end
   end
+  batched('MSET', nil, records)
   batched('ZADD', base .. ':pending', pending)
   batched('ZADD', base .. ':scheduled', scheduled)
   wake(base)
@@ -184,7 +224,8 @@ end
 -- promoting due and expired jobs. Returns per job {seq, d, m}, and for a
 -- job with earlier failed attempts also {k, e, g, history}. ZRANGE and
 -- ZREMRANGEBYRANK rather than ZPOPMIN: the same jobs, without formatting
--- a score per job into the reply.
+-- a score per job into the reply. The batch's records are read with one
+-- MGET and written with one MSET.
 local function claim(keys, args)
   local base, now_s, max, expires = keys[1], args[1], tonumber(args[2]), args[3]
   local now = tonumber(now_s)
@@ -195,33 +236,41 @@ local function claim(keys, args)
   local popped = redis.call('ZRANGE', pending, 0, max - 1)
   if #popped == 0 then return out end
   redis.call('ZREMRANGEBYRANK', pending, 0, #popped - 1)
-  local running, unreadable = {}, {}
-  for _, m in ipairs(popped) do
+  local names, seqs = {}, {}
+  for i, m in ipairs(popped) do
     local seq = seq_of(m)
     local jk = base .. ':job:' .. seq
-    local f = redis.call('HMGET', jk, 'd', 'm', 'k')
-    local st, a, t, _, r, _, p, x = string.match(f[2] or '', MUT)
-    if st and f[1] then
+    seqs[i] = seq
+    names[2 * i - 1] = jk
+    names[2 * i] = jk .. ':m'
+  end
+  local values = mget(names)
+  local writes, running, unreadable = {}, {}, {}
+  for i, m in ipairs(popped) do
+    local seq, d, f = seqs[i], values[2 * i - 1], values[2 * i]
+    local st, a, t, _, r, _, p, x, fl = string.match(f or '', MUT)
+    if st and d then
       a, t = tonumber(a) + 1, tonumber(t) + 1
-      local nm = mut('running', a, t, expires, r, now_s, p, x)
-      redis.call('HSET', jk, 'm', nm)
+      local nm = mut('running', a, t, expires, r, now_s, p, x, fl)
+      writes[#writes + 1] = names[2 * i]
+      writes[#writes + 1] = nm
       running[#running + 1] = expires
       running[#running + 1] = m
-      if f[3] then
-        local more = redis.call('HMGET', jk, 'e', 'g')
-        out[#out + 1] = {seq, f[1], nm, f[3], more[1], more[2],
+      if has(fl, 'f') then
+        local jk = names[2 * i - 1]
+        local more = redis.call('HMGET', jk .. ':x', 'k', 'e', 'g')
+        out[#out + 1] = {seq, d, nm, more[1], more[2], more[3],
           redis.call('LRANGE', jk .. ':h', 0, -1)}
       else
-        out[#out + 1] = {seq, f[1], nm}
+        out[#out + 1] = {seq, d, nm}
       end
-    elseif redis.call('EXISTS', jk) == 1 then
-      -- A record this version cannot read is not run but failed, where
-      -- listing shows it and reading it says what is wrong.
+    elseif d or f or redis.call('EXISTS', names[2 * i - 1]) == 1 then
       unreadable[#unreadable + 1] = now
       unreadable[#unreadable + 1] = m
     end
     -- A member without a record (never written by this library) is dropped.
   end
+  batched('MSET', nil, writes)
   batched('ZADD', base .. ':running', running)
   batched('ZADD', base .. ':failed', unreadable)
   if redis.call('ZCARD', pending) > 0 then wake(base) end
@@ -231,43 +280,43 @@ end
 -- Record how attempts ended: ARGV[2] is how many ended done, followed by
 -- a pair (seq, token) for each; then the others in groups of seven (seq,
 -- token, action retry|fail|release, failure kind, error, run again at ms,
--- log). Done acks are most and need the least, so they come short. An ack
+-- log). Done acks are most and need the least, so they come short, and
+-- their records are read with one MGET and deleted with one DEL. An ack
 -- whose token is not the job's current lease changes nothing ('stale').
 -- Returns per ack, in that order: 'done', 'pending', 'scheduled',
 -- 'failed' or 'stale'.
 local function complete(keys, args)
   local base, now_s = keys[1], args[1]
   local now = tonumber(now_s)
-  -- Done records are deleted together below, one DEL for the batch; till
-  -- then `gone` marks them, so a second ack of one in the batch is stale.
   local out, finished, gone, deleted = {}, {}, {}, {}
   local woke, done = false, 0
   local others = 3 + 2 * tonumber(args[2])
+  local names = {}
   for i = 3, others - 1, 2 do
-    local seq, token = args[i], args[i + 1]
-    local jk = base .. ':job:' .. seq
-    local f = redis.call('HMGET', jk, 'm', 'u')
-    local st, t = string.match(f[1] or '', FENCE)
+    names[#names + 1] = base .. ':job:' .. args[i] .. ':m'
+  end
+  local values = mget(names)
+  for n = 1, #names do
+    local seq, token = args[1 + 2 * n], args[2 + 2 * n]
+    local st, t, fl = string.match(values[n] or '', FENCE)
+    -- `deleted`: a second ack of one job in the batch is stale.
     if st ~= 'running' or t ~= token or deleted[seq] then
       out[#out + 1] = 'stale'
     else
-      finished[#finished + 1] = member(seq)
-      release_unique(base, seq, f[2])
       deleted[seq] = true
-      gone[#gone + 1] = jk
-      gone[#gone + 1] = jk .. ':h'
+      finished[#finished + 1] = member(seq)
+      release_unique(base, seq, fl)
+      record_keys(base .. ':job:' .. seq, gone)
       done = done + 1
       out[#out + 1] = 'done'
     end
   end
-  for i = 1, #gone, 1000 do
-    redis.call('DEL', unpack(gone, i, math.min(i + 999, #gone)))
-  end
+  batched('DEL', nil, gone)
   for i = others, #args, 7 do
     local seq, token, action = args[i], args[i + 1], args[i + 2]
-    local jk = base .. ':job:' .. seq
-    local f = redis.call('HGET', jk, 'm')
-    local st, a, t, _, r, _, p, x = string.match(f or '', MUT)
+    local mk = base .. ':job:' .. seq .. ':m'
+    local f = mget({mk})[1]
+    local st, a, t, _, r, _, p, x, fl = string.match(f or '', MUT)
     local result
     if st ~= 'running' or t ~= token then
       result = 'stale'
@@ -275,7 +324,7 @@ local function complete(keys, args)
       finished[#finished + 1] = member(seq)
       if action == 'release' then
         -- Not counted: the attempt number goes back and leaves no entry.
-        redis.call('HSET', jk, 'm', mut('pending', tonumber(a) - 1, t, '', r, '', p, x))
+        redis.call('SET', mk, mut('pending', tonumber(a) - 1, t, '', r, '', p, x, fl))
         redis.call('ZADD', base .. ':pending', -tonumber(p), member(seq))
         result = 'pending'
       else
@@ -299,10 +348,10 @@ local function renew(keys, args)
   local out = {}
   for i = 2, #args, 3 do
     local seq, token, expires = args[i], args[i + 1], args[i + 2]
-    local jk = base .. ':job:' .. seq
-    local st, a, t, _, r, b, p, x = string.match(redis.call('HGET', jk, 'm') or '', MUT)
+    local mk = base .. ':job:' .. seq .. ':m'
+    local st, a, t, _, r, b, p, x, fl = string.match(mget({mk})[1] or '', MUT)
     if st == 'running' and t == token then
-      redis.call('HSET', jk, 'm', mut(st, a, t, expires, r, b, p, x))
+      redis.call('SET', mk, mut(st, a, t, expires, r, b, p, x, fl))
       redis.call('ZADD', base .. ':running', expires, member(seq))
       out[#out + 1] = 1
     else
@@ -350,18 +399,23 @@ local function list(keys, args)
 end
 
 -- Put a failed job (ARGV[2] = seq) back to pending with fresh attempts.
--- Returns 'ok', 'missing', or the state it is in.
+-- Returns 'ok', 'missing', 'unreadable', or the state it is in.
 local function retry(keys, args)
   local base, now_s, seq = keys[1], args[1], args[2]
   local jk = base .. ':job:' .. seq
-  local f = redis.call('HMGET', jk, 'm', 'u')
-  if not f[1] then return 'missing' end
-  local st, _, t, _, _, _, p, x = string.match(f[1], MUT)
+  local f = mget({jk .. ':m'})[1]
+  if not f then
+    return redis.call('EXISTS', jk) == 0 and 'missing' or 'unreadable'
+  end
+  local st, _, t, _, _, _, p, x, fl = string.match(f, MUT)
   if not st then return 'unreadable' end
   if st ~= 'failed' then return st end
   redis.call('ZREM', base .. ':failed', member(seq))
-  redis.call('HSET', jk, 'm', mut('pending', '0', t, '', now_s, '', p, x))
-  if f[2] then redis.call('HSETNX', base .. ':unique', f[2], seq) end
+  redis.call('SET', jk .. ':m', mut('pending', '0', t, '', now_s, '', p, x, fl))
+  if has(fl, 'u') then
+    local key = redis.call('HGET', jk .. ':x', 'u')
+    if key then redis.call('HSETNX', base .. ':unique', key, seq) end
+  end
   redis.call('ZADD', base .. ':pending', -tonumber(p), member(seq))
   wake(base)
   return 'ok'
@@ -372,16 +426,17 @@ end
 local function delete(keys, args)
   local base, seq = keys[1], args[2]
   local jk = base .. ':job:' .. seq
-  if redis.call('EXISTS', jk) == 0 then return 'missing' end
-  local f = redis.call('HMGET', jk, 'm', 'u')
-  local st = string.match(f[1] or '', MUT)
+  if redis.call('EXISTS', jk, jk .. ':m') == 0 then return 'missing' end
+  local st, _, _, _, _, _, _, _, fl = string.match(mget({jk .. ':m'})[1] or '', MUT)
   if st == 'running' then return 'running' end
   local m = member(seq)
   for _, index in ipairs({'pending', 'scheduled', 'failed', 'running'}) do
     redis.call('ZREM', base .. ':' .. index, m)
   end
-  release_unique(base, seq, f[2])
-  redis.call('DEL', jk, jk .. ':h')
+  release_unique(base, seq, fl or '')
+  local gone = {}
+  record_keys(jk, gone)
+  batched('DEL', nil, gone)
   return 'deleted'
 end
 
@@ -395,12 +450,15 @@ local function purge(keys, args)
     if left <= 0 then break end
     local index = base .. ':' .. name
     local members = redis.call('ZRANGE', index, 0, left - 1)
+    local gone = {}
     for _, m in ipairs(members) do
       local seq = seq_of(m)
       local jk = base .. ':job:' .. seq
-      release_unique(base, seq, redis.call('HGET', jk, 'u'))
-      redis.call('DEL', jk, jk .. ':h')
+      local fl = select(9, string.match(mget({jk .. ':m'})[1] or '', MUT))
+      release_unique(base, seq, fl or '')
+      record_keys(jk, gone)
     end
+    batched('DEL', nil, gone)
     batched('ZREM', index, members)
     removed = removed + #members
     left = left - #members
@@ -410,9 +468,10 @@ end
 
 -- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
 -- jobs = jobs the tree ever held, root included; live = follow-ups not yet
--- done) with a copy on the root's record (KEYS[2], field tree_jobs) for as
--- long as the root exists. Called on its own: the follow-up being counted
--- is enqueued in its own queue's slot, which may be on another node.
+-- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
+-- field tree_jobs) for as long as the root exists (KEYS[3], its record).
+-- Called on its own: the follow-up being counted is enqueued in its own
+-- queue's slot, which may be on another node.
 --
 -- ARGV[1] is what to do:
 --   reserve depth max_jobs keep_ms: count one more job unless the tree
@@ -425,7 +484,7 @@ end
 -- it back (from its record), so neither finishing nor retrying jobs gives a
 -- tree a new budget.
 local function tree(keys, args)
-  local count, root = keys[1], keys[2]
+  local count, root, root_record = keys[1], keys[2], keys[3]
   local op = args[1]
   if op == 'reserve' then
     local depth, max_jobs, keep = tonumber(args[2]), tonumber(args[3]), args[4]
@@ -438,13 +497,13 @@ local function tree(keys, args)
     redis.call('HSET', count, 'jobs', jobs + 1)
     redis.call('HINCRBY', count, 'live', 1)
     redis.call('PEXPIRE', count, keep)
-    if redis.call('EXISTS', root) == 1 then redis.call('HSET', root, 'tree_jobs', jobs + 1) end
+    if redis.call('EXISTS', root_record) == 1 then redis.call('HSET', root, 'tree_jobs', jobs + 1) end
     return {'ok', jobs}
   end
   if redis.call('EXISTS', count) == 0 then return {'ok', 0} end
   if op == 'refund' then
     local jobs = redis.call('HINCRBY', count, 'jobs', -1)
-    if redis.call('EXISTS', root) == 1 then redis.call('HSET', root, 'tree_jobs', jobs) end
+    if redis.call('EXISTS', root_record) == 1 then redis.call('HSET', root, 'tree_jobs', jobs) end
   end
   if redis.call('HINCRBY', count, 'live', -1) <= 0 then redis.call('DEL', count) end
   return {'ok', 0}

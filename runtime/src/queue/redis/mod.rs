@@ -18,16 +18,19 @@
 //! | `P{q}:unique`                | hash | unique key -> seq of the live job       |
 //! | `P{q}:stats`                 | hash | `seq` (last job number), `done`         |
 //! | `P{q}:wake`                  | list | wake-up marker for blocked workers      |
-//! | `P{q}:job:<seq>`             | hash | the job: `d` what never changes (payload, times, tree, key), `m` what does (`state\|attempts\|token\|lease\|run_at\|started\|priority\|max`), `u` unique key, `k` `e` `g` last failure's kind, reason, log |
+//! | `P{q}:job:<seq>`             | string | what never changes: payload, times, tree, unique key (encoded by the host) |
+//! | `P{q}:job:<seq>:m`           | string | what changes: `state\|attempts\|token\|lease\|run_at\|started\|priority\|max\|flags` |
+//! | `P{q}:job:<seq>:x`           | hash | if needed: `u` unique key; `k`, `e`, `g` the last failure's kind, reason, log; `tree_jobs` |
 //! | `P{q}:job:<seq>:h`           | list | one `n\|started\|ended:kind\|outcome` per failed attempt |
 //! | `P{q}:tree:<seq>`            | hash | the count of the job tree rooted at `<seq>` (`jobs`, `live`) |
 //! | `Pqueues`                    | set  | names of queues ever dispatched to      |
 //! | `P{@workers}`, `P{@workers}:<id>` | zset, string | live workers ([`WorkerRegistry`](super::WorkerRegistry)) |
 //! | `P{@modules}`, `P{@modules}:<q>:<version>` | hash, string | published modules ([`ModuleStore`](super::ModuleStore)) |
 //!
-//! Records written by versions before this layout (a hash of one field per
-//! attribute) are not read: such a job is failed when claimed and reported
-//! as malformed, to be deleted.
+//! A record is plain strings so that a batch of jobs is read and written
+//! with one `MGET` and one `MSET`. Records written by versions before this
+//! layout (a hash of one field per attribute) are not read: such a job is
+//! failed when claimed and reported as malformed, to be deleted.
 //!
 //! # Functions
 //!
@@ -320,7 +323,8 @@ impl RedisBackend {
         args: &[u64],
     ) -> Result<(String, u32), QueueError> {
         let (count, record) = (self.shared.keys.tree(root), self.shared.keys.job(root));
-        let mut cmd = Function::Tree.call(&[&count, &record]);
+        let extra = format!("{record}:x");
+        let mut cmd = Function::Tree.call(&[&count, &extra, &record]);
         cmd.arg(op).arg(args);
         let mut conn = self.shared.conn.clone();
         let reply = library::run(&mut conn, &cmd)
