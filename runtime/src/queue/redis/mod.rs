@@ -446,7 +446,7 @@ impl JobQueue for RedisBackend {
                 });
             }
             "closed" => return Err(QueueError::TreeClosed { root }),
-            _ => return Err(self.malformed(&root, "the tree script returned an unknown status")),
+            _ => return Err(self.malformed(&root, "the tree function returned an unknown status")),
         }
         let target = job.queue.clone();
         let (id, new) = self.dispatch_one(&target, job, Some(&lineage), now).await?;
