@@ -66,7 +66,7 @@ impl HandlerRegistry {
 
     /// The settings of `queue` (resolved once, then shared).
     pub fn settings(&self, queue: &QueueName) -> Arc<QueueSettings> {
-        let mut cache = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = crate::sync::lock(&self.settings);
         cache
             .entry(queue.clone())
             .or_insert_with(|| Arc::new(self.config.queue(queue)))
@@ -104,7 +104,7 @@ impl HandlerRegistry {
             return Ok(handler);
         }
         let gate = {
-            let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+            let mut loading = crate::sync::lock(&self.loading);
             loading.entry(queue.clone()).or_default().clone()
         };
         let _turn = gate.lock().await;
@@ -134,7 +134,7 @@ impl HandlerRegistry {
                 path,
             });
         };
-        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = crate::sync::lock(&self.failed);
         match failed.get(queue) {
             Some((seen, error)) if *seen == stamp => Err(error.clone()),
             _ => Ok((path, stamp)),
@@ -148,7 +148,7 @@ impl HandlerRegistry {
         stamp: Stamp,
         loaded: Result<Handler, LoadError>,
     ) -> Result<Arc<Handler>, LoadError> {
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failed = crate::sync::lock(&self.failed);
         match loaded {
             Ok(handler) => {
                 failed.remove(queue);
@@ -270,7 +270,7 @@ impl HandlerRegistry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Loaded>> {
-        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.loaded)
     }
 }
 

@@ -67,7 +67,7 @@ fn reason(outcome: &RunOutcome) -> &'static str {
 
 impl QueueMeter {
     fn lock(&self) -> MutexGuard<'_, QueueMetrics> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     /// An attempt started.
@@ -99,7 +99,7 @@ impl Metrics {
     /// The counters of `queue` (the name is copied only the first time a
     /// queue is seen).
     pub fn queue(&self, queue: &QueueName) -> Arc<QueueMeter> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = crate::sync::lock(&self.queues);
         match queues.get(queue) {
             Some(m) => m.clone(),
             None => queues.entry(queue.clone()).or_default().clone(),
@@ -108,7 +108,7 @@ impl Metrics {
 
     /// Jobs in flight in this worker now, all queues.
     pub fn in_flight(&self) -> u64 {
-        let queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let queues = crate::sync::lock(&self.queues);
         queues.values().map(|m| m.lock().in_flight).sum()
     }
 
@@ -116,7 +116,7 @@ impl Metrics {
     /// the readings taken at scrape time.
     pub fn render(&self, readings: &Readings) -> String {
         let mut out = String::new();
-        let meters = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let meters = crate::sync::lock(&self.queues);
         let held: Vec<(&QueueName, MutexGuard<'_, QueueMetrics>)> =
             meters.iter().map(|(q, m)| (q, m.lock())).collect();
         let queues: Vec<(&QueueName, &QueueMetrics)> =

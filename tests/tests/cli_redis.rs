@@ -293,18 +293,16 @@ fn stored_times_of_any_size_print_and_offsets_name_the_same_instant() {
     assert_eq!(id, "nap:1");
     // A record is only numbers in Redis: anything that can write there
     // (another version, a script, a hand) may leave any u64.
-    let reply = env
-        .redis
-        .command(&[
-            "HSET",
-            "runtime:{nap}:job:1",
-            "run_at",
-            "18446744073709551615",
-            "created_at",
-            "9223372036854775808",
-        ])
-        .expect("HSET");
-    assert_eq!(reply, ":0");
+    for (key, value) in [
+        (
+            "runtime:{nap}:job:1:m",
+            "scheduled|0|0||18446744073709551615||0|3|",
+        ),
+        ("runtime:{nap}:job:1", "9223372036854775808|||||{}"),
+    ] {
+        let reply = env.redis.command(&["SET", key, value]).expect("SET");
+        assert_eq!(reply, "+OK");
+    }
     env.redis
         .command(&[
             "RPUSH",

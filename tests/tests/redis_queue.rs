@@ -1,7 +1,8 @@
 //! The queue contract on a real Redis: the conformance suite, unchanged,
 //! against a standalone server (over its unix socket) and against a local
 //! 3-master Redis Cluster; then what only Redis has: the key layout, the
-//! prefix, script reloading, records written by an older version, and a
+//! prefix, reloading the function library, records written by an older
+//! version or garbled, and a
 //! clear error when Redis is unreachable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,26 +110,88 @@ async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
 }
 
 #[tokio::test]
-async fn scripts_are_loaded_again_after_script_flush() {
+async fn the_library_is_loaded_again_after_function_flush() {
     let b = connect(&server().url(), &prefix()).await;
     b.dispatch(job("flush")).await.expect("dispatch");
-    let _: String = b
-        .query(redis::cmd("SCRIPT").arg("FLUSH"))
-        .await
-        .expect("SCRIPT FLUSH");
+    let flush = || async {
+        let _: String = b
+            .query(redis::cmd("FUNCTION").arg("FLUSH"))
+            .await
+            .expect("FUNCTION FLUSH");
+    };
+    flush().await;
     let claims = b
         .claim(&[q("flush")], 1, Duration::from_secs(30))
         .await
-        .expect("claim works after NOSCRIPT");
+        .expect("claim works after the library is gone");
     let lease = &claims.first().expect("a job").lease;
-    let _: String = b
-        .query(redis::cmd("SCRIPT").arg("FLUSH"))
-        .await
-        .expect("SCRIPT FLUSH");
+    flush().await;
     b.complete(lease, Completion::Done, String::new())
         .await
-        .expect("complete works after NOSCRIPT");
+        .expect("complete works after the library is gone");
     assert_eq!(b.counts(&q("flush")).await.expect("counts").done, 1);
+}
+
+/// A record in the layout of versions before the current one (one hash
+/// field per attribute), or one garbled by hand, is never run: a claim
+/// moves it to failed, reading it names the job and says to delete it, and
+/// deleting it works.
+#[tokio::test]
+async fn records_this_version_cannot_read_fail_with_a_clear_error() {
+    let prefix = prefix();
+    let b = connect(&server().url(), &prefix).await;
+    let old = b.dispatch(job("legacy")).await.expect("dispatch");
+    let garbled = b.dispatch(job("legacy")).await.expect("dispatch");
+    let fine = b.dispatch(job("legacy")).await.expect("dispatch");
+    let key = |id: &runtime::JobId| format!("{prefix}{{legacy}}:job:{}", id.seq());
+    let _: () = b
+        .query(
+            redis::cmd("DEL")
+                .arg(key(&old))
+                .arg(format!("{}:m", key(&old))),
+        )
+        .await
+        .expect("DEL");
+    let _: i64 = b
+        .query(
+            redis::cmd("HSET")
+                .arg(key(&old))
+                .arg("state")
+                .arg("pending")
+                .arg("payload")
+                .arg("{}")
+                .arg("priority")
+                .arg("0"),
+        )
+        .await
+        .expect("HSET");
+    let _: () = b
+        .query(
+            redis::cmd("SET")
+                .arg(format!("{}:m", key(&garbled)))
+                .arg("pending|x"),
+        )
+        .await
+        .expect("SET");
+    let claims = b
+        .claim(&[q("legacy")], 10, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    let ids: Vec<_> = claims.iter().map(|c| c.job.id.clone()).collect();
+    assert_eq!(ids, [fine], "only the readable job runs");
+    let counts = b.counts(&q("legacy")).await.expect("counts");
+    assert_eq!((counts.pending, counts.failed), (0, 2));
+    for id in [&old, &garbled] {
+        let err = b.get(id).await.expect_err("unreadable");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("job {id} is malformed"))
+                && message.contains(&format!("runtime jobs delete {id}")),
+            "{message}"
+        );
+        assert!(b.delete(id).await.expect("delete"), "{id}");
+    }
+    assert_eq!(b.counts(&q("legacy")).await.expect("counts").failed, 0);
 }
 
 /// Records and attempt entries written before failure kinds were kept
@@ -152,16 +215,21 @@ async fn records_from_before_failure_kinds_read_without_them() {
     b.complete(&claim.lease, fail, String::new())
         .await
         .expect("complete");
-    // Rewrite it as an older version stored it: no `error_kind`, and an
+    // Rewrite it as an older version stored it: no error kind (`k`), and an
     // attempt entry `n|started|ended|outcome` whose outcome reads like a kind.
     let key = format!("{prefix}{{old}}:job:{}", id.seq());
     let old_reason = "memory|memory limit 64 MiB exceeded";
     let _: i64 = b
-        .query(redis::cmd("HDEL").arg(&key).arg("error_kind"))
+        .query(redis::cmd("HDEL").arg(format!("{key}:x")).arg("k"))
         .await
         .expect("HDEL");
     let _: i64 = b
-        .query(redis::cmd("HSET").arg(&key).arg("error").arg(old_reason))
+        .query(
+            redis::cmd("HSET")
+                .arg(format!("{key}:x"))
+                .arg("e")
+                .arg(old_reason),
+        )
         .await
         .expect("HSET");
     let entry = format!("1|1000|1250|{old_reason}");

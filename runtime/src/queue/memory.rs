@@ -18,8 +18,8 @@ use super::{
 };
 use crate::error::QueueError;
 use crate::job::{
-    AttemptRecord, FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, RunAt,
-    TreeBudget, UnixMillis,
+    AttemptRecord, FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TreeBudget,
+    UnixMillis,
 };
 
 /// The in-memory queue backend.
@@ -106,17 +106,17 @@ impl MemoryBackend {
     }
 
     fn modules_lock(&self) -> MutexGuard<'_, Modules> {
-        self.modules.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.modules)
     }
 
     fn workers_lock(&self) -> MutexGuard<'_, BTreeMap<String, (WorkerInfo, UnixMillis)>> {
-        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.workers)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-moved job: every
         // method validates before it mutates. Keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.inner)
     }
 }
 
@@ -317,11 +317,7 @@ impl Inner {
         }
         q.last_seq += 1;
         let seq = q.last_seq;
-        let run_at = match job.options.run_at {
-            RunAt::Now => now,
-            RunAt::After(d) => now.saturating_add(millis(d)),
-            RunAt::At(t) => t,
-        };
+        let run_at = job.options.run_at.due(now);
         let state = if run_at > now {
             JobState::Scheduled
         } else {

@@ -35,7 +35,7 @@ impl Default for Ready {
 
 impl Ready {
     fn line(&self) -> std::sync::MutexGuard<'_, VecDeque<Held>> {
-        self.line.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.line)
     }
 
     /// Puts claimed jobs in line.

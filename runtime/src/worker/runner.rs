@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::handlers::HandlerRegistry;
-use crate::job::{FailureKind, JobRecord, QueueName};
-use crate::sandbox::{Capabilities, RunOutcome, RunReport};
+use crate::job::{JobRecord, QueueName};
+use crate::sandbox::{Capabilities, Crash, RunReport};
 
 use super::QueuePolicy;
 
@@ -60,10 +60,7 @@ impl Runner for HandlerRunner {
             }
             // Retried like a crash: the module may be deployed later.
             Err(e) => Some(RunReport {
-                outcome: RunOutcome::Crashed {
-                    kind: FailureKind::Load,
-                    reason: e.to_string(),
-                },
+                outcome: Crash::Load(e.to_string()).into(),
                 log: String::new(),
                 elapsed: Duration::ZERO,
             }),

@@ -1,0 +1,523 @@
+-- The queue's function library, loaded once per server (FUNCTION LOAD) and
+-- called with FCALL. The host puts a first line naming the library after a
+-- hash of this text, and defines NAME as that name: functions are
+-- registered as NAME .. '_' .. <function>, so two versions of the runtime
+-- sharing a server each call their own.
+--
+-- Every function but `tree` gets one key, the queue's base <prefix>{<queue>},
+-- and names the queue's other keys from it (all in its cluster slot):
+--   <base>:pending    zset, score -priority, member zero-padded seq (FIFO
+--                     within a priority: equal scores sort by member)
+--   <base>:scheduled  zset, score due time (ms)
+--   <base>:running    zset, score lease expiry (ms)
+--   <base>:failed     zset, score time of failure (ms)
+--   <base>:unique     hash, unique key -> seq of the live job holding it
+--   <base>:stats      hash: seq (last job number), done (jobs finished)
+--   <base>:wake       list: a marker wakes one blocked worker
+-- and a job's record, as plain strings so a batch of jobs is read (MGET)
+-- and written (MSET) in one command, not one per job:
+--   <base>:job:<seq>    string, what never changes, encoded by the host and
+--                       never read here
+--   <base>:job:<seq>:m  string, what does: state|attempts|token|lease
+--     expiry|run at|attempt started|priority|max attempts|flags (lease and
+--     started empty unless running; flags: u if it has a unique key, f if
+--     an attempt failed, so the rest is read only when there is some)
+--   <base>:job:<seq>:x  hash, only if needed: u its unique key; k, e, g the
+--     last failed attempt's kind, reason and log; tree_jobs on a tree's
+--     root, its count (see `tree`)
+--   <base>:job:<seq>:h  list, one "n|started|ended:kind|outcome" entry per
+--     failed attempt; the running one is in m, and an attempt that ends
+--     done leaves none (the record goes). The kind (a failure kind's
+--     snake_case name) sits in a field only the host writes, so no outcome
+--     text can be read as one; entries from before kinds were kept have a
+--     bare "ended".
+-- ARGV[1] is always now (ms, from the caller's clock: the conformance suite
+-- runs on a manual one).
+
+local MUT = '^(%l+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d*)|(%-?%d+)|(%d+)|(%l*)$'
+-- Just the state, the token and the flags, for the fencing check.
+local FENCE = '^(%l+)|%d+|(%d+)|.*|(%l*)$'
+
+local function mut(st, a, t, l, r, b, p, x, fl)
+  return st .. '|' .. a .. '|' .. t .. '|' .. l .. '|' .. r .. '|' .. b .. '|' .. p .. '|' .. x .. '|' .. fl
+end
+
+local function has(flags, flag) return string.find(flags, flag, 1, true) ~= nil end
+
+-- A job's seq (a decimal string) as its member in the state indexes, and
+-- back; by string work alone, as number formatting costs more here.
+local function member(seq) return string.rep('0', 20 - #seq) .. seq end
+local function seq_of(m) return string.match(m, '^0*(%d+)$') or m end
+
+-- Calls `cmd` with `list` appended (after `key`, if given), in pieces:
+-- unpack is bounded by Lua's C stack. Pieces of 1000 keep pairs whole.
+local function batched(cmd, key, list)
+  for i = 1, #list, 1000 do
+    if key then
+      redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))
+    else
+      redis.call(cmd, unpack(list, i, math.min(i + 999, #list)))
+    end
+  end
+end
+
+-- MGET of any number of keys: false for each missing one (or one that is
+-- not a string).
+local function mget(keys)
+  local out = {}
+  for i = 1, #keys, 1000 do
+    local part = redis.call('MGET', unpack(keys, i, math.min(i + 999, #keys)))
+    for j = 1, #part do out[#out + 1] = part[j] end
+  end
+  return out
+end
+
+-- One marker at most: a woken worker that leaves work behind wakes the next.
+local function wake(base)
+  local key = base .. ':wake'
+  if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '1') end
+end
+
+local function release_unique(base, seq, flags)
+  if not has(flags, 'u') then return end
+  local key = redis.call('HGET', base .. ':job:' .. seq .. ':x', 'u')
+  if key and redis.call('HGET', base .. ':unique', key) == seq then
+    redis.call('HDEL', base .. ':unique', key)
+  end
+end
+
+-- Every key of a job's record.
+local function record_keys(jk, list)
+  list[#list + 1] = jk
+  list[#list + 1] = jk .. ':m'
+  list[#list + 1] = jk .. ':x'
+  list[#list + 1] = jk .. ':h'
+end
+
+-- Ends a job's running attempt (changing part `f`) with a failure: its
+-- entry in the history, its kind and reason (and `log`, if given) on the
+-- record. Then to failed (on the last attempt, or if `give_up`), or back
+-- to pending, or scheduled at `again` if that is later than now; with no
+-- `again`, back to pending keeping its run-at time (a lease taken back).
+-- Returns the new state.
+local function end_attempt(base, seq, now, now_s, f, kind, reason, log, again, give_up)
+  local jk = base .. ':job:' .. seq
+  local _, a, t, _, r, b, p, x, fl = string.match(f, MUT)
+  redis.call('RPUSH', jk .. ':h', a .. '|' .. b .. '|' .. now_s .. ':' .. kind .. '|' .. reason)
+  if not has(fl, 'f') then fl = fl .. 'f' end
+  local m = member(seq)
+  local state, nm
+  if give_up or tonumber(a) >= tonumber(x) then
+    state, nm = 'failed', mut('failed', a, t, '', r, '', p, x, fl)
+    redis.call('ZADD', base .. ':failed', now, m)
+    release_unique(base, seq, fl)
+  elseif not again or tonumber(again) <= now then
+    state, nm = 'pending', mut('pending', a, t, '', again and now_s or r, '', p, x, fl)
+    redis.call('ZADD', base .. ':pending', -tonumber(p), m)
+  else
+    state, nm = 'scheduled', mut('scheduled', a, t, '', again, '', p, x, fl)
+    redis.call('ZADD', base .. ':scheduled', again, m)
+  end
+  redis.call('SET', jk .. ':m', nm)
+  if log then
+    redis.call('HSET', jk .. ':x', 'k', kind, 'e', reason, 'g', log)
+  else
+    redis.call('HSET', jk .. ':x', 'k', kind, 'e', reason)
+  end
+  return state
+end
+
+-- Due scheduled jobs become pending; expired leases are taken back (the
+-- attempt counted), failing the job as worker lost on its last attempt.
+-- A member whose record cannot be read goes to failed, where listing shows
+-- it and reading it says what is wrong.
+local function promote(base, now, now_s)
+  local scheduled, running = base .. ':scheduled', base .. ':running'
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
+  if #due > 0 then
+    batched('ZREM', scheduled, due)
+    for _, m in ipairs(due) do
+      local mk = base .. ':job:' .. seq_of(m) .. ':m'
+      local st, a, t, l, r, b, p, x, fl = string.match(mget({mk})[1] or '', MUT)
+      if st then
+        redis.call('SET', mk, mut('pending', a, t, l, r, b, p, x, fl))
+        redis.call('ZADD', base .. ':pending', -tonumber(p), m)
+      else
+        redis.call('ZADD', base .. ':failed', now, m)
+      end
+    end
+  end
+  local expired = redis.call('ZRANGEBYSCORE', running, '-inf', now, 'LIMIT', 0, 1000)
+  if #expired > 0 then
+    batched('ZREM', running, expired)
+    for _, m in ipairs(expired) do
+      local seq = seq_of(m)
+      local f = mget({base .. ':job:' .. seq .. ':m'})[1] or ''
+      local st, a = string.match(f, MUT)
+      if st == 'running' then
+        end_attempt(base, seq, now, now_s, f, 'worker_lost',
+          'worker lost: lease expired during attempt ' .. a, nil, nil, false)
+      else
+        redis.call('ZADD', base .. ':failed', now, m)
+      end
+    end
+  end
+end
+
+-- A job's whole record as the host decodes it, or false. A record that is
+-- there but not in this layout comes back without its parts, for the host
+-- to report.
+local function record(base, seq)
+  local jk = base .. ':job:' .. seq
+  local f = mget({jk, jk .. ':m'})
+  if not f[1] and not f[2] and redis.call('EXISTS', jk, jk .. ':m') == 0 then return false end
+  local more = redis.call('HMGET', jk .. ':x', 'k', 'e', 'g')
+  return {seq, f[1], f[2], more[1], more[2], more[3], redis.call('LRANGE', jk .. ':h', 0, -1)}
+end
+
+-- Enqueue jobs: ARGV[2..] in groups of six (record part d, priority, max
+-- attempts, has unique key '0'/'1', unique key, run at ms). Returns
+-- {seq, 1} per new job, or {seq, 0} for the live job holding the unique
+-- key, enqueued in its place.
+local function dispatch(keys, args)
+  local base, now_s = keys[1], args[1]
+  local now = tonumber(now_s)
+  local unique, stats = base .. ':unique', base .. ':stats'
+  local records, pending, scheduled = {}, {}, {}
+  local out = {}
+  for i = 2, #args, 6 do
+    local d, priority, max = args[i], args[i + 1], args[i + 2]
+    local keyed, ukey, run_at = args[i + 3] == '1', args[i + 4], args[i + 5]
+    local existing = keyed and redis.call('HGET', unique, ukey)
+    if existing then
+      out[#out + 1] = {tonumber(existing), 0}
+    else
+      local seq = tostring(redis.call('HINCRBY', stats, 'seq', 1))
+      local jk = base .. ':job:' .. seq
+      local state = tonumber(run_at) > now and 'scheduled' or 'pending'
+      records[#records + 1] = jk
+      records[#records + 1] = d
+      records[#records + 1] = jk .. ':m'
+      records[#records + 1] = mut(state, '0', '0', '', run_at, '', priority, max, keyed and 'u' or '')
+      if keyed then
+        redis.call('HSET', jk .. ':x', 'u', ukey)
+        redis.call('HSET', unique, ukey, seq)
+      end
+      if state == 'scheduled' then
+        scheduled[#scheduled + 1] = run_at
+        scheduled[#scheduled + 1] = member(seq)
+      else
+        pending[#pending + 1] = -tonumber(priority)
+        pending[#pending + 1] = member(seq)
+      end
+      out[#out + 1] = {tonumber(seq), 1}
+    end
+  end
+  batched('MSET', nil, records)
+  batched('ZADD', base .. ':pending', pending)
+  batched('ZADD', base .. ':scheduled', scheduled)
+  wake(base)
+  return out
+end
+
+-- Take up to ARGV[2] pending jobs under leases expiring at ARGV[3], after
+-- promoting due and expired jobs. Returns per job {seq, d, m}, and for a
+-- job with earlier failed attempts also {k, e, g, history}. ZRANGE and
+-- ZREMRANGEBYRANK rather than ZPOPMIN: the same jobs, without formatting
+-- a score per job into the reply. The batch's records are read with one
+-- MGET and written with one MSET.
+local function claim(keys, args)
+  local base, now_s, max, expires = keys[1], args[1], tonumber(args[2]), args[3]
+  local now = tonumber(now_s)
+  promote(base, now, now_s)
+  local out = {}
+  if max <= 0 then return out end
+  local pending = base .. ':pending'
+  local popped = redis.call('ZRANGE', pending, 0, max - 1)
+  if #popped == 0 then return out end
+  redis.call('ZREMRANGEBYRANK', pending, 0, #popped - 1)
+  local names, seqs = {}, {}
+  for i, m in ipairs(popped) do
+    local seq = seq_of(m)
+    local jk = base .. ':job:' .. seq
+    seqs[i] = seq
+    names[2 * i - 1] = jk
+    names[2 * i] = jk .. ':m'
+  end
+  local values = mget(names)
+  local writes, running, unreadable = {}, {}, {}
+  for i, m in ipairs(popped) do
+    local seq, d, f = seqs[i], values[2 * i - 1], values[2 * i]
+    local st, a, t, _, r, _, p, x, fl = string.match(f or '', MUT)
+    if st and d then
+      a, t = tonumber(a) + 1, tonumber(t) + 1
+      local nm = mut('running', a, t, expires, r, now_s, p, x, fl)
+      writes[#writes + 1] = names[2 * i]
+      writes[#writes + 1] = nm
+      running[#running + 1] = expires
+      running[#running + 1] = m
+      if has(fl, 'f') then
+        local jk = names[2 * i - 1]
+        local more = redis.call('HMGET', jk .. ':x', 'k', 'e', 'g')
+        out[#out + 1] = {seq, d, nm, more[1], more[2], more[3],
+          redis.call('LRANGE', jk .. ':h', 0, -1)}
+      else
+        out[#out + 1] = {seq, d, nm}
+      end
+    elseif d or f or redis.call('EXISTS', names[2 * i - 1]) == 1 then
+      unreadable[#unreadable + 1] = now
+      unreadable[#unreadable + 1] = m
+    end
+    -- A member without a record (never written by this library) is dropped.
+  end
+  batched('MSET', nil, writes)
+  batched('ZADD', base .. ':running', running)
+  batched('ZADD', base .. ':failed', unreadable)
+  if redis.call('ZCARD', pending) > 0 then wake(base) end
+  return out
+end
+
+-- Record how attempts ended: ARGV[2] is how many ended done, followed by
+-- a pair (seq, token) for each; then the others in groups of seven (seq,
+-- token, action retry|fail|release, failure kind, error, run again at ms,
+-- log). Done acks are most and need the least, so they come short, and
+-- their records are read with one MGET and deleted with one DEL. An ack
+-- whose token is not the job's current lease changes nothing ('stale').
+-- Returns per ack, in that order: 'done', 'pending', 'scheduled',
+-- 'failed' or 'stale'.
+local function complete(keys, args)
+  local base, now_s = keys[1], args[1]
+  local now = tonumber(now_s)
+  local out, finished, gone, deleted = {}, {}, {}, {}
+  local woke, done = false, 0
+  local others = 3 + 2 * tonumber(args[2])
+  local names = {}
+  for i = 3, others - 1, 2 do
+    names[#names + 1] = base .. ':job:' .. args[i] .. ':m'
+  end
+  local values = mget(names)
+  for n = 1, #names do
+    local seq, token = args[1 + 2 * n], args[2 + 2 * n]
+    local st, t, fl = string.match(values[n] or '', FENCE)
+    -- `deleted`: a second ack of one job in the batch is stale.
+    if st ~= 'running' or t ~= token or deleted[seq] then
+      out[#out + 1] = 'stale'
+    else
+      deleted[seq] = true
+      finished[#finished + 1] = member(seq)
+      release_unique(base, seq, fl)
+      record_keys(base .. ':job:' .. seq, gone)
+      done = done + 1
+      out[#out + 1] = 'done'
+    end
+  end
+  batched('DEL', nil, gone)
+  for i = others, #args, 7 do
+    local seq, token, action = args[i], args[i + 1], args[i + 2]
+    local mk = base .. ':job:' .. seq .. ':m'
+    local f = mget({mk})[1]
+    local st, a, t, _, r, _, p, x, fl = string.match(f or '', MUT)
+    local result
+    if st ~= 'running' or t ~= token then
+      result = 'stale'
+    else
+      finished[#finished + 1] = member(seq)
+      if action == 'release' then
+        -- Not counted: the attempt number goes back and leaves no entry.
+        redis.call('SET', mk, mut('pending', tonumber(a) - 1, t, '', r, '', p, x, fl))
+        redis.call('ZADD', base .. ':pending', -tonumber(p), member(seq))
+        result = 'pending'
+      else
+        result = end_attempt(base, seq, now, now_s, f, args[i + 3], args[i + 4],
+          args[i + 6], args[i + 5], action == 'fail')
+      end
+      if result == 'pending' or result == 'scheduled' then woke = true end
+    end
+    out[#out + 1] = result
+  end
+  batched('ZREM', base .. ':running', finished)
+  if done > 0 then redis.call('HINCRBY', base .. ':stats', 'done', done) end
+  if woke then wake(base) end
+  return out
+end
+
+-- Extend leases: ARGV[2..] in groups of three (seq, token, new expiry ms).
+-- Returns 1 per renewed lease, 0 where it is no longer current.
+local function renew(keys, args)
+  local base = keys[1]
+  local out = {}
+  for i = 2, #args, 3 do
+    local seq, token, expires = args[i], args[i + 1], args[i + 2]
+    local mk = base .. ':job:' .. seq .. ':m'
+    local st, a, t, _, r, b, p, x, fl = string.match(mget({mk})[1] or '', MUT)
+    if st == 'running' and t == token then
+      redis.call('SET', mk, mut(st, a, t, expires, r, b, p, x, fl))
+      redis.call('ZADD', base .. ':running', expires, member(seq))
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  return out
+end
+
+-- How long until this queue may have runnable work: 0 if a job is pending
+-- or due, ms until the next due time or lease expiry, or -1 if never.
+local function peek(keys, args)
+  local base, now = keys[1], tonumber(args[1])
+  if redis.call('ZCARD', base .. ':pending') > 0 then return 0 end
+  local next_at
+  for _, key in ipairs({base .. ':scheduled', base .. ':running'}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local at = tonumber(first[2])
+      if not next_at or at < next_at then next_at = at end
+    end
+  end
+  if not next_at then return -1 end
+  if next_at <= now then return 0 end
+  return next_at - now
+end
+
+-- One job's record (ARGV[2] = seq), or nil.
+local function read(keys, args)
+  return record(keys[1], args[2])
+end
+
+-- Records of one state (ARGV[2]: pending|scheduled|running|failed) in index
+-- order, skipping ARGV[3], at most ARGV[4].
+local function list(keys, args)
+  local base = keys[1]
+  local first = tonumber(args[3])
+  local members = redis.call('ZRANGE', base .. ':' .. args[2], first, first + tonumber(args[4]) - 1)
+  local out = {}
+  for _, m in ipairs(members) do
+    local r = record(base, seq_of(m))
+    if r then out[#out + 1] = r end
+  end
+  return out
+end
+
+-- Put a failed job (ARGV[2] = seq) back to pending with fresh attempts.
+-- Returns 'ok', 'missing', 'unreadable', or the state it is in.
+local function retry(keys, args)
+  local base, now_s, seq = keys[1], args[1], args[2]
+  local jk = base .. ':job:' .. seq
+  local f = mget({jk .. ':m'})[1]
+  if not f then
+    return redis.call('EXISTS', jk) == 0 and 'missing' or 'unreadable'
+  end
+  local st, _, t, _, _, _, p, x, fl = string.match(f, MUT)
+  if not st then return 'unreadable' end
+  if st ~= 'failed' then return st end
+  redis.call('ZREM', base .. ':failed', member(seq))
+  redis.call('SET', jk .. ':m', mut('pending', '0', t, '', now_s, '', p, x, fl))
+  if has(fl, 'u') then
+    local key = redis.call('HGET', jk .. ':x', 'u')
+    if key then redis.call('HSETNX', base .. ':unique', key, seq) end
+  end
+  redis.call('ZADD', base .. ':pending', -tonumber(p), member(seq))
+  wake(base)
+  return 'ok'
+end
+
+-- Remove a job that is not running (ARGV[2] = seq), or one whose record
+-- cannot be read. Returns 'deleted', 'missing' or 'running'.
+local function delete(keys, args)
+  local base, seq = keys[1], args[2]
+  local jk = base .. ':job:' .. seq
+  if redis.call('EXISTS', jk, jk .. ':m') == 0 then return 'missing' end
+  local st, _, _, _, _, _, _, _, fl = string.match(mget({jk .. ':m'})[1] or '', MUT)
+  if st == 'running' then return 'running' end
+  local m = member(seq)
+  for _, index in ipairs({'pending', 'scheduled', 'failed', 'running'}) do
+    redis.call('ZREM', base .. ':' .. index, m)
+  end
+  release_unique(base, seq, fl or '')
+  local gone = {}
+  record_keys(jk, gone)
+  batched('DEL', nil, gone)
+  return 'deleted'
+end
+
+-- Remove up to ARGV[2] jobs that are not running; returns how many. The
+-- caller repeats until it returns 0, so Redis is never blocked for long.
+local function purge(keys, args)
+  local base = keys[1]
+  local left = tonumber(args[2])
+  local removed = 0
+  for _, name in ipairs({'pending', 'scheduled', 'failed'}) do
+    if left <= 0 then break end
+    local index = base .. ':' .. name
+    local members = redis.call('ZRANGE', index, 0, left - 1)
+    local gone = {}
+    for _, m in ipairs(members) do
+      local seq = seq_of(m)
+      local jk = base .. ':job:' .. seq
+      local fl = select(9, string.match(mget({jk .. ':m'})[1] or '', MUT))
+      release_unique(base, seq, fl or '')
+      record_keys(jk, gone)
+    end
+    batched('DEL', nil, gone)
+    batched('ZREM', index, members)
+    removed = removed + #members
+    left = left - #members
+  end
+  return removed
+end
+
+-- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
+-- jobs = jobs the tree ever held, root included; live = follow-ups not yet
+-- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
+-- field tree_jobs) for as long as the root exists (KEYS[3], its record).
+-- Called on its own: the follow-up being counted is enqueued in its own
+-- queue's slot, which may be on another node.
+--
+-- ARGV[1] is what to do:
+--   reserve depth max_jobs keep_ms: count one more job unless the tree
+--     holds max_jobs already. Returns {'ok', jobs before}, {'full', jobs},
+--     or {'closed', 0} when a follow-up (depth > 1) finds no count.
+--   refund: take back a reservation whose follow-up was not enqueued (its
+--     unique key was held meanwhile).
+--   leave: a follow-up is done.
+-- The count is dropped when no follow-up is live; only the root can bring
+-- it back (from its record), so neither finishing nor retrying jobs gives a
+-- tree a new budget.
+local function tree(keys, args)
+  local count, root, root_record = keys[1], keys[2], keys[3]
+  local op = args[1]
+  if op == 'reserve' then
+    local depth, max_jobs, keep = tonumber(args[2]), tonumber(args[3]), args[4]
+    local jobs = tonumber(redis.call('HGET', count, 'jobs'))
+    if not jobs then
+      if depth > 1 then return {'closed', 0} end
+      jobs = tonumber(redis.call('HGET', root, 'tree_jobs') or '1')
+    end
+    if jobs >= max_jobs then return {'full', jobs} end
+    redis.call('HSET', count, 'jobs', jobs + 1)
+    redis.call('HINCRBY', count, 'live', 1)
+    redis.call('PEXPIRE', count, keep)
+    if redis.call('EXISTS', root_record) == 1 then redis.call('HSET', root, 'tree_jobs', jobs + 1) end
+    return {'ok', jobs}
+  end
+  if redis.call('EXISTS', count) == 0 then return {'ok', 0} end
+  if op == 'refund' then
+    local jobs = redis.call('HINCRBY', count, 'jobs', -1)
+    if redis.call('EXISTS', root_record) == 1 then redis.call('HSET', root, 'tree_jobs', jobs) end
+  end
+  if redis.call('HINCRBY', count, 'live', -1) <= 0 then redis.call('DEL', count) end
+  return {'ok', 0}
+end
+
+-- Loading runs in a bare environment (no `pairs`): one call each.
+redis.register_function(NAME .. '_dispatch', dispatch)
+redis.register_function(NAME .. '_claim', claim)
+redis.register_function(NAME .. '_complete', complete)
+redis.register_function(NAME .. '_renew', renew)
+redis.register_function(NAME .. '_peek', peek)
+redis.register_function(NAME .. '_read', read)
+redis.register_function(NAME .. '_list', list)
+redis.register_function(NAME .. '_retry', retry)
+redis.register_function(NAME .. '_delete', delete)
+redis.register_function(NAME .. '_purge', purge)
+redis.register_function(NAME .. '_tree', tree)
