@@ -349,3 +349,20 @@ async fn two_queues_on_different_cluster_nodes_work_side_by_side() {
         .expect("list");
     assert!(listed.is_empty());
 }
+
+/// A server without functions (Redis before 7.0; here one with `FUNCTION`
+/// renamed away, which answers the same "unknown command") is refused when
+/// connecting, saying which version is needed, not at the first dispatch.
+#[tokio::test]
+async fn a_server_without_functions_is_refused_in_words() {
+    let old = RedisServer::start_with(&["--rename-command", "FUNCTION", ""]);
+    let err = RedisBackend::connect(&old.url(), "x:", Arc::new(SystemClock))
+        .await
+        .expect_err("a server without functions is refused");
+    let text = err.to_string();
+    assert!(text.contains("needs Redis 7.0 or later"), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", old.port())),
+        "{text}"
+    );
+}

@@ -147,7 +147,23 @@ impl RedisBackend {
                 "invalid key prefix {prefix:?}: it may not contain '{{' or '}}' (queue names form the cluster hash tag)"
             )));
         }
-        let (conn, target) = connection::open(url).await.map_err(fail)?;
+        let (mut conn, target) = connection::open(url).await.map_err(fail)?;
+        // Every state change is a Redis function: a server without them
+        // (before 7.0) is refused here, in words, rather than at the first
+        // dispatch with "unknown command".
+        let probe: Result<Value, RedisError> = redis::cmd("FUNCTION")
+            .arg("LIST")
+            .arg("LIBRARYNAME")
+            .arg("runtime_")
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = probe
+            && e.to_string().to_ascii_lowercase().contains("unknown")
+        {
+            return Err(fail(format!(
+                "this Redis has no functions ({e}): runtime needs Redis 7.0 or later"
+            )));
+        }
         Ok(RedisBackend {
             shared: Arc::new(Shared {
                 conn,
