@@ -25,6 +25,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// How the host tries again to reach its queue server: from 100 ms,
+    /// doubling, at most 5 s apart, so an outage costs a few calls a minute
+    /// and a recovered server is noticed within seconds. Used by the
+    /// worker's claim loop and ack recorder and by the wake-up listeners.
+    pub const RECONNECT: Backoff = Backoff {
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(5),
+    };
+
     /// The nominal (jitter-free) delay after attempt `attempt` (1-based).
     pub fn nominal(&self, attempt: u32) -> Duration {
         let factor = 1u32

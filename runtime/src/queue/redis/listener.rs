@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use redis::RedisError;
 use tokio::sync::Notify;
@@ -16,13 +15,8 @@ use super::connection::{BLOCK, Conn, Target};
 use crate::job::QueueName;
 use crate::retry::Backoff;
 
-/// How a listener that lost Redis tries again: from 100 ms, doubling, at
-/// most 5 s apart, so an outage costs a few attempts a minute per queue
-/// and a restart is noticed within seconds.
-const RECONNECT: Backoff = Backoff {
-    base: Duration::from_millis(100),
-    cap: Duration::from_secs(5),
-};
+/// How a listener that lost Redis tries again.
+const RECONNECT: Backoff = Backoff::RECONNECT;
 
 /// The listeners of one backend and the waiters they wake.
 pub(super) struct Wakeups {
