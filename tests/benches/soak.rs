@@ -9,6 +9,9 @@
 //! (g) The same worker with 1,000 jobs in flight at once (`nap` jobs that
 //!     sleep 3 s, concurrency 1,000): its RSS idle, then with all 1,000
 //!     instances alive.
+//!
+//! `RUNTIME_BIN=PATH` runs the same soak with another build's binary (for
+//! a before/after in one session).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -70,8 +70,13 @@ pub fn root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The `runtime` binary of this build (same profile as the tests).
+/// The `runtime` binary of this build (same profile as the tests), or the
+/// one `RUNTIME_BIN` names (a benchmark run against another build, e.g.
+/// the soak of a baseline: every command of the run then uses it).
 pub fn runtime_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("RUNTIME_BIN").filter(|b| !b.is_empty()) {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> -> target/<profile>/runtime
     let bin = exe
