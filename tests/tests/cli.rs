@@ -1,7 +1,7 @@
 //! The real `runtime` binary, run as a user runs it: exit statuses, the
 //! human and JSON reports, and clear errors for bad input.
 
-use runtime_tests::{TempDir, guests, runtime};
+use runtime_tests::{Run, TempDir, guests, runtime};
 
 fn jobs() -> String {
     guests::JOBS_DIR.to_string()
@@ -167,21 +167,26 @@ fn bad_input_is_exit_2_before_anything_runs() {
         (&["dispatch"], "required arguments"),
     ];
     for (args, expected) in cases {
-        let mut all = vec!["--handlers", handlers.as_str()];
-        all.extend_from_slice(args);
-        let run = runtime(cache.path(), &all, None);
-        run.expect_code(2);
-        assert!(
-            run.stderr().contains(expected),
-            "{args:?}: {}",
-            run.stderr()
-        );
+        let run = refused(&cache, &["--handlers", handlers.as_str()], args, expected);
         assert!(
             run.stdout().is_empty(),
             "{args:?} ran something: {}",
             run.stdout()
         );
     }
+}
+
+/// `runtime FIRST.. ARGS..`, which must exit 2 saying `expected`.
+fn refused(cache: &TempDir, first: &[&str], args: &[&str], expected: &str) -> Run {
+    let all: Vec<&str> = first.iter().chain(args).copied().collect();
+    let run = runtime(cache.path(), &all, None);
+    run.expect_code(2);
+    assert!(
+        run.stderr().contains(expected),
+        "{args:?}: {}",
+        run.stderr()
+    );
+    run
 }
 
 /// Queue names, job ids, states and attempts are parsed with the
@@ -219,15 +224,7 @@ fn bad_arguments_name_themselves_and_the_rule() {
         ),
     ];
     for (args, expected) in cases {
-        let mut all = vec!["--backend", backend];
-        all.extend_from_slice(args);
-        let run = runtime(cache.path(), &all, None);
-        run.expect_code(2);
-        assert!(
-            run.stderr().contains(expected),
-            "{args:?}: {}",
-            run.stderr()
-        );
+        let run = refused(&cache, &["--backend", backend], args, expected);
         assert!(
             !run.stderr().contains("127.0.0.1:1"),
             "{args:?} tried the backend: {}",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime::config::Config;
-use runtime::job::{DispatchOptions, JobId, MaxAttempts, NewJob, Payload, QueueName};
+use runtime::job::{DispatchOptions, JobId, JobRecord, MaxAttempts, NewJob, Payload, QueueName};
 use runtime::queue::{Ack, Page};
 use runtime::sandbox::RunOutcome;
 use runtime::worker::{JobEvent, WorkerConfig, WorkerStats};
@@ -315,14 +315,7 @@ async fn explicit_fail_is_final() {
     let id = dispatch(&env.rt, guests::OUTCOMES, r#"{"finally":"bad input"}"#, 4).await;
     let (stats, _) = drain(&env.rt, 1).await;
     assert_eq!((stats.failed, stats.retried), (1, 0));
-    let rec = env
-        .rt
-        .backend()
-        .jobs
-        .get(&id)
-        .await
-        .expect("get")
-        .expect("kept");
+    let rec = stored(&env.rt, &id).await;
     assert_eq!((rec.state, rec.attempts), (JobState::Failed, 1));
     assert_eq!(rec.error.as_deref(), Some("bad input"));
 }
@@ -333,14 +326,7 @@ async fn crashes_are_retried_then_fail_with_history() {
     let id = dispatch(&env.rt, guests::PANIC, "{}", 3).await;
     let (stats, _) = drain(&env.rt, 1).await;
     assert_eq!((stats.retried, stats.failed), (2, 1));
-    let rec = env
-        .rt
-        .backend()
-        .jobs
-        .get(&id)
-        .await
-        .expect("get")
-        .expect("kept");
+    let rec = stored(&env.rt, &id).await;
     assert_eq!(rec.state, JobState::Failed);
     assert_eq!(rec.history.len(), 3);
     assert!(
@@ -372,12 +358,11 @@ async fn retries_wait_for_the_backoff_or_the_handlers_delay() {
     let before = now_ms();
     let stats = worker.run(std::future::pending()).await.expect("worker");
     assert_eq!(stats.retried, 2);
-    let b = &env.rt.backend().jobs;
-    let rec = b.get(&backoff).await.expect("get").expect("kept");
+    let rec = stored(&env.rt, &backoff).await;
     assert_eq!(rec.state, JobState::Scheduled);
     let wait = rec.run_at - before;
     assert!((30_000..=61_000).contains(&wait), "backoff of {wait} ms");
-    let rec = b.get(&own).await.expect("get").expect("kept");
+    let rec = stored(&env.rt, &own).await;
     let wait = rec.run_at - before;
     assert!(
         (5_000..=6_000).contains(&wait),
@@ -510,14 +495,7 @@ async fn a_missing_handler_fails_the_job_with_where_it_looked() {
         "{r}"
     );
     assert!(r.contains("no_such_queue_job.wasm"), "{r}");
-    let rec = env
-        .rt
-        .backend()
-        .jobs
-        .get(&id)
-        .await
-        .expect("get")
-        .expect("kept");
+    let rec = stored(&env.rt, &id).await;
     assert_eq!(rec.state, JobState::Failed);
 }
 
@@ -566,4 +544,9 @@ async fn welcome_email_renders_and_queues_its_delivery() {
     let (stats, events) = drain_queues(&env.rt, 1, vec![q("welcome-email")]).await;
     assert_eq!(stats.failed, 1, "a bad address fails at once");
     assert_eq!(reason(&events[0]), "not an email address: \"nobody\"");
+}
+
+/// The record of a job that is kept (not done).
+async fn stored(rt: &Runtime, id: &JobId) -> JobRecord {
+    rt.backend().jobs.get(id).await.expect("get").expect("kept")
 }
