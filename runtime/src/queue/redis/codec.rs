@@ -161,7 +161,8 @@ fn text(value: Value) -> Result<Option<String>, &'static str> {
 }
 
 /// A job record from a function's reply, `{seq, d, m}` or `{seq, d, m, k,
-/// e, g, entries}` (whatever a hand-edited or older Redis holds), with its
+/// e, g, entries}` (whatever a hand-edited or older Redis holds), or the
+/// string `seq\nm\nd` (a claimed job that never failed), with its
 /// fencing token and lease expiry; what does not read is the error
 /// `malformed` makes for it.
 pub(super) fn decode_record(
@@ -170,8 +171,32 @@ pub(super) fn decode_record(
     malformed: impl Fn(&JobId, &str) -> QueueError,
 ) -> Result<(JobRecord, u64, u64), QueueError> {
     let unknown = || malformed(&JobId::new(queue.clone(), 0), "the reply is not a record");
-    let Value::Array(items) = reply else {
-        return Err(unknown());
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::BulkString(joined) => {
+            let joined = std::str::from_utf8(&joined).map_err(|_| unknown())?;
+            // Split at the first two newlines: the seq and the changing
+            // part have none; the fixed part is the rest, whatever it holds.
+            let mut parts = joined.splitn(3, '\n');
+            let seq = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(unknown)?;
+            let id = JobId::new(queue.clone(), seq);
+            let bad = |what: &str| malformed(&id, what);
+            let m = parts.next().ok_or_else(|| bad("no changing part"))?;
+            let d = parts.next().ok_or_else(|| bad("no fixed part"))?;
+            let parts = Parts {
+                d,
+                m,
+                kind: None,
+                error: None,
+                log: None,
+                entries: Vec::new(),
+            };
+            return assemble(id, parts, &malformed);
+        }
+        _ => return Err(unknown()),
     };
     let mut items = items.into_iter();
     let seq = match items.next() {
@@ -191,8 +216,45 @@ pub(super) fn decode_record(
         Some(Value::Array(entries)) => entries,
         Some(_) => return Err(bad("the attempt entries are not a list")),
     };
-    let fixed = decode_fixed(&d).map_err(bad)?;
-    let changing = decode_mutable(&m).map_err(bad)?;
+    let parts = Parts {
+        d: &d,
+        m: &m,
+        kind,
+        error,
+        log,
+        entries,
+    };
+    assemble(id, parts, &malformed)
+}
+
+/// A record's parts as read from a reply, before decoding.
+struct Parts<'a> {
+    d: &'a str,
+    m: &'a str,
+    kind: Option<String>,
+    error: Option<String>,
+    log: Option<String>,
+    entries: Vec<Value>,
+}
+
+/// The record of job `id` from its parts, with its fencing token and lease
+/// expiry.
+fn assemble(
+    id: JobId,
+    parts: Parts<'_>,
+    malformed: &impl Fn(&JobId, &str) -> QueueError,
+) -> Result<(JobRecord, u64, u64), QueueError> {
+    let bad = |what: &str| malformed(&id, what);
+    let Parts {
+        d,
+        m,
+        kind,
+        error,
+        log,
+        entries,
+    } = parts;
+    let fixed = decode_fixed(d).map_err(bad)?;
+    let changing = decode_mutable(m).map_err(bad)?;
     let mut history = Vec::with_capacity(entries.len() + 1);
     for entry in entries {
         let entry = text(entry).map_err(bad)?.unwrap_or_default();
