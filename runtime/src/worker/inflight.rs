@@ -108,8 +108,8 @@ impl InFlight {
         self.changed.notify_one();
     }
 
-    /// Resolves after a job settles (at once if one did since the last
-    /// wait).
+    /// Resolves after a batch of jobs settles (at once if one did since
+    /// the last wait).
     pub async fn settled(&self) {
         self.changed.notified().await;
     }

@@ -71,8 +71,7 @@ impl Runner for HandlerRunner {
 }
 
 /// `future`'s output, or `None` if it has not come within `wait`. Polled
-/// once first: what is ready at once (a free place, a finished attempt)
-/// costs no timer, where a `tokio::time::timeout` puts an entry in the
+/// once first: a place that is free at once costs no timer, where a `tokio::time::timeout` puts an entry in the
 /// timer wheel, and takes it out again, per call.
 async fn first_poll_or<F: Future>(future: F, wait: Duration) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);

@@ -421,6 +421,40 @@ mod tests {
         assert_eq!(numbers, [(1, 10, Some(20)), (2, 30, None)]);
     }
 
+    #[test]
+    fn a_claimed_record_as_one_string_reads_like_the_list() {
+        let queue = QueueName::new("q").expect("valid");
+        let mut job = NewJob::new(
+            queue.clone(),
+            Payload::new(r#"{"a":"x\ny"}"#).expect("json"),
+        );
+        job.options = DispatchOptions {
+            // The fixed part comes last, so newlines in it are its own.
+            unique_key: Some("k\n|\n".into()),
+            ..Default::default()
+        };
+        let d = encode_fixed(7, &job, None);
+        let m = "running|1|3|40|7|30|0|4|u";
+        let error = |_: &JobId, what: &str| QueueError::Backend {
+            backend: "test".into(),
+            message: what.into(),
+        };
+        let joined = Value::BulkString(format!("5\n{m}\n{d}").into_bytes());
+        let list = Value::Array(vec![
+            Value::Int(5),
+            Value::BulkString(d.into_bytes()),
+            Value::BulkString(m.as_bytes().to_vec()),
+        ]);
+        let one = decode_record(&queue, joined, error).expect("reads");
+        assert_eq!(one, decode_record(&queue, list, error).expect("reads"));
+        assert_eq!(one.0.unique_key.as_deref(), Some("k\n|\n"));
+        assert_eq!(one.0.payload.as_str(), r#"{"a":"x\ny"}"#);
+        for cut in ["5", "5\nrunning|1|3|40|7|30|0|4|u", "x\n\n", ""] {
+            let reply = Value::BulkString(cut.as_bytes().to_vec());
+            assert!(decode_record(&queue, reply, error).is_err(), "{cut:?}");
+        }
+    }
+
     /// Property tests of reading records back from Redis, which anyone
     /// with access to the server (or an older version) may have written:
     /// any reply gives a record or a clean "malformed" error. Part of the
@@ -523,6 +557,13 @@ mod tests {
                     };
                     items.extend([bulk(k), bulk(e), bulk(g)]);
                     items.push(Value::Array(attempts.iter().map(|a| Value::BulkString(a.clone().into_bytes())).collect()));
+                }
+                // A claim's one-string form of the short reply reads the same.
+                if short && let (Some(d), Some(m)) = (&d, &m) && !m.contains('\n') {
+                    let joined = Value::BulkString(format!("{seq}\n{m}\n{d}").into_bytes());
+                    let as_list = decode_record(&queue, Value::Array(items.clone()), malformed);
+                    let as_one = decode_record(&queue, joined, malformed);
+                    prop_assert_eq!(as_list.ok(), as_one.ok());
                 }
                 match decode_record(&queue, Value::Array(items), malformed) {
                     Ok((record, token, _)) => {
