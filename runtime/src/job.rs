@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -150,7 +151,10 @@ impl FromStr for FailureKind {
 /// `}`, which structure job ids and Redis keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct QueueName(String);
+// Shared rather than owned: every job id, lease and record carries its
+// queue's name, and a clone per claim and per ack is then a count, not
+// a copy.
+pub struct QueueName(Arc<str>);
 
 impl QueueName {
     /// Validates `name`.
@@ -166,7 +170,7 @@ impl QueueName {
         if name.len() > MAX_QUEUE_NAME_LEN || !valid_start || !valid_rest {
             return Err(InputError::QueueName(name));
         }
-        Ok(QueueName(name))
+        Ok(QueueName(name.into()))
     }
 
     /// The name as text.
@@ -197,7 +201,7 @@ impl TryFrom<String> for QueueName {
 
 impl From<QueueName> for String {
     fn from(q: QueueName) -> String {
-        q.0
+        q.0.to_string()
     }
 }
 
@@ -265,7 +269,9 @@ impl From<JobId> for String {
 /// A payload: JSON text, validated and size-checked once at construction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Payload(String);
+// Shared rather than owned, like `QueueName`: a backend hands out copies
+// of a record per claim, and a payload may be a mebibyte.
+pub struct Payload(Arc<str>);
 
 impl Payload {
     /// Checks that `json` is one JSON document of at most
@@ -281,7 +287,7 @@ impl Payload {
         if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&json) {
             return Err(InputError::PayloadJson(e.to_string()));
         }
-        Ok(Payload(json))
+        Ok(Payload(json.into()))
     }
     /// The JSON text.
     pub fn as_str(&self) -> &str {
@@ -298,7 +304,7 @@ impl TryFrom<String> for Payload {
 
 impl From<Payload> for String {
     fn from(p: Payload) -> String {
-        p.0
+        p.0.to_string()
     }
 }
 

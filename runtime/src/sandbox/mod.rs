@@ -20,6 +20,7 @@ mod shape;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -583,6 +584,7 @@ impl Sandbox {
         let _room = room;
         let started = Instant::now();
         let limits = &handler.limits;
+        let deadline = started + limits.timeout;
         let output = JobOutput::new(limits.output);
         let wasi = WasiCtxBuilder::new()
             .stdout(output.clone())
@@ -610,7 +612,7 @@ impl Sandbox {
             dispatch_calls: 0,
             dispatch_exceeded: false,
             follow_ups: host::FollowUps::new(job, limits),
-            deadline: started + limits.timeout,
+            deadline,
             timed_out: false,
             echo: self
                 .echo_logs
@@ -644,9 +646,18 @@ impl Sandbox {
                 let instance = handler.pre.instantiate_async(&mut store).await?;
                 instance.call_handle(&mut store, &wit_job).await
             };
-            // Epochs stop guest code; this also stops a guest blocked in a
-            // host call (a WASI sleep or poll), by dropping the call.
-            tokio::time::timeout(limits.timeout, call).await
+            let mut call = std::pin::pin!(call);
+            // Most attempts end within their first poll (epochs make guest
+            // code yield only every few milliseconds); a timer, which costs
+            // a timer-wheel entry per attempt, only for one that waits.
+            let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+            match first {
+                Poll::Ready(result) => Ok(result),
+                // Epochs stop guest code; this also stops a guest blocked
+                // in a host call (a WASI sleep or poll), by dropping the
+                // call, at the same deadline as the epochs'.
+                Poll::Pending => tokio::time::timeout_at(deadline.into(), call).await,
+            }
         };
         let outcome = match result {
             Ok(Ok(outcome)) => match outcome {

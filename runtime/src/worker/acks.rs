@@ -105,6 +105,7 @@ pub(super) async fn run(
             }
             recorder.inflight.settle(&served);
         }
+        recorder.inflight.settled_all();
     }
     stats
 }

@@ -95,15 +95,21 @@ impl InFlight {
     }
 
     /// A job of `served` was recorded (or given up): its room is free.
+    /// The loop hears of it at the next [`InFlight::settled_all`].
     pub fn settle(&self, served: &Served) {
         served.settled();
         self.count.fetch_sub(1, Ordering::AcqRel);
         self.settled.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Wakes the loop once for the jobs settled since the last call, so
+    /// a batch of acks is one wake-up of the loop rather than one per job.
+    pub fn settled_all(&self) {
         self.changed.notify_one();
     }
 
-    /// Resolves after a job settles (at once if one did since the last
-    /// wait).
+    /// Resolves after a batch of jobs settles (at once if one did since
+    /// the last wait).
     pub async fn settled(&self) {
         self.changed.notified().await;
     }

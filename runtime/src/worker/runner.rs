@@ -4,7 +4,9 @@
 //! the queue's handler and the sandbox runs it in a fresh instance.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -55,7 +57,7 @@ impl Runner for HandlerRunner {
                 // if none frees up within a lease, the job goes back
                 // uncounted, like at shutdown.
                 let sandbox = self.registry.sandbox();
-                let room = tokio::time::timeout(wait, sandbox.room()).await.ok()?;
+                let room = first_poll_or(sandbox.room(), wait).await?;
                 Some(sandbox.run_in(room, &handler, job, self.caps.clone()).await)
             }
             // Retried like a crash: the module may be deployed later.
@@ -65,5 +67,16 @@ impl Runner for HandlerRunner {
                 elapsed: Duration::ZERO,
             }),
         }
+    }
+}
+
+/// `future`'s output, or `None` if it has not come within `wait`. Polled
+/// once first: a place that is free at once costs no timer, where a `tokio::time::timeout` puts an entry in the
+/// timer wheel, and takes it out again, per call.
+async fn first_poll_or<F: Future>(future: F, wait: Duration) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => tokio::time::timeout(wait, future).await.ok(),
     }
 }

@@ -5,8 +5,10 @@
 //! recorder without waiting for it, so the slot goes on to the next job.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -41,14 +43,27 @@ pub(super) async fn run(slots: Arc<Slots>, mut stop: watch::Receiver<bool>) {
     while let Some((claim, served)) = slots.ready.take().await {
         let crate::queue::Claim { job, lease } = claim;
         served.meter.started();
-        let run = AssertUnwindSafe(slots.runner.run(&job, slots.lease)).catch_unwind();
-        let report = tokio::select! {
-            // Checked first: after the grace period, a job that had not
-            // started yet goes back at once too.
-            biased;
-            () = stopped(&mut stop) => Ok(None),
-            report = run => report,
-            never = renew(&*slots.jobs, &lease, slots.lease) => match never {},
+        // Checked first: after the grace period, a job that had not
+        // started yet goes back at once too.
+        let report = if *stop.borrow() {
+            Ok(None)
+        } else {
+            let mut run = std::pin::pin!(
+                AssertUnwindSafe(slots.runner.run(&job, slots.lease)).catch_unwind()
+            );
+            // Polled once before the renewal starts: an attempt that ends
+            // in its first poll (most short jobs) needs no renewal timer,
+            // which is a timer-wheel entry per attempt.
+            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
+            match first {
+                Poll::Ready(report) => report,
+                Poll::Pending => tokio::select! {
+                    biased;
+                    () = stopped(&mut stop) => Ok(None),
+                    report = &mut run => report,
+                    never = renew(&*slots.jobs, &lease, slots.lease) => match never {},
+                },
+            }
         };
         let attempted = match report {
             Ok(report) => {

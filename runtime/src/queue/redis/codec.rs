@@ -161,7 +161,8 @@ fn text(value: Value) -> Result<Option<String>, &'static str> {
 }
 
 /// A job record from a function's reply, `{seq, d, m}` or `{seq, d, m, k,
-/// e, g, entries}` (whatever a hand-edited or older Redis holds), with its
+/// e, g, entries}` (whatever a hand-edited or older Redis holds), or the
+/// string `seq\nm\nd` (a claimed job that never failed), with its
 /// fencing token and lease expiry; what does not read is the error
 /// `malformed` makes for it.
 pub(super) fn decode_record(
@@ -170,8 +171,32 @@ pub(super) fn decode_record(
     malformed: impl Fn(&JobId, &str) -> QueueError,
 ) -> Result<(JobRecord, u64, u64), QueueError> {
     let unknown = || malformed(&JobId::new(queue.clone(), 0), "the reply is not a record");
-    let Value::Array(items) = reply else {
-        return Err(unknown());
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::BulkString(joined) => {
+            let joined = std::str::from_utf8(&joined).map_err(|_| unknown())?;
+            // Split at the first two newlines: the seq and the changing
+            // part have none; the fixed part is the rest, whatever it holds.
+            let mut parts = joined.splitn(3, '\n');
+            let seq = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(unknown)?;
+            let id = JobId::new(queue.clone(), seq);
+            let bad = |what: &str| malformed(&id, what);
+            let m = parts.next().ok_or_else(|| bad("no changing part"))?;
+            let d = parts.next().ok_or_else(|| bad("no fixed part"))?;
+            let parts = Parts {
+                d,
+                m,
+                kind: None,
+                error: None,
+                log: None,
+                entries: Vec::new(),
+            };
+            return assemble(id, parts, &malformed);
+        }
+        _ => return Err(unknown()),
     };
     let mut items = items.into_iter();
     let seq = match items.next() {
@@ -191,8 +216,45 @@ pub(super) fn decode_record(
         Some(Value::Array(entries)) => entries,
         Some(_) => return Err(bad("the attempt entries are not a list")),
     };
-    let fixed = decode_fixed(&d).map_err(bad)?;
-    let changing = decode_mutable(&m).map_err(bad)?;
+    let parts = Parts {
+        d: &d,
+        m: &m,
+        kind,
+        error,
+        log,
+        entries,
+    };
+    assemble(id, parts, &malformed)
+}
+
+/// A record's parts as read from a reply, before decoding.
+struct Parts<'a> {
+    d: &'a str,
+    m: &'a str,
+    kind: Option<String>,
+    error: Option<String>,
+    log: Option<String>,
+    entries: Vec<Value>,
+}
+
+/// The record of job `id` from its parts, with its fencing token and lease
+/// expiry.
+fn assemble(
+    id: JobId,
+    parts: Parts<'_>,
+    malformed: &impl Fn(&JobId, &str) -> QueueError,
+) -> Result<(JobRecord, u64, u64), QueueError> {
+    let bad = |what: &str| malformed(&id, what);
+    let Parts {
+        d,
+        m,
+        kind,
+        error,
+        log,
+        entries,
+    } = parts;
+    let fixed = decode_fixed(d).map_err(bad)?;
+    let changing = decode_mutable(m).map_err(bad)?;
     let mut history = Vec::with_capacity(entries.len() + 1);
     for entry in entries {
         let entry = text(entry).map_err(bad)?.unwrap_or_default();
@@ -359,6 +421,40 @@ mod tests {
         assert_eq!(numbers, [(1, 10, Some(20)), (2, 30, None)]);
     }
 
+    #[test]
+    fn a_claimed_record_as_one_string_reads_like_the_list() {
+        let queue = QueueName::new("q").expect("valid");
+        let mut job = NewJob::new(
+            queue.clone(),
+            Payload::new(r#"{"a":"x\ny"}"#).expect("json"),
+        );
+        job.options = DispatchOptions {
+            // The fixed part comes last, so newlines in it are its own.
+            unique_key: Some("k\n|\n".into()),
+            ..Default::default()
+        };
+        let d = encode_fixed(7, &job, None);
+        let m = "running|1|3|40|7|30|0|4|u";
+        let error = |_: &JobId, what: &str| QueueError::Backend {
+            backend: "test".into(),
+            message: what.into(),
+        };
+        let joined = Value::BulkString(format!("5\n{m}\n{d}").into_bytes());
+        let list = Value::Array(vec![
+            Value::Int(5),
+            Value::BulkString(d.into_bytes()),
+            Value::BulkString(m.as_bytes().to_vec()),
+        ]);
+        let one = decode_record(&queue, joined, error).expect("reads");
+        assert_eq!(one, decode_record(&queue, list, error).expect("reads"));
+        assert_eq!(one.0.unique_key.as_deref(), Some("k\n|\n"));
+        assert_eq!(one.0.payload.as_str(), r#"{"a":"x\ny"}"#);
+        for cut in ["5", "5\nrunning|1|3|40|7|30|0|4|u", "x\n\n", ""] {
+            let reply = Value::BulkString(cut.as_bytes().to_vec());
+            assert!(decode_record(&queue, reply, error).is_err(), "{cut:?}");
+        }
+    }
+
     /// Property tests of reading records back from Redis, which anyone
     /// with access to the server (or an older version) may have written:
     /// any reply gives a record or a clean "malformed" error. Part of the
@@ -461,6 +557,13 @@ mod tests {
                     };
                     items.extend([bulk(k), bulk(e), bulk(g)]);
                     items.push(Value::Array(attempts.iter().map(|a| Value::BulkString(a.clone().into_bytes())).collect()));
+                }
+                // A claim's one-string form of the short reply reads the same.
+                if short && let (Some(d), Some(m)) = (&d, &m) && !m.contains('\n') {
+                    let joined = Value::BulkString(format!("{seq}\n{m}\n{d}").into_bytes());
+                    let as_list = decode_record(&queue, Value::Array(items.clone()), malformed);
+                    let as_one = decode_record(&queue, joined, malformed);
+                    prop_assert_eq!(as_list.ok(), as_one.ok());
                 }
                 match decode_record(&queue, Value::Array(items), malformed) {
                     Ok((record, token, _)) => {

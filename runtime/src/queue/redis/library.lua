@@ -221,8 +221,9 @@ local function dispatch(keys, args)
 end
 
 -- Take up to ARGV[2] pending jobs under leases expiring at ARGV[3], after
--- promoting due and expired jobs. Returns per job {seq, d, m}, and for a
--- job with earlier failed attempts also {k, e, g, history}. ZRANGE and
+-- promoting due and expired jobs. Returns per job the string
+-- 'seq\nm\nd' or, for a job with earlier failed attempts, the list {seq,
+-- d, m, k, e, g, history}. ZRANGE and
 -- ZREMRANGEBYRANK rather than ZPOPMIN: the same jobs, without formatting
 -- a score per job into the reply. The batch's records are read with one
 -- MGET and written with one MSET.
@@ -262,7 +263,9 @@ local function claim(keys, args)
         out[#out + 1] = {seq, d, nm, more[1], more[2], more[3],
           redis.call('LRANGE', jk .. ':h', 0, -1)}
       else
-        out[#out + 1] = {seq, d, nm}
+        -- One string rather than a list of three: one reply element to
+        -- build here and to parse in the worker, per job.
+        out[#out + 1] = seq .. '\n' .. nm .. '\n' .. d
       end
     elseif d or f or redis.call('EXISTS', names[2 * i - 1]) == 1 then
       unreadable[#unreadable + 1] = now
