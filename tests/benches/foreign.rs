@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use runtime::config::Config;
-use runtime::job::{JobId, JobRecord, JobState, NewJob, Payload, QueueName};
+use runtime::job::{NewJob, Payload, QueueName};
 use runtime::sandbox::{Capabilities, RunOutcome};
 use runtime::{Runtime, WorkerConfig};
 use runtime_tests::{TempDir, guests};
@@ -54,28 +54,9 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// milliseconds at p50 and p99.
 fn one_at_a_time(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64) {
     let handler = rt.registry().handler(&q(queue)).expect("handler");
-    let record = JobRecord {
-        id: JobId::new(q(queue), 1),
-        payload: Payload::new(ORDER).expect("payload"),
-        state: JobState::Running,
-        priority: 1,
-        attempts: 1,
-        max_attempts: 4,
-        unique_key: None,
-        created_at: 0,
-        run_at: 0,
-        error_kind: None,
-        lineage: None,
-        error: None,
-        history: Vec::new(),
-        log: String::new(),
-    };
+    let record = runtime_tests::running_record(queue, ORDER);
     let sandbox = rt.registry().sandbox().clone();
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = runtime_tests::tokio_runtime(2);
     tokio.block_on(async {
         // Warm up: fault in the pool's slots and the handler's pages.
         for _ in 0..jobs.min(50) {
@@ -100,11 +81,7 @@ fn one_at_a_time(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64) {
 /// (b): dispatch `jobs`, drain them with a worker at its default
 /// concurrency; jobs/s and the attempts' run time at p50 and p99, ms.
 fn through_a_worker(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64, f64) {
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = runtime_tests::tokio_runtime(2);
     tokio.block_on(async {
         let batch = (0..jobs)
             .map(|_| NewJob::new(q(queue), Payload::new(ORDER).expect("payload")))
@@ -136,11 +113,8 @@ fn through_a_worker(rt: &Runtime, queue: &str, jobs: usize) -> (f64, f64, f64) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for the list of benchmarks
-    }
-    if std::env::var_os("RUST_BACKTRACE").is_some() {
-        eprintln!("note: RUST_BACKTRACE is set; wasmtime gets slower with it");
+    if !runtime_tests::bench_runs() {
+        return;
     }
     let jobs = runtime_tests::job_count("BENCH_JOBS", 2_000);
     let handlers = [

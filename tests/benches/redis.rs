@@ -108,11 +108,7 @@ fn main() {
         set_rate / one
     );
 
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let tokio = runtime_tests::tokio_runtime(2);
     tokio.block_on(latency(&now.redis.url(), now.cache.path()));
 }
 

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runtime::config::Config;
-use runtime::job::{JobId, JobRecord, JobState, NewJob, Payload, QueueName};
+use runtime::job::{NewJob, Payload, QueueName};
 use runtime::queue::{Completion, JobQueue};
 use runtime::sandbox::Capabilities;
 use runtime::{MemoryBackend, Runtime, WorkerConfig};
@@ -76,14 +76,6 @@ fn q(name: &str) -> QueueName {
 }
 
 /// A multi-thread tokio runtime with `threads` workers.
-fn tokio_runtime(threads: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("tokio")
-}
-
 fn per_job(elapsed: Duration, jobs: usize) -> f64 {
     elapsed.as_secs_f64() * 1e6 / jobs as f64
 }
@@ -107,23 +99,8 @@ fn bench_sandbox(rt: &Runtime, threads: usize, jobs: usize) -> f64 {
         .registry()
         .handler(&q(guests::NOOP))
         .expect("noop handler");
-    let record = JobRecord {
-        id: JobId::new(q(guests::NOOP), 1),
-        payload: Payload::new(ORDER).expect("payload"),
-        state: JobState::Running,
-        priority: 1,
-        attempts: 1,
-        max_attempts: 4,
-        unique_key: None,
-        lineage: None,
-        created_at: 0,
-        run_at: 0,
-        error_kind: None,
-        error: None,
-        history: Vec::new(),
-        log: String::new(),
-    };
-    let tokio = tokio_runtime(threads);
+    let record = runtime_tests::running_record(guests::NOOP, ORDER);
+    let tokio = runtime_tests::tokio_runtime(threads);
     tokio.block_on(async {
         let started = Instant::now();
         let mut tasks = Vec::new();
@@ -158,7 +135,7 @@ fn jobs_to(queue: &QueueName, n: usize) -> Vec<NewJob> {
 /// The queue alone: dispatch N, then claim in batches and ack each, on two
 /// tasks: what the memory backend can do without any handler.
 fn bench_queue_only(jobs: usize) -> f64 {
-    let tokio = tokio_runtime(2);
+    let tokio = runtime_tests::tokio_runtime(2);
     tokio.block_on(async {
         let backend: Arc<dyn JobQueue> = Arc::new(MemoryBackend::default());
         let queue = q(guests::NOOP);
@@ -198,7 +175,7 @@ fn bench_queue_only(jobs: usize) -> f64 {
 
 /// Dispatch N, then drain with a worker (fresh sandbox per job).
 fn bench_end_to_end(rt: &Runtime, jobs: usize, concurrency: usize) -> f64 {
-    let tokio = tokio_runtime(2);
+    let tokio = runtime_tests::tokio_runtime(2);
     tokio.block_on(async {
         let queue = q(guests::NOOP);
         let started = Instant::now();
@@ -221,11 +198,8 @@ fn bench_end_to_end(rt: &Runtime, jobs: usize, concurrency: usize) -> f64 {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for the list of benchmarks
-    }
-    if std::env::var_os("RUST_BACKTRACE").is_some() {
-        eprintln!("note: RUST_BACKTRACE is set; wasmtime gets slower with it");
+    if !runtime_tests::bench_runs() {
+        return;
     }
     let jobs = runtime_tests::job_count("BENCH_JOBS", 100_000);
     let cache = TempDir::new("bench");

@@ -51,6 +51,51 @@ pub fn job_count(var: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A multi-threaded tokio runtime with `threads` workers, as a worker
+/// process runs (benchmarks and tests that drive the library).
+pub fn tokio_runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The first attempt of job 1 of `queue` with `payload`, as a worker holds
+/// it while it runs: what a benchmark hands the sandbox directly.
+pub fn running_record(queue: &str, payload: &str) -> runtime::JobRecord {
+    let queue = runtime::QueueName::new(queue).expect("valid queue");
+    runtime::JobRecord {
+        id: runtime::JobId::new(queue, 1),
+        payload: runtime::Payload::new(payload).expect("valid payload"),
+        state: runtime::JobState::Running,
+        priority: 1,
+        attempts: 1,
+        max_attempts: 4,
+        unique_key: None,
+        lineage: None,
+        created_at: 0,
+        run_at: 0,
+        error_kind: None,
+        error: None,
+        history: Vec::new(),
+        log: String::new(),
+    }
+}
+
+/// Whether a benchmark's `main` should run: not when `cargo test
+/// --benches` only asks for the list of benchmarks. Warns when
+/// `RUST_BACKTRACE` is set, which slows wasmtime down.
+pub fn bench_runs() -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return false;
+    }
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        eprintln!("note: RUST_BACKTRACE is set; wasmtime gets slower with it");
+    }
+    true
+}
+
 /// A process's resident set size in bytes, from /proc (0 if it is gone).
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

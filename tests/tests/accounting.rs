@@ -104,11 +104,7 @@ proptest! {
 
         let dir = TempDir::new("accounting");
         let rt = runtime_with(&dir, &config, &[("full", at_ceilings(instances, memories, tables))]);
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let tokio = runtime_tests::tokio_runtime(2);
         let events = tokio.block_on(async {
             for _ in 0..max_instances {
                 dispatch_once(&rt, "full", "{}").await;

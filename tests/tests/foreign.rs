@@ -80,14 +80,6 @@ fn q(name: &str) -> QueueName {
     QueueName::new(name).expect("valid queue")
 }
 
-fn tokio() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
 /// What one kind of job should end as.
 struct Case {
     payload: Value,
@@ -189,7 +181,7 @@ fn runs_every_outcome(queue: &str, exception: &str) {
             ..Case::new(json!({"raise": "boom"}), 2)
         },
     ];
-    let tokio = tokio();
+    let tokio = runtime_tests::tokio_runtime(2);
     let rt = Runtime::in_memory(guests::FOREIGN_DIR.into(), config(queue)).expect("runtime");
     let (ids, stats, events) = tokio.block_on(async {
         let mut ids = Vec::new();
