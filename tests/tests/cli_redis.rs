@@ -4,7 +4,7 @@
 //! never reach any output; connection errors that say what is wrong.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use runtime_tests::redis::RedisServer;
@@ -36,6 +36,22 @@ fn spawn(env: &Env, args: &[&str]) -> Child {
 /// Lines `{"n":from}` .. `{"n":to}`, each ending in `\n`.
 fn lines(from: u64, to: u64) -> String {
     (from..=to).map(|n| format!("{{\"n\":{n}}}\n")).collect()
+}
+
+/// `dispatch --file -` fed lines 1-1500 on stdin, left open, once the first
+/// chunk (1,000 jobs) is enqueued.
+fn first_chunk_from_stdin(env: &Env) -> (Child, ChildStdin) {
+    let mut child = spawn(env, &["dispatch", guests::NAP, "--file", "-"]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(lines(1, 1500).as_bytes())
+        .expect("write lines");
+    eventually(
+        Duration::from_secs(30),
+        "the first chunk to be enqueued",
+        || env.count(guests::NAP, "pending") == 1000,
+    );
+    (child, stdin)
 }
 
 /// Waits for `child`; its exit status, stdout and stderr.
@@ -150,18 +166,9 @@ fn a_line_too_long_or_not_text_is_named_without_being_held() {
 #[test]
 fn bulk_dispatch_streams_stdin_and_ctrl_c_stops_between_chunks() {
     let env = Env::new();
-    let mut child = spawn(&env, &["dispatch", guests::NAP, "--file", "-"]);
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(lines(1, 1500).as_bytes())
-        .expect("write lines");
     // The first chunk goes in while the input is still open: nothing
     // waits for the end of it.
-    eventually(
-        Duration::from_secs(30),
-        "the first chunk to be enqueued",
-        || env.count(guests::NAP, "pending") == 1000,
-    );
+    let (child, stdin) = first_chunk_from_stdin(&env);
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -181,16 +188,7 @@ fn bulk_dispatch_streams_stdin_and_ctrl_c_stops_between_chunks() {
 fn when_redis_goes_away_bulk_dispatch_says_how_far_it_got_and_skip_resumes() {
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let mut env = Env::with(redis);
-    let mut child = spawn(&env, &["dispatch", guests::NAP, "--file", "-"]);
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin
-        .write_all(lines(1, 1500).as_bytes())
-        .expect("write lines");
-    eventually(
-        Duration::from_secs(30),
-        "the first chunk to be enqueued",
-        || env.count(guests::NAP, "pending") == 1000,
-    );
+    let (child, mut stdin) = first_chunk_from_stdin(&env);
     env.redis.kill();
     // Fills the second chunk (lines 1001-2000), which then cannot go in.
     stdin

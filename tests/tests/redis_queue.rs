@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use runtime::job::FailureKind;
 use runtime::queue::redis::RedisBackend;
-use runtime::queue::{Completion, JobQueue, ManualClock, SystemClock};
+use runtime::queue::{Claim, Completion, JobQueue, ManualClock, SystemClock};
 use runtime::{JobState, NewJob, Payload, QueueError, QueueName};
 use runtime_tests::conformance::Server;
 use runtime_tests::redis::{RedisCluster, RedisServer};
@@ -81,12 +81,7 @@ async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
     let b = connect(&server().url(), "iris:").await;
     let id = b.dispatch(job("layout-a")).await.expect("dispatch");
     b.dispatch(job("layout-b")).await.expect("dispatch");
-    let claim = b
-        .claim(&[q("layout-a")], 1, Duration::from_secs(30))
-        .await
-        .expect("claim")
-        .pop()
-        .expect("a job");
+    let claim = claim_one(&b, "layout-a").await;
     assert_eq!(claim.job.id, id);
     let keys: Vec<String> = b.query(redis::cmd("KEYS").arg("*")).await.expect("KEYS");
     let ours: Vec<&String> = keys.iter().filter(|k| k.starts_with("iris:")).collect();
@@ -202,12 +197,7 @@ async fn records_from_before_failure_kinds_read_without_them() {
     let prefix = prefix();
     let b = connect(&server().url(), &prefix).await;
     let id = b.dispatch(job("old")).await.expect("dispatch");
-    let claim = b
-        .claim(&[q("old")], 1, Duration::from_secs(30))
-        .await
-        .expect("claim")
-        .pop()
-        .expect("a job");
+    let claim = claim_one(&b, "old").await;
     let fail = Completion::Fail {
         kind: FailureKind::Handler,
         error: "first".into(),
@@ -254,12 +244,7 @@ async fn records_from_before_failure_kinds_read_without_them() {
     );
     // Run again: the new attempt has its kind, the old one still none.
     b.retry(&id).await.expect("retry");
-    let claim = b
-        .claim(&[q("old")], 1, Duration::from_secs(30))
-        .await
-        .expect("claim")
-        .pop()
-        .expect("a job");
+    let claim = claim_one(&b, "old").await;
     let crash = Completion::Fail {
         kind: FailureKind::Timeout,
         error: "timeout after 1s".into(),
@@ -365,4 +350,13 @@ async fn a_server_without_functions_is_refused_in_words() {
         text.contains(&format!("127.0.0.1:{}", old.port())),
         "{text}"
     );
+}
+
+/// The one job `queue` has, claimed under a 30 s lease.
+async fn claim_one(b: &RedisBackend, queue: &str) -> Claim {
+    b.claim(&[q(queue)], 1, Duration::from_secs(30))
+        .await
+        .expect("claim")
+        .pop()
+        .expect("a job")
 }
