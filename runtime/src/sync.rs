@@ -1,6 +1,9 @@
-//! Locking that survives a panic elsewhere.
+//! Locking that survives a panic elsewhere, and polling a future once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 
 /// Locks `mutex`, taking it over if a thread panicked while holding it.
 ///
@@ -12,6 +15,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 /// sections, and the rule is written once, here.
 pub fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Polls `future` once, handing back whether it is done. Most attempts end
+/// within their first poll, so the worker and the sandbox poll first and
+/// set a timer (a timer-wheel entry and its removal, per call) only for a
+/// future that waits.
+pub async fn poll_once<F: Future + ?Sized>(mut future: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await
 }
 
 #[cfg(test)]

@@ -648,10 +648,9 @@ impl Sandbox {
             };
             let mut call = std::pin::pin!(call);
             // Most attempts end within their first poll (epochs make guest
-            // code yield only every few milliseconds); a timer, which costs
-            // a timer-wheel entry per attempt, only for one that waits.
-            let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-            match first {
+            // code yield only every few milliseconds): a timer only for one
+            // that waits.
+            match crate::sync::poll_once(call.as_mut()).await {
                 Poll::Ready(result) => Ok(result),
                 // Epochs stop guest code; this also stops a guest blocked
                 // in a host call (a WASI sleep or poll), by dropping the

@@ -71,11 +71,11 @@ impl Runner for HandlerRunner {
 }
 
 /// `future`'s output, or `None` if it has not come within `wait`. Polled
-/// once first: a place that is free at once costs no timer, where a `tokio::time::timeout` puts an entry in the
-/// timer wheel, and takes it out again, per call.
+/// once first ([`crate::sync::poll_once`]): a place that is free at once
+/// costs no timer.
 async fn first_poll_or<F: Future>(future: F, wait: Duration) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
-    match std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+    match crate::sync::poll_once(future.as_mut()).await {
         Poll::Ready(output) => Some(output),
         Poll::Pending => tokio::time::timeout(wait, future).await.ok(),
     }

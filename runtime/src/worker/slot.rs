@@ -5,7 +5,6 @@
 //! recorder without waiting for it, so the slot goes on to the next job.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
@@ -54,8 +53,7 @@ pub(super) async fn run(slots: Arc<Slots>, mut stop: watch::Receiver<bool>) {
             // Polled once before the renewal starts: an attempt that ends
             // in its first poll (most short jobs) needs no renewal timer,
             // which is a timer-wheel entry per attempt.
-            let first = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await;
-            match first {
+            match crate::sync::poll_once(run.as_mut()).await {
                 Poll::Ready(report) => report,
                 Poll::Pending => tokio::select! {
                     biased;
