@@ -401,11 +401,7 @@ pub struct Backend {
 impl Backend {
     /// The three seams of one server.
     pub fn new<B: JobQueue + WorkerRegistry + ModuleStore>(server: B) -> Self {
-        Self::shared(Arc::new(server))
-    }
-
-    /// The three seams of one server already shared.
-    pub fn shared<B: JobQueue + WorkerRegistry + ModuleStore>(server: Arc<B>) -> Self {
+        let server = Arc::new(server);
         Backend {
             jobs: server.clone(),
             workers: server.clone(),
