@@ -22,14 +22,17 @@
 //! under a tenant.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::job::{MAX_DELAY, QueueName};
 use crate::retry::Backoff;
-use crate::sandbox::{Limits, SandboxConfig};
+use crate::sandbox::outbound::{AllowList, Network};
+use crate::sandbox::{Grants, Limits, Preopen, SandboxConfig};
 
 /// Where handler modules are looked up when neither flag, environment nor
 /// config says: `handlers` in the current directory.
@@ -88,6 +91,14 @@ pub struct SandboxSection {
     /// binary sets it to itself.
     #[serde(skip)]
     pub compiler: Option<PathBuf>,
+    /// Networks handlers' outbound HTTP may reach although they are
+    /// loopback, private, link-local or otherwise internal, e.g.
+    /// `["10.1.2.3/32"]`. Default: none.
+    pub allow_private_networks: Option<Vec<String>>,
+    /// Names the host resolves to these addresses instead of asking DNS,
+    /// like a hosts file: `resolve = { "mailer.internal" = ["10.1.2.3"] }`.
+    /// The addresses still pass the private-network check.
+    pub resolve: Option<BTreeMap<String, Vec<IpAddr>>>,
 }
 
 impl SandboxSection {
@@ -114,7 +125,35 @@ impl SandboxSection {
                 });
             }
         }
+        for (i, network) in self.allow_private_networks.iter().flatten().enumerate() {
+            network.parse::<Network>().map_err(|e| ConfigError::Value {
+                key: format!("sandbox.allow_private_networks[{i}]"),
+                message: e.to_string(),
+            })?;
+        }
+        for name in self.resolve.iter().flatten().map(|(name, _)| name) {
+            let plain = !name.is_empty()
+                && name.len() <= 253
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                });
+            if !plain {
+                return Err(ConfigError::Value {
+                    key: format!("sandbox.resolve.{name}"),
+                    message: "write the host name in lower case, as in allowed_outbound_hosts (letters, digits, '-' and '.')".into(),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// `allow_private_networks`, parsed (checked by `validate`).
+    fn private_networks(&self) -> Vec<Network> {
+        self.allow_private_networks
+            .iter()
+            .flatten()
+            .filter_map(|n| n.parse().ok())
+            .collect()
     }
 }
 
@@ -156,10 +195,45 @@ pub struct QueueSection {
     pub max_memories: Option<u32>,
     /// Tables one instance of the handler may have.
     pub max_tables: Option<u32>,
+    /// Where the handler's HTTP requests may go: `scheme://host[:port]`
+    /// entries, `*.` wildcards for subdomains. Default: nowhere.
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+    /// Connect, first-byte and between-bytes timeout of its HTTP requests,
+    /// ms. Default 10000.
+    pub http_timeout_ms: Option<u64>,
+    /// Largest HTTP response body, KiB. Default 1024.
+    pub http_max_response_kib: Option<u64>,
+    /// HTTP requests per attempt. Default 20.
+    pub http_max_requests: Option<u32>,
+    /// Environment variables handed to the handler: a literal, or
+    /// `{ from_env = "NAME" }` taken from the worker's own environment.
+    pub env: Option<BTreeMap<String, EnvValue>>,
+    /// Directories the handler may read: guest path = host directory.
+    pub files: Option<BTreeMap<String, PathBuf>>,
+}
+
+/// A value of `[queues.NAME.env]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum EnvValue {
+    /// Given in the config itself.
+    Literal(String),
+    /// Read from the worker's environment when the queue's settings are
+    /// resolved: the way to hand a secret over without writing it in the
+    /// file.
+    FromEnv(FromEnv),
+}
+
+/// `{ from_env = "NAME" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FromEnv {
+    /// The worker's environment variable.
+    pub from_env: String,
 }
 
 /// One queue's settings with every default applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct QueueSettings {
     /// Module path from config, if mapped.
     pub module: Option<PathBuf>,
@@ -172,6 +246,9 @@ pub struct QueueSettings {
     pub concurrency: Option<usize>,
     /// Share of a worker's capacity when several queues have work.
     pub weight: u32,
+    /// What the queue's handler may reach: HTTP hosts, environment,
+    /// directories.
+    pub grants: Arc<Grants>,
 }
 
 /// A configuration problem, naming the key or file.
@@ -265,7 +342,7 @@ impl Config {
     pub fn queue(&self, queue: &QueueName) -> QueueSettings {
         let with_defaults = self.default_queue();
         match self.queues.get(queue.as_str()) {
-            Some(section) => section.apply(with_defaults),
+            Some(section) => section.apply(with_defaults, &self.sandbox),
             None => with_defaults,
         }
     }
@@ -279,8 +356,37 @@ impl Config {
             backoff: Backoff::default(),
             concurrency: None,
             weight: 1,
+            grants: Arc::default(),
         };
-        self.defaults.apply(base)
+        self.defaults.apply(base, &self.sandbox)
+    }
+
+    /// The first `{ from_env = "NAME" }` value whose variable the process's
+    /// environment lacks, as an error naming both: a command that runs
+    /// handlers calls this before it starts, so a worker never runs a
+    /// handler without the secret it was configured with.
+    pub fn missing_env(&self) -> Result<(), ConfigError> {
+        let sections = std::iter::once(("defaults".to_string(), &self.defaults)).chain(
+            self.queues
+                .iter()
+                .map(|(name, section)| (format!("queues.{name}"), section)),
+        );
+        for (key, section) in sections {
+            for (name, value) in section.env.iter().flatten() {
+                if let EnvValue::FromEnv(from) = value
+                    && std::env::var_os(&from.from_env).is_none()
+                {
+                    return Err(ConfigError::Value {
+                        key: format!("{key}.env.{name}"),
+                        message: format!(
+                            "the environment variable {} is not set: set it for this command (the value is read from there)",
+                            from.from_env
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Engine settings that fit every configured queue.
@@ -364,6 +470,7 @@ impl QueueSection {
         positive("max_tables", self.max_tables.map(u64::from))?;
         positive("max_tree_depth", self.max_tree_depth.map(u64::from))?;
         positive("max_tree_jobs", self.max_tree_jobs.map(u64::from))?;
+        self.validate_grants(key)?;
         let longest = u64::try_from(MAX_DELAY.as_millis()).unwrap_or(u64::MAX);
         if let Some(cap) = self.backoff_cap_ms
             && cap > longest
@@ -386,7 +493,124 @@ impl QueueSection {
         Ok(())
     }
 
-    fn apply(&self, mut s: QueueSettings) -> QueueSettings {
+    /// The grants of a queue with this section over `inherited`: each key
+    /// set here replaces the inherited one whole (an `env` table here is
+    /// the queue's whole environment).
+    fn grants(&self, inherited: &Grants, sandbox: &SandboxSection) -> Grants {
+        let mut http = (*inherited.http).clone();
+        if let Some(hosts) = &self.allowed_outbound_hosts {
+            // Checked by `validate`; were it not, nothing would be allowed.
+            http.allow = AllowList::parse(hosts).unwrap_or_default();
+        }
+        http.private = sandbox.private_networks().into();
+        http.resolve = Arc::new(sandbox.resolve.clone().unwrap_or_default());
+        if let Some(ms) = self.http_timeout_ms {
+            http.timeout = Duration::from_millis(ms);
+        }
+        if let Some(kib) = self.http_max_response_kib {
+            http.max_response = kib.saturating_mul(1024);
+        }
+        if let Some(n) = self.http_max_requests {
+            http.max_requests = n;
+        }
+        let env = match &self.env {
+            Some(env) => env
+                .iter()
+                .filter_map(|(name, value)| {
+                    let value = match value {
+                        EnvValue::Literal(v) => v.clone(),
+                        // Missing: the guest finds the variable unset; a
+                        // command that runs handlers refuses to start first
+                        // (see `Config::missing_env`).
+                        EnvValue::FromEnv(from) => std::env::var(&from.from_env).ok()?,
+                    };
+                    Some((name.clone(), value))
+                })
+                .collect(),
+            None => inherited.env.clone(),
+        };
+        let files = match &self.files {
+            Some(files) => files
+                .iter()
+                .map(|(guest, host)| Preopen {
+                    guest: guest.clone(),
+                    host: host.clone(),
+                })
+                .collect(),
+            None => inherited.files.clone(),
+        };
+        Grants {
+            http: Arc::new(http),
+            env,
+            files,
+        }
+    }
+
+    /// Checks the grant keys of this section (`key` is its dotted name).
+    fn validate_grants(&self, key: &str) -> Result<(), ConfigError> {
+        if let Some(hosts) = &self.allowed_outbound_hosts {
+            AllowList::parse(hosts).map_err(|e| ConfigError::Value {
+                key: format!("{key}.allowed_outbound_hosts"),
+                message: e.to_string(),
+            })?;
+        }
+        let positive = |name: &str, value: Option<u64>| match value {
+            Some(0) => Err(ConfigError::Value {
+                key: format!("{key}.{name}"),
+                message: "must be greater than 0".into(),
+            }),
+            _ => Ok(()),
+        };
+        positive("http_timeout_ms", self.http_timeout_ms)?;
+        positive("http_max_response_kib", self.http_max_response_kib)?;
+        for (name, value) in self.env.iter().flatten() {
+            let bad = |message: String| ConfigError::Value {
+                key: format!("{key}.env.{name}"),
+                message,
+            };
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(bad(
+                    "an environment variable's name must be non-empty, without '=' or NUL".into(),
+                ));
+            }
+            match value {
+                EnvValue::Literal(v) if v.contains('\0') => {
+                    return Err(bad("the value contains a NUL character".into()));
+                }
+                EnvValue::FromEnv(from)
+                    if from.from_env.is_empty() || from.from_env.contains(['=', '\0']) =>
+                {
+                    return Err(bad(format!(
+                        "from_env {:?} is not an environment variable's name",
+                        from.from_env
+                    )));
+                }
+                _ => {}
+            }
+        }
+        for (guest, host) in self.files.iter().flatten() {
+            let bad = |message: String| ConfigError::Value {
+                key: format!("{key}.files.{guest}"),
+                message,
+            };
+            if !guest.starts_with('/') || guest.split('/').any(|part| part == "..") {
+                return Err(bad(
+                    "the path the handler sees must be absolute, without '..', e.g. \"/templates\""
+                        .into(),
+                ));
+            }
+            if !host.is_dir() {
+                return Err(bad(format!(
+                    "{} is not a directory (paths are relative to the directory the command runs in)",
+                    host.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, mut s: QueueSettings, sandbox: &SandboxSection) -> QueueSettings {
+        s.grants = Arc::new(self.grants(&s.grants, sandbox));
         if let Some(module) = &self.module {
             s.module = Some(module.clone());
         }
@@ -514,5 +738,104 @@ mod tests {
         }
         let e = Config::parse("prefix = \"a\"\nbackend = 1").expect_err("type");
         assert!(e.to_string().contains("line 2, column 11"), "{e}");
+    }
+
+    #[test]
+    fn grants_come_from_the_queue_section_and_nothing_is_granted_by_default() {
+        let dir = std::env::temp_dir();
+        let text = format!(
+            r#"
+            [sandbox]
+            allow_private_networks = ["10.1.2.3/32"]
+            resolve = {{ "mailer.test" = ["10.1.2.3"] }}
+            [queues.mail]
+            allowed_outbound_hosts = ["https://api.mailer.example"]
+            http_timeout_ms = 2500
+            http_max_response_kib = 8
+            http_max_requests = 3
+            files = {{ "/templates" = {dir:?} }}
+            [queues.mail.env]
+            URL = "https://api.mailer.example/send"
+            KEY = {{ from_env = "RUNTIME_CONFIG_TEST_NEVER_SET" }}
+            "#
+        );
+        let config = Config::parse(&text).expect("valid config");
+        let mail = config.queue(&q("mail")).grants;
+        assert!(mail.http.allow.allows("https", "api.mailer.example", None));
+        assert!(!mail.http.allow.allows("https", "evil.example", None));
+        assert_eq!(mail.http.timeout, Duration::from_millis(2500));
+        assert_eq!(mail.http.max_response, 8 * 1024);
+        assert_eq!(mail.http.max_requests, 3);
+        assert_eq!(mail.http.private.len(), 1);
+        assert_eq!(mail.http.resolve.get("mailer.test").map(Vec::len), Some(1));
+        assert_eq!(
+            mail.env.as_ref(),
+            [(
+                "URL".to_string(),
+                "https://api.mailer.example/send".to_string()
+            )],
+            "a from_env value whose variable is unset is left out"
+        );
+        assert_eq!(mail.files.len(), 1);
+        let missing = config.missing_env().expect_err("unset variable");
+        assert!(
+            missing.to_string().contains("queues.mail.env.KEY")
+                && missing
+                    .to_string()
+                    .contains("RUNTIME_CONFIG_TEST_NEVER_SET"),
+            "{missing}"
+        );
+        let other = config.queue(&q("other")).grants;
+        assert!(other.http.allow.is_empty() && other.env.is_empty() && other.files.is_empty());
+    }
+
+    #[test]
+    fn malformed_grants_are_refused_naming_the_key_and_the_accepted_forms() {
+        for (text, key, words) in [
+            (
+                "[queues.a]\nallowed_outbound_hosts = [\"localhost\"]",
+                "queues.a.allowed_outbound_hosts",
+                "scheme://host[:port]",
+            ),
+            (
+                "[queues.a]\nallowed_outbound_hosts = [\"*\"]",
+                "queues.a.allowed_outbound_hosts",
+                "scheme://host[:port]",
+            ),
+            (
+                "[queues.a]\nallowed_outbound_hosts = [\"https://api.example.com/v1\"]",
+                "queues.a.allowed_outbound_hosts",
+                "scheme://host[:port]",
+            ),
+            (
+                "[sandbox]\nallow_private_networks = [\"10.0.0.1/8\"]",
+                "sandbox.allow_private_networks[0]",
+                "10.0.0.0/8",
+            ),
+            (
+                "[queues.a]\nhttp_timeout_ms = 0",
+                "queues.a.http_timeout_ms",
+                "greater than 0",
+            ),
+            ("[queues.a.env]\n\"A=B\" = \"x\"", "queues.a.env.A=B", "'='"),
+            (
+                "[queues.a.files]\n\"templates\" = \"/\"",
+                "queues.a.files.templates",
+                "absolute",
+            ),
+            (
+                "[queues.a.files]\n\"/t\" = \"/no/such/dir/anywhere\"",
+                "queues.a.files./t",
+                "not a directory",
+            ),
+            (
+                "[sandbox.resolve]\n\"Mailer.Test\" = [\"10.1.2.3\"]",
+                "sandbox.resolve.Mailer.Test",
+                "lower case",
+            ),
+        ] {
+            let e = Config::parse(text).expect_err(text).to_string();
+            assert!(e.contains(key) && e.contains(words), "{text}: {e}");
+        }
     }
 }

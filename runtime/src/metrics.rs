@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::job::{JobState, QueueName};
 use crate::queue::{AttemptEnd, StateCounts};
+use crate::sandbox::outbound::meter::{self as http_meter, QueueRequests};
 use crate::sandbox::{RunOutcome, RunReport, SandboxSnapshot};
 
 /// Upper bounds of the run-time histogram's buckets, seconds.
@@ -232,6 +233,43 @@ impl Metrics {
                 }
             },
         );
+        family(
+            &mut out,
+            "runtime_http_requests_total",
+            "counter",
+            "Handlers' outbound HTTP requests, by how they ended.",
+            |out| {
+                for (q, r) in &readings.http {
+                    for (outcome, n) in &r.outcomes {
+                        let _ = writeln!(
+                            out,
+                            "runtime_http_requests_total{{queue=\"{q}\",outcome=\"{outcome}\"}} {n}"
+                        );
+                    }
+                }
+            },
+        );
+        family(
+            &mut out,
+            "runtime_http_request_duration_seconds",
+            "histogram",
+            "Time from sending a handler's HTTP request to its response's headers.",
+            |out| {
+                for (q, r) in &readings.http {
+                    for (bound, n) in http_meter::BUCKETS.iter().zip(&r.buckets) {
+                        let _ = writeln!(
+                            out,
+                            "runtime_http_request_duration_seconds_bucket{{queue=\"{q}\",le=\"{bound}\"}} {n}"
+                        );
+                    }
+                    let _ = writeln!(
+                        out,
+                        "runtime_http_request_duration_seconds_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}\nruntime_http_request_duration_seconds_sum{{queue=\"{q}\"}} {}\nruntime_http_request_duration_seconds_count{{queue=\"{q}\"}} {}",
+                        r.count, r.sum, r.count
+                    );
+                }
+            },
+        );
         let mut single = vec![
             (
                 "runtime_backend_up",
@@ -290,6 +328,8 @@ pub struct Readings {
     pub backend_up: bool,
     /// The sandbox's instances and memory.
     pub sandbox: SandboxSnapshot,
+    /// Handlers' HTTP requests, per queue.
+    pub http: Vec<(QueueName, QueueRequests)>,
     /// This process's resident set size, where the OS tells.
     pub rss_bytes: Option<u64>,
 }

@@ -281,6 +281,7 @@ async fn run_here(
         );
     }
     let handlers = Cli::handlers_dir(&config);
+    config.missing_env()?;
     let rt = Runtime::in_memory(handlers, config).context("starting the sandbox")?;
     // A missing or broken module is a usage error, found before anything runs.
     rt.registry().handler(&queue)?;

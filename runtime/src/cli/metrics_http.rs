@@ -83,6 +83,7 @@ async fn readings(sources: &Sources) -> Readings {
         depth,
         backend_up,
         sandbox: sources.sandbox.stats(),
+        http: sources.sandbox.http_requests(),
         rss_bytes: rss_bytes(),
     }
 }

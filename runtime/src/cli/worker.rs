@@ -95,6 +95,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     let backend = cli.require_backend(&config, "runtime worker").await?;
     let handlers = Cli::handlers_dir(&config);
+    config.missing_env()?;
     let rt = Runtime::new(backend, handlers, config.clone()).context("starting the sandbox")?;
     for warning in rt.backend().jobs.settings_warnings().await {
         tracing::warn!("{warning}");

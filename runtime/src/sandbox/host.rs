@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::SandboxStats;
 use super::capabilities::Capabilities;
 use super::limits::{Bytes, Limits};
+use super::outbound::Outbound;
 use super::output::JobOutput;
 use crate::error::QueueError;
 use crate::job::{
@@ -53,6 +55,9 @@ pub(crate) const MAX_REASON_BYTES: usize = 2048;
 pub(crate) struct HostState {
     pub wasi: WasiCtx,
     pub table: ResourceTable,
+    pub http: WasiHttpCtx,
+    /// The queue's outbound HTTP grant, and this attempt's requests.
+    pub outbound: Outbound,
     pub output: JobOutput,
     pub limiter: MemoryLimiter,
     /// The message of a panic the guest reported before trapping.
@@ -179,6 +184,16 @@ impl EchoContext {
             Level::Trace => {
                 tracing::trace!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
             }
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }

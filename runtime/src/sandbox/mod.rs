@@ -14,6 +14,7 @@ pub mod capabilities;
 pub mod compile;
 mod host;
 pub mod limits;
+pub mod outbound;
 pub mod output;
 mod shape;
 
@@ -26,17 +27,20 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::FsPerms;
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use crate::error::LoadError;
 use crate::job::{FailureKind, JobRecord};
-pub use capabilities::{Capabilities, Dispatcher};
+pub use capabilities::{Capabilities, Dispatcher, Grants, Preopen};
 use host::{
     Ceilings, EchoContext, HandlerPre, HostState, MAX_REASON_BYTES, MemoryLimiter, WitJob,
     WitOutcome,
 };
 pub use limits::Limits;
 use limits::{Bytes, Millis};
+use outbound::Outbound;
 use output::JobOutput;
 pub use shape::{Refusal, Shape};
 
@@ -198,6 +202,8 @@ pub struct Sandbox {
     fuel: bool,
     ticker_stop: Arc<AtomicBool>,
     stats: Arc<SandboxStats>,
+    /// Handlers' HTTP requests, counted for the metrics.
+    http: Arc<outbound::HttpMeter>,
     echo_logs: AtomicBool,
     room: Arc<tokio::sync::Semaphore>,
 }
@@ -423,6 +429,7 @@ impl Sandbox {
         let engine = Engine::new(&engine_config(config)).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_error)?;
         host::Handler::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(engine_error)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -446,9 +453,15 @@ impl Sandbox {
             fuel: config.fuel,
             ticker_stop,
             stats: Arc::new(SandboxStats::default()),
+            http: Arc::default(),
             echo_logs: AtomicBool::new(false),
             room: Arc::new(tokio::sync::Semaphore::new(n as usize)),
         })
+    }
+
+    /// Handlers' HTTP requests so far, per queue.
+    pub fn http_requests(&self) -> Vec<(crate::job::QueueName, outbound::meter::QueueRequests)> {
+        self.http.snapshot()
     }
 
     /// Instances and their memory, now.
@@ -586,16 +599,35 @@ impl Sandbox {
         let limits = &handler.limits;
         let deadline = started + limits.timeout;
         let output = JobOutput::new(limits.output);
-        let wasi = WasiCtxBuilder::new()
-            .stdout(output.clone())
+        let grants = &caps.grants;
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(output.clone())
             .stderr(output.clone())
-            .max_random_size(limits::MAX_RANDOM_BYTES)
-            .build();
+            .max_random_size(limits::MAX_RANDOM_BYTES);
+        for (name, value) in grants.env.iter() {
+            wasi.env(name, value);
+        }
+        for dir in grants.files.iter() {
+            // Checked to be a directory when the config was read; one
+            // removed since then leaves the guest without it, and its
+            // reads fail as they would for any missing file.
+            let _ = wasi.preopened_dir(&dir.host, &dir.guest, FsPerms::ReadOnly);
+        }
+        let wasi = wasi.build();
+        let outbound = Outbound::new(
+            grants.http.clone(),
+            job.id.queue().clone(),
+            output.clone(),
+            deadline,
+            self.http.clone(),
+        );
         let mut table = wasmtime::component::ResourceTable::new();
         table.set_max_capacity(limits::MAX_HOST_RESOURCES);
         let state = HostState {
             wasi,
             table,
+            http: WasiHttpCtx::new(),
+            outbound,
             output: output.clone(),
             limiter: MemoryLimiter::new(
                 usize::try_from(limits.memory).unwrap_or(usize::MAX),

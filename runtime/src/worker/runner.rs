@@ -58,7 +58,9 @@ impl Runner for HandlerRunner {
                 // uncounted, like at shutdown.
                 let sandbox = self.registry.sandbox();
                 let room = first_poll_or(sandbox.room(), wait).await?;
-                Some(sandbox.run_in(room, &handler, job, self.caps.clone()).await)
+                let grants = self.registry.settings(job.id.queue()).grants.clone();
+                let caps = self.caps.granting(grants);
+                Some(sandbox.run_in(room, &handler, job, caps).await)
             }
             // Retried like a crash: the module may be deployed later.
             Err(e) => Some(RunReport {

@@ -1,0 +1,303 @@
+//! Sending one allowed request: resolve, keep the permitted addresses,
+//! connect to one of them, TLS for `https`, HTTP/1.1, and a response body
+//! held to the size and gap limits.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
+
+use super::HttpGrant;
+use super::addr;
+use crate::sandbox::host::Level;
+use crate::sandbox::output::JobOutput;
+
+/// The stage timeouts of one request: the grant's, lowered by the guest's
+/// request options if it asks for less, and never past the job's deadline.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+impl Timeouts {
+    pub fn new(grant: Duration, asked: Option<RequestOptions>, left: Duration) -> Self {
+        let pick = |asked: Option<Duration>| asked.map_or(grant, |a| a.min(grant)).min(left);
+        let asked = asked.unwrap_or_default();
+        Timeouts {
+            connect: pick(asked.connect_timeout),
+            first_byte: pick(asked.first_byte_timeout),
+            // A zero gap would fail every body at once; a millisecond is
+            // the least that means anything.
+            between_bytes: pick(asked.between_bytes_timeout).max(Duration::from_millis(1)),
+        }
+    }
+}
+
+/// A host as it is written in the job's log: the URL's host, at most 253
+/// characters (the longest DNS name), so a guest cannot fill the log with
+/// one.
+pub(super) fn shown_host(host: &str) -> String {
+    match host.char_indices().nth(253) {
+        Some((cut, _)) => format!("{}...", &host[..cut]),
+        None => host.to_string(),
+    }
+}
+
+type Io = Box<dyn Future<Output = Result<(), Error>> + Send>;
+
+/// Sends `request` (already allowed) under `grant`.
+pub(super) async fn send(
+    mut request: http::Request<WasiBody>,
+    grant: &HttpGrant,
+    queue: &str,
+    timeouts: Timeouts,
+    output: &JobOutput,
+) -> Result<(http::Response<WasiBody>, Io), Error> {
+    let uri = request.uri().clone();
+    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+
+    let addresses = resolve(grant, bare, port, timeouts.connect).await?;
+    let mut permitted = Vec::new();
+    let mut prohibited = Vec::new();
+    for ip in addresses {
+        match addr::permitted(ip, &grant.private) {
+            Ok(()) => permitted.push(ip),
+            Err(why) => prohibited.push(format!("{ip} ({why})")),
+        }
+    }
+    if permitted.is_empty() {
+        if !prohibited.is_empty() {
+            let _ = output.line(
+                Level::Warn,
+                &format!(
+                    "http {} {} denied: it resolves to {}; list the network in [sandbox] allow_private_networks to allow it (queue {queue})",
+                    request.method(),
+                    shown_host(host),
+                    prohibited.join(", ")
+                ),
+            );
+            return Err(Error::DestinationIpProhibited);
+        }
+        return Err(Error::DestinationNotFound);
+    }
+
+    let stream = connect(&permitted, port, timeouts.connect).await?;
+    let stream: Box<dyn Stream> = if https {
+        let name = server_name(bare)?;
+        let tls = tokio_rustls::TlsConnector::from(tls_config());
+        let stream = tokio::time::timeout(timeouts.connect, tls.connect(name, stream))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(tls_error)?;
+        Box::new(stream)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, conn) = tokio::time::timeout(
+        timeouts.connect,
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+    // The connection is driven by its own task, stopped when the guest's
+    // response is dropped (or the attempt ends).
+    let conn = wasmtime_wasi::runtime::spawn(conn);
+
+    // The request line carries the path only; the Host header is the URL's
+    // host, whatever the guest's request said.
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let authority = match uri.port_u16() {
+        Some(p) if p != if https { 443 } else { 80 } => format!("{host}:{p}"),
+        _ => host.to_string(),
+    };
+    let host_header =
+        http::HeaderValue::from_str(&authority).map_err(|_| Error::HttpRequestUriInvalid)?;
+    request
+        .headers_mut()
+        .insert(http::header::HOST, host_header);
+
+    let response = tokio::time::timeout(timeouts.first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| Error::ConnectionReadTimeout)??;
+    let limit = grant.max_response;
+    let declared = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::HttpResponseBodySize(declared));
+    }
+    let response = response.map(|body| {
+        Capped {
+            inner: body,
+            left: limit,
+            limit,
+            gap: timeouts.between_bytes,
+            timer: Box::pin(tokio::time::sleep(timeouts.between_bytes)),
+        }
+        .boxed_unsync()
+    });
+    let io: Io = Box::new(async move {
+        match conn.await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::Hyper(e)),
+        }
+    });
+    Ok((response, io))
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> Stream for T {}
+
+/// The addresses of `host`: the address itself for a literal, the
+/// operator's `[sandbox.resolve]` entry, else the system's resolver.
+async fn resolve(
+    grant: &HttpGrant,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Vec<IpAddr>, Error> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    if let Some(fixed) = grant.resolve.get(&name) {
+        return Ok(fixed.clone());
+    }
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), port)))
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+        .map_err(|e| Error::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })?;
+    Ok(found.map(|a| a.ip()).collect())
+}
+
+/// A connection to the first of `addresses` that answers.
+async fn connect(addresses: &[IpAddr], port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+    let until = Instant::now() + timeout;
+    let mut last = Error::ConnectionRefused;
+    for ip in addresses {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, TcpStream::connect(SocketAddr::new(*ip, port))).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = Error::ConnectionRefused;
+            }
+            Ok(Err(e)) => last = Error::Connect(e),
+            Err(_) => return Err(Error::ConnectionTimeout),
+        }
+    }
+    Err(last)
+}
+
+fn server_name(host: &str) -> Result<rustls::pki_types::ServerName<'static>, Error> {
+    use rustls::pki_types::ServerName;
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ServerName::IpAddress(ip.into()));
+    }
+    ServerName::try_from(host.to_string()).map_err(|_| Error::HttpRequestUriInvalid)
+}
+
+fn tls_error(e: std::io::Error) -> Error {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_)));
+    if certificate {
+        Error::TlsCertificateError
+    } else {
+        Error::TlsProtocolError
+    }
+}
+
+/// One TLS client configuration for the process: the webpki roots, ring.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+            // ring supports the default versions; were it not so, no
+            // request could use TLS, and each would fail its handshake.
+            Arc::new(config.unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }))
+        })
+        .clone()
+}
+
+/// A response body held to `limit` bytes in all, and to `gap` between
+/// frames.
+struct Capped {
+    inner: hyper::body::Incoming,
+    left: u64,
+    limit: u64,
+    gap: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::Hyper(e)))),
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if n > self.left {
+                    self.left = 0;
+                    return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(self.limit)))));
+                }
+                self.left -= n;
+                let next = tokio::time::Instant::now() + self.gap;
+                self.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
