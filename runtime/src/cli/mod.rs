@@ -24,6 +24,7 @@ mod deploy;
 mod dispatch;
 mod jobs;
 mod metrics_http;
+mod new;
 mod out;
 mod queues;
 mod worker;
@@ -113,6 +114,7 @@ enum Command {
     Queues(queues::Args),
     Jobs(jobs::Args),
     Check(check::Args),
+    New(new::Args),
 }
 
 /// Exit statuses with fixed meanings.
@@ -161,6 +163,7 @@ pub fn main() -> ExitCode {
             Command::Queues(args) => queues::run(&cli, args).await,
             Command::Jobs(args) => jobs::run(&cli, args).await,
             Command::Check(args) => check::run(&cli, args),
+            Command::New(args) => new::run(args),
         }
     });
     let exit = match result {
