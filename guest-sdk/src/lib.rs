@@ -48,11 +48,27 @@
 //! environment variables and no network; `println!` and `eprintln!` go to
 //! the job's log. Time, memory, output and dispatches are limited per queue;
 //! exceeding a limit ends the attempt with a reason naming the limit.
+//!
+//! What the operator grants a queue in `runtime.toml` opens doors one by
+//! one: settings ([`setting`]), read-only directories (`std::fs` under the
+//! paths `[queues.<queue>.files]` maps), and HTTP to the origins it lists
+//! ([`http`]).
+//!
+//! # Settings and secrets
+//!
+//! A queue's `[queues.<queue>.env]` table reaches its handler as
+//! environment variables: [`setting`] reads one, and fails the job with
+//! instructions when it is missing; `std::env::var` works as well. Values
+//! may be secrets (API keys the operator takes from the worker's own
+//! environment with `{ from_env = "NAME" }`): never log them, put them in an
+//! error, or dispatch them in a payload. Job logs, errors and payloads are
+//! stored with the job and shown by `runtime jobs show`.
 
 // Lets the generated bindings name this crate by the path users see.
 extern crate self as guest_sdk;
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -72,6 +88,29 @@ pub mod __bindings {
     #[doc(hidden)]
     pub use wit_bindgen as wit_bindgen_rt;
 }
+
+/// `wasi:http/outgoing-handler` and the interfaces it uses, from the WASI
+/// 0.2 WIT vendored in `wit/deps/`. A world of its own, so that a handler
+/// imports `wasi:http` only when it calls [`http`]: the component keeps
+/// only the imports its code uses.
+#[doc(hidden)]
+#[allow(missing_docs, missing_debug_implementations, unsafe_code, clippy::all)]
+pub mod __http_bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        inline: "
+            package runtime:sdk-http;
+            world client {
+                import wasi:http/outgoing-handler@0.2.12;
+            }
+        ",
+        world: "runtime:sdk-http/client",
+        generate_all,
+        runtime_path: "::guest_sdk::__bindings::wit_bindgen_rt::rt",
+    });
+}
+
+pub mod http;
 
 use __bindings::runtime::job::{dispatch as wit_dispatch, log as wit_log, types as wit};
 
@@ -214,6 +253,50 @@ pub fn retry_after(message: impl Into<String>, delay: Duration) -> Error {
     Error {
         message: message.into(),
         kind: ErrorKind::Retry(Some(delay)),
+    }
+}
+
+/// The queue of the job this instance runs, set by [`__run`]: messages
+/// about settings and grants name the queue's config section.
+static QUEUE: OnceLock<String> = OnceLock::new();
+
+/// The running job's queue, or `<queue>` outside a job (native tests).
+fn queue_name() -> &'static str {
+    QUEUE.get().map_or("<queue>", String::as_str)
+}
+
+/// The setting `name` the operator gave this queue, from its
+/// `[queues.<queue>.env]` table in `runtime.toml`.
+///
+/// A missing setting fails the job (retrying cannot help until the config
+/// changes), with a message saying where it goes:
+/// `setting MAILER_URL is missing: add MAILER_URL = "..." under
+/// [queues.send-email.env] in runtime.toml`. The value may be a secret:
+/// never log it.
+///
+/// `std::env::var` reads the same variables, for code that wants its own
+/// handling.
+///
+/// ```no_run
+/// fn handle(_job: guest_sdk::Job) -> guest_sdk::Result {
+///     let url = guest_sdk::setting("REPORT_URL")?;
+///     guest_sdk::info!("reporting to {url}");
+///     Ok(())
+/// }
+/// # guest_sdk::export_handler!(handle);
+/// ```
+pub fn setting(name: &str) -> Result<String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(value),
+        Err(std::env::VarError::NotPresent) => Err(fail(format!(
+            "setting {name} is missing: add {name} = \"...\" (or, for a secret, \
+             {name} = {{ from_env = \"VARIABLE\" }}) under [queues.{queue}.env] in runtime.toml",
+            queue = queue_name()
+        ))),
+        Err(std::env::VarError::NotUnicode(_)) => Err(fail(format!(
+            "setting {name} is not valid UTF-8: fix it under [queues.{queue}.env] in runtime.toml",
+            queue = queue_name()
+        ))),
     }
 }
 
@@ -500,6 +583,8 @@ where
         }
         wit_log::report_panic(&message);
     }));
+    // A fresh instance runs one attempt: this is the first and only set.
+    let _ = QUEUE.set(job.queue.clone());
     let payload = match serde_json::from_str::<P>(&job.payload) {
         Ok(payload) => payload,
         Err(e) => return wit::Outcome::Fail(format!("invalid payload: {e}")),
@@ -529,4 +614,30 @@ where
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_reads_the_environment() {
+        // Cargo sets it for the test process as it does at build time.
+        assert_eq!(
+            setting("CARGO_PKG_NAME").as_deref(),
+            Ok(env!("CARGO_PKG_NAME"))
+        );
+    }
+
+    #[test]
+    fn a_missing_setting_fails_saying_where_it_goes() {
+        let e = setting("GUEST_SDK_NO_SUCH_SETTING").expect_err("unset");
+        assert_eq!(e.kind, ErrorKind::Fail);
+        assert_eq!(
+            e.message(),
+            "setting GUEST_SDK_NO_SUCH_SETTING is missing: add GUEST_SDK_NO_SUCH_SETTING = \"...\" \
+             (or, for a secret, GUEST_SDK_NO_SUCH_SETTING = { from_env = \"VARIABLE\" }) \
+             under [queues.<queue>.env] in runtime.toml"
+        );
+    }
 }
