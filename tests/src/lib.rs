@@ -29,6 +29,7 @@
 
 pub mod components;
 pub mod conformance;
+pub mod http;
 pub mod library;
 pub mod redis;
 pub mod workers;
