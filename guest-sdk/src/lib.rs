@@ -90,9 +90,10 @@ pub mod __bindings {
 }
 
 /// `wasi:http/outgoing-handler` and the interfaces it uses, from the WASI
-/// 0.2 WIT vendored in `wit/deps/`. A world of its own, so that a handler
-/// imports `wasi:http` only when it calls [`http`]: the component keeps
-/// only the imports its code uses.
+/// 0.2.12 WIT in `wit/deps/` (copied unchanged from the `wasmtime-wasi-http`
+/// crate the host links, so the versions match what it serves). A world
+/// of its own, so that a handler imports `wasi:http` only when it calls
+/// [`http`]: the component keeps only the imports its code uses.
 #[doc(hidden)]
 #[allow(missing_docs, missing_debug_implementations, unsafe_code, clippy::all)]
 pub mod __http_bindings {

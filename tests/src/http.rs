@@ -288,10 +288,10 @@ impl Drop for TestServer {
         }
         // Wakes the acceptor, which sees `stopped` and ends; if even
         // that cannot connect, it is left behind rather than waited for.
-        if TcpStream::connect(self.addr).is_ok() {
-            if let Some(acceptor) = self.acceptor.take() {
-                let _ = acceptor.join();
-            }
+        if TcpStream::connect(self.addr).is_ok()
+            && let Some(acceptor) = self.acceptor.take()
+        {
+            let _ = acceptor.join();
         }
         let threads = std::mem::take(&mut self.shared.lock().threads);
         for thread in threads {

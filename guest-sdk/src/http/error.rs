@@ -15,7 +15,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 ///
 /// `?` in a handler turns it into a [`crate::Error`] that retries, retries
 /// after a delay, or fails the job, as the table in [`crate::http`] says.
-/// [`code`](Self::code) and [`status`](Self::status) tell the cases apart
+/// [`code`](Self::code) and [`status_code`](Self::status_code) tell the cases apart
 /// for handlers that decide for themselves. Its text names the method and
 /// the URL's origin (`https://host:port`), never the path, query or
 /// headers, which may carry secrets.
@@ -82,9 +82,10 @@ impl HttpError {
         let name = code_name(&code);
         let message = match &code {
             ErrorCode::HttpRequestDenied => format!(
-                "{what} refused by the host ({name}): queue {queue}'s allowed_outbound_hosts \
-                 must allow {origin} (or the attempt made more requests than the queue's \
-                 http_max_requests allows); retrying cannot help until the config changes",
+                "{what} refused by the host ({name}): either queue {queue}'s \
+                 allowed_outbound_hosts does not list {origin}, or this attempt already made \
+                 the requests its http_max_requests allows (the job's log says which); \
+                 retrying cannot help until the config changes",
                 queue = crate::queue_name(),
             ),
             ErrorCode::DestinationIpProhibited => format!(
@@ -435,7 +436,7 @@ mod tests {
         );
         assert!(
             e.message()
-                .contains("allowed_outbound_hosts must allow https://api.example"),
+                .contains("allowed_outbound_hosts does not list https://api.example"),
             "{e}"
         );
         assert!(e.message().contains("http_max_requests"), "{e}");

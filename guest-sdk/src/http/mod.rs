@@ -4,7 +4,7 @@
 //! use guest_sdk::http::Request;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Serialize)]
+//! #[derive(Serialize, Deserialize)]
 //! struct Email { to: String, subject: String }
 //!
 //! #[derive(Deserialize)]
@@ -279,10 +279,10 @@ impl Request {
             )));
         }
         let mut headers = self.headers;
-        if let Some(body) = &self.body {
-            if !headers.iter().any(|(name, _)| name == "content-length") {
-                headers.push(("content-length".into(), body.len().to_string().into_bytes()));
-            }
+        if let Some(body) = &self.body
+            && !headers.iter().any(|(name, _)| name == "content-length")
+        {
+            headers.push(("content-length".into(), body.len().to_string().into_bytes()));
         }
         transport::send(transport::Outgoing {
             method: &self.method,

@@ -98,10 +98,10 @@ pub(crate) fn send(out: Outgoing<'_>) -> Result<Response, HttpError> {
     drop(future);
     // The response came although the body did not all go out: the server
     // answered early (a refusal, usually); the answer is what counts.
-    if let Some(Err(e)) = written {
-        if response.status() < 300 {
-            return Err(stream_error(&what, "sending the request body", e, &code));
-        }
+    if let Some(Err(e)) = written
+        && response.status() < 300
+    {
+        return Err(stream_error(&what, "sending the request body", e, &code));
     }
     read_response(&what, response, &code)
 }
