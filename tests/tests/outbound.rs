@@ -140,13 +140,16 @@ fn an_allowed_host_is_reached_with_the_host_header_of_the_url() {
     assert_eq!(d.state(), "done", "{}", d.stdout);
     let got = server.wait_for_requests(1);
     assert_eq!(got[0].method, "POST");
-    assert_eq!(got[0].header("host"), Some(format!("api.test:{port}").as_str()));
+    assert_eq!(
+        got[0].header("host"),
+        Some(format!("api.test:{port}").as_str())
+    );
     assert_eq!(got[0].body_text(), "ping");
     let log = d.log();
     assert!(log.contains("status 200 body-bytes 8"), "{log}");
     assert!(log.contains("body \"hi there\""), "{log}");
     assert!(
-        log.contains(&format!("INFO http POST api.test 200 ")),
+        log.contains("INFO http POST api.test 200 "),
         "one line per request, no headers or bodies: {log}"
     );
     assert!(!log.contains("x-test") && !log.contains("ping"), "{log}");
@@ -192,11 +195,19 @@ fn a_wildcard_allows_subdomains_but_not_the_bare_domain() {
         &server,
         &format!("allowed_outbound_hosts = [\"http://*.svc.test:{port}\"]"),
     );
-    let sub = dispatch(&config, &gets(&[format!("http://A.SVC.test.:{port}/")]), &[]);
+    let sub = dispatch(
+        &config,
+        &gets(&[format!("http://A.SVC.test.:{port}/")]),
+        &[],
+    );
     assert_eq!(sub.state(), "done", "{}", sub.log());
     assert_eq!(server.wait_for_requests(1).len(), 1);
     let bare = dispatch(&config, &gets(&[format!("http://svc.test:{port}/")]), &[]);
-    assert!(bare.log().contains("error HttpRequestDenied"), "{}", bare.log());
+    assert!(
+        bare.log().contains("error HttpRequestDenied"),
+        "{}",
+        bare.log()
+    );
     assert_eq!(server.connections(), 1, "only the subdomain's request");
 }
 
@@ -223,7 +234,11 @@ fn private_addresses_are_prohibited_without_the_grant_whatever_their_form() {
         &[],
     );
     let log = d.log();
-    assert_eq!(log.matches("error DestinationIpProhibited").count(), 3, "{log}");
+    assert_eq!(
+        log.matches("error DestinationIpProhibited").count(),
+        3,
+        "{log}"
+    );
     assert!(
         log.contains("allow_private_networks") && log.contains("loopback"),
         "the line names the address's range and the setting: {log}"
@@ -248,14 +263,22 @@ fn a_stalled_server_times_out_and_a_long_body_is_cut() {
         &gets(&[format!("http://api.test:{port}/stall")]),
         &[],
     );
-    assert!(d.log().contains("error ConnectionReadTimeout"), "{}", d.log());
+    assert!(
+        d.log().contains("error ConnectionReadTimeout"),
+        "{}",
+        d.log()
+    );
     assert!(d.took < Duration::from_secs(30), "{:?}", d.took);
     let d = dispatch(
         &config,
         &gets(&[format!("http://api.test:{port}/huge")]),
         &[],
     );
-    assert!(d.log().contains("error HttpResponseBodySize"), "{}", d.log());
+    assert!(
+        d.log().contains("error HttpResponseBodySize"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]
@@ -268,7 +291,11 @@ fn requests_past_the_per_attempt_limit_are_denied() {
         &format!("allowed_outbound_hosts = [\"http://api.test:{port}\"]\nhttp_max_requests = 2"),
     );
     let url = format!("http://api.test:{port}/");
-    let d = dispatch(&config, &json!({"requests": [{"url": url}], "repeat": 3}), &[]);
+    let d = dispatch(
+        &config,
+        &json!({"requests": [{"url": url}], "repeat": 3}),
+        &[],
+    );
     let log = d.log();
     assert_eq!(log.matches("status 200").count(), 2, "{log}");
     assert_eq!(log.matches("error HttpRequestDenied").count(), 1, "{log}");
@@ -280,7 +307,10 @@ fn requests_past_the_per_attempt_limit_are_denied() {
 #[test]
 fn a_redirect_to_a_private_address_is_handed_to_the_guest_not_followed() {
     let server = TestServer::start();
-    server.route("/go", Reply::redirect("http://169.254.169.254/latest/meta-data/"));
+    server.route(
+        "/go",
+        Reply::redirect("http://169.254.169.254/latest/meta-data/"),
+    );
     let port = server.addr().port();
     let config = opened(
         &server,
@@ -312,7 +342,10 @@ fn settings_reach_the_guest_and_secrets_no_output() {
     );
     assert_eq!(d.state(), "done", "{}", d.stdout);
     let log = d.log();
-    assert!(log.contains(&format!("env KEY length {}", SECRET.len())), "{log}");
+    assert!(
+        log.contains(&format!("env KEY length {}", SECRET.len())),
+        "{log}"
+    );
     assert!(log.contains("env PLAIN length 15"), "{log}");
     assert!(
         log.contains("env HOME missing") && log.contains("env PATH missing"),
@@ -331,7 +364,15 @@ fn settings_reach_the_guest_and_secrets_no_output() {
     let file = file.display().to_string();
     let run = runtime(
         cache.path(),
-        &["--handlers", guests::DIR, "--config", &file, "dispatch", guests::HTTP, "{}"],
+        &[
+            "--handlers",
+            guests::DIR,
+            "--config",
+            &file,
+            "dispatch",
+            guests::HTTP,
+            "{}",
+        ],
         None,
     );
     assert_ne!(run.code(), 0);
@@ -350,15 +391,19 @@ fn a_granted_directory_is_readable_and_nothing_else() {
     std::fs::write(shown.join("a.txt"), "hello").expect("write");
     std::fs::write(dir.path().join("secret.txt"), "outside").expect("write");
     #[cfg(unix)]
-    std::os::unix::fs::symlink(dir.path().join("secret.txt"), shown.join("link"))
-        .expect("symlink");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), shown.join("link")).expect("symlink");
     let config = format!(
         "[queues.{}.files]\n\"/data\" = {:?}\n",
         guests::HTTP,
         shown.display().to_string()
     );
     let read = dispatch(&config, &json!({"read_file": "/data/a.txt"}), &[]);
-    assert!(read.log().contains("read /data/a.txt bytes 5 text \"hello\""), "{}", read.log());
+    assert!(
+        read.log()
+            .contains("read /data/a.txt bytes 5 text \"hello\""),
+        "{}",
+        read.log()
+    );
     for payload in [
         json!({"write_file": "/data/new.txt"}),
         json!({"read_file": "/data/../secret.txt"}),
@@ -370,4 +415,109 @@ fn a_granted_directory_is_readable_and_nothing_else() {
         assert!(!d.stdout.contains("outside"), "{payload}: {}", d.stdout);
     }
     assert!(!shown.join("new.txt").exists());
+}
+
+/// `welcome-email` renders and dispatches; `send-email` posts the result to
+/// a mail API on loopback, opened for that one address, with its URL and key
+/// from settings. Without the grant, the same handler is denied before any
+/// connection.
+#[test]
+fn a_welcome_email_is_rendered_then_delivered_over_http_and_denied_without_the_grant() {
+    const KEY: &str = "mk-test-4f1d2a9c-not-a-real-key";
+    let server = TestServer::start();
+    server.route(
+        "/v1/send",
+        Reply::ok(r#"{"id":"msg-42"}"#).header("content-type", "application/json"),
+    );
+    let ip = server.addr().ip();
+    let port = server.addr().port();
+    let env = format!(
+        "[queues.send-email.env]\nMAILER_URL = \"http://mailer.test:{port}/v1/send\"\nMAILER_KEY = {{ from_env = \"MAILER_KEY\" }}\n"
+    );
+    let granted = format!(
+        "[sandbox]\nallow_private_networks = [\"{ip}/32\"]\nresolve = {{ \"mailer.test\" = [\"{ip}\"] }}\n\
+         [queues.send-email]\nallowed_outbound_hosts = [\"http://mailer.test:{port}\"]\n{env}"
+    );
+    let welcome =
+        json!({"to": "ada@example.com", "name": "Ada <script>", "product": "Acme"}).to_string();
+    let run_with = |config: &str| {
+        let cache = TempDir::new("outbound-email");
+        let file = cache.path().join("runtime.toml");
+        std::fs::write(&file, config).expect("write config");
+        let file = file.display().to_string();
+        let out = Command::new(runtime_bin())
+            .args([
+                "--handlers",
+                guests::JOBS_DIR,
+                "--config",
+                &file,
+                "dispatch",
+                "welcome-email",
+                &welcome,
+                "--json",
+            ])
+            .env("RUNTIME_CACHE_DIR", cache.path())
+            .env("MAILER_KEY", KEY)
+            .env_remove("RUNTIME_CONFIG")
+            .env_remove("RUNTIME_BACKEND")
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run runtime");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !stdout.contains(KEY) && !stderr.contains(KEY),
+            "the key is in no output"
+        );
+        let report: Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("not a JSON report ({e}): {stdout}\n{stderr}"));
+        report
+    };
+
+    let report = run_with(&granted);
+    assert_eq!(report["state"], "done", "{report}");
+    let delivery = &report["followups"][0];
+    assert_eq!(delivery["state"], "done", "{report}");
+    let got = server.wait_for_requests(1);
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(got[0].path, "/v1/send");
+    assert_eq!(
+        got[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    let email: Value = serde_json::from_str(&got[0].body_text()).expect("a JSON email");
+    assert_eq!(email["to"], "ada@example.com");
+    assert_eq!(email["subject"], "Welcome to Acme, Ada <script>!");
+    assert!(
+        email["html"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Ada &lt;script&gt;"),
+        "{email}"
+    );
+    let log = delivery["runs"][0]["log"].as_str().unwrap_or_default();
+    assert!(log.contains("msg-42"), "{log}");
+
+    let denied = run_with(&format!(
+        "[sandbox]\nallow_private_networks = [\"{ip}/32\"]\nresolve = {{ \"mailer.test\" = [\"{ip}\"] }}\n{env}"
+    ));
+    let delivery = &denied["followups"][0];
+    assert_ne!(delivery["state"], "done", "{denied}");
+    let log: String = delivery["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|run| run["log"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        log.contains(&format!(
+            "add \"http://mailer.test:{port}\" to allowed_outbound_hosts of [queues.send-email]"
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        server.connections(),
+        1,
+        "only the granted run's request arrived"
+    );
 }
