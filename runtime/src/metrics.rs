@@ -419,4 +419,40 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn http_requests_are_counted_by_outcome_with_a_duration_histogram() {
+        let meter = crate::sandbox::outbound::HttpMeter::default();
+        let q = QueueName::new("mail").expect("valid");
+        meter.record(&q, "2xx", Some(Duration::from_millis(30)));
+        meter.record(&q, "2xx", Some(Duration::from_millis(3)));
+        meter.record(&q, "denied", None);
+        let readings = Readings {
+            http: meter.snapshot(),
+            ..Readings::default()
+        };
+        let text = Metrics::default().render(&readings);
+        let at = |s: &str| value(&text, s);
+        assert_eq!(
+            at("runtime_http_requests_total{queue=\"mail\",outcome=\"2xx\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            at("runtime_http_requests_total{queue=\"mail\",outcome=\"denied\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            at("runtime_http_request_duration_seconds_bucket{queue=\"mail\",le=\"0.005\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            at("runtime_http_request_duration_seconds_bucket{queue=\"mail\",le=\"0.05\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            at("runtime_http_request_duration_seconds_count{queue=\"mail\"}"),
+            Some(2.0),
+            "denied requests are not timed"
+        );
+    }
 }

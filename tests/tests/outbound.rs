@@ -521,3 +521,30 @@ fn a_welcome_email_is_rendered_then_delivered_over_http_and_denied_without_the_g
         "only the granted run's request arrived"
     );
 }
+
+/// A request in flight ends with its job: the job's deadline bounds the
+/// wait however long `http_timeout_ms` is.
+#[test]
+fn a_request_in_flight_dies_with_its_jobs_deadline() {
+    let server = TestServer::start();
+    server.route("/stall", Reply::stall());
+    let port = server.addr().port();
+    let config = opened(
+        &server,
+        &format!(
+            "allowed_outbound_hosts = [\"http://api.test:{port}\"]\nhttp_timeout_ms = 600000\ntimeout_ms = 500"
+        ),
+    );
+    let d = dispatch(
+        &config,
+        &gets(&[format!("http://api.test:{port}/stall")]),
+        &[],
+    );
+    assert_eq!(d.state(), "failed", "{}", d.stdout);
+    assert_eq!(server.wait_for_connections(1), 1);
+    assert!(
+        d.took < Duration::from_secs(60),
+        "bounded by the 500 ms job timeout, not the 10-minute HTTP timeout: {:?}",
+        d.took
+    );
+}
