@@ -548,3 +548,51 @@ fn a_request_in_flight_dies_with_its_jobs_deadline() {
         d.took
     );
 }
+
+/// `https` speaks TLS with the URL's host as SNI: a listener that is not a
+/// TLS server gets a ClientHello naming the host, and the guest a TLS
+/// error, never a plaintext request.
+#[test]
+fn https_speaks_tls_with_the_hosts_name_as_sni() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hello = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut first = vec![0u8; 4096];
+        let n = stream.read(&mut first).expect("read");
+        first.truncate(n);
+        // Closing without answering: the handshake cannot complete.
+        first
+    });
+    let config = format!(
+        "[sandbox]\nallow_private_networks = [\"{ip}/32\"]\nresolve = {{ \"secure.test\" = [\"{ip}\"] }}\n\
+         [queues.{q}]\nallowed_outbound_hosts = [\"https://secure.test:{port}\"]\n",
+        ip = addr.ip(),
+        port = addr.port(),
+        q = guests::HTTP,
+    );
+    let d = dispatch(
+        &config,
+        &gets(&[format!("https://secure.test:{}/", addr.port())]),
+        &[],
+    );
+    let first = hello.join().expect("listener thread");
+    assert_eq!(
+        first.first(),
+        Some(&0x16),
+        "a TLS handshake record, not plaintext"
+    );
+    assert!(
+        first
+            .windows(b"secure.test".len())
+            .any(|w| w == b"secure.test"),
+        "the ClientHello names the host (SNI)"
+    );
+    assert!(!first.starts_with(b"GET"), "no plaintext request");
+    let log = d.log();
+    assert!(
+        log.contains("error TlsProtocolError") || log.contains("error ConnectionTerminated"),
+        "{log}"
+    );
+}
