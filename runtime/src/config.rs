@@ -446,15 +446,20 @@ impl Config {
     }
 }
 
+/// `Err` naming `section.name` if `value` is 0.
+fn positive(section: &str, name: &str, value: Option<u64>) -> Result<(), ConfigError> {
+    match value {
+        Some(0) => Err(ConfigError::Value {
+            key: format!("{section}.{name}"),
+            message: "must be greater than 0".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl QueueSection {
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let positive = |name: &str, value: Option<u64>| match value {
-            Some(0) => Err(ConfigError::Value {
-                key: format!("{key}.{name}"),
-                message: "must be greater than 0".into(),
-            }),
-            _ => Ok(()),
-        };
+        let positive = |name: &str, value: Option<u64>| positive(key, name, value);
         positive("timeout_ms", self.timeout_ms)?;
         positive("memory_mib", self.memory_mib)?;
         positive("fuel", self.fuel)?;
@@ -554,13 +559,7 @@ impl QueueSection {
                 message: e.to_string(),
             })?;
         }
-        let positive = |name: &str, value: Option<u64>| match value {
-            Some(0) => Err(ConfigError::Value {
-                key: format!("{key}.{name}"),
-                message: "must be greater than 0".into(),
-            }),
-            _ => Ok(()),
-        };
+        let positive = |name: &str, value: Option<u64>| positive(key, name, value);
         positive("http_timeout_ms", self.http_timeout_ms)?;
         positive("http_max_response_kib", self.http_max_response_kib)?;
         for (name, value) in self.env.iter().flatten() {

@@ -190,16 +190,14 @@ impl Metrics {
             |out| {
                 for (q, m) in queues.iter() {
                     let h = &m.durations;
-                    for (bound, n) in BUCKETS.iter().zip(&h.counts) {
-                        let _ = writeln!(
-                            out,
-                            "runtime_job_duration_seconds_bucket{{queue=\"{q}\",le=\"{bound}\"}} {n}"
-                        );
-                    }
-                    let _ = writeln!(
+                    let buckets = BUCKETS.iter().copied().zip(h.counts.iter().copied());
+                    histogram(
                         out,
-                        "runtime_job_duration_seconds_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}\nruntime_job_duration_seconds_sum{{queue=\"{q}\"}} {}\nruntime_job_duration_seconds_count{{queue=\"{q}\"}} {}",
-                        h.count, h.sum, h.count
+                        "runtime_job_duration_seconds",
+                        q,
+                        buckets,
+                        h.count,
+                        h.sum,
                     );
                 }
             },
@@ -256,17 +254,12 @@ impl Metrics {
             "Time from sending a handler's HTTP request to its response's headers.",
             |out| {
                 for (q, r) in &readings.http {
-                    for (bound, n) in http_meter::BUCKETS.iter().zip(&r.buckets) {
-                        let _ = writeln!(
-                            out,
-                            "runtime_http_request_duration_seconds_bucket{{queue=\"{q}\",le=\"{bound}\"}} {n}"
-                        );
-                    }
-                    let _ = writeln!(
-                        out,
-                        "runtime_http_request_duration_seconds_bucket{{queue=\"{q}\",le=\"+Inf\"}} {}\nruntime_http_request_duration_seconds_sum{{queue=\"{q}\"}} {}\nruntime_http_request_duration_seconds_count{{queue=\"{q}\"}} {}",
-                        r.count, r.sum, r.count
-                    );
+                    let buckets = http_meter::BUCKETS
+                        .iter()
+                        .copied()
+                        .zip(r.buckets.iter().copied());
+                    let name = "runtime_http_request_duration_seconds";
+                    histogram(out, name, q, buckets, r.count, r.sum);
                 }
             },
         );
@@ -311,6 +304,25 @@ impl Metrics {
         }
         out
     }
+}
+
+/// One queue's samples of histogram `name`: its cumulative `buckets`
+/// (upper bound, count), then +Inf, sum and count.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    q: &QueueName,
+    buckets: impl Iterator<Item = (f64, u64)>,
+    count: u64,
+    sum: f64,
+) {
+    for (bound, n) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{queue=\"{q}\",le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {count}\n{name}_sum{{queue=\"{q}\"}} {sum}\n{name}_count{{queue=\"{q}\"}} {count}"
+    );
 }
 
 /// One metric family: its HELP and TYPE lines, then its samples.

@@ -217,17 +217,25 @@ impl Run {
     }
 }
 
-/// Runs `runtime ARGS` with its own cache dir and optional stdin.
-pub fn runtime(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
-    use std::io::Write;
+/// `runtime` with its own cache dir and none of the settings this
+/// process's environment might pass down (handlers, config, backend,
+/// prefix, backtraces).
+pub fn runtime_command(cache: &Path) -> Command {
     let mut cmd = Command::new(runtime_bin());
-    cmd.args(args)
-        .env("RUNTIME_CACHE_DIR", cache)
+    cmd.env("RUNTIME_CACHE_DIR", cache)
         .env_remove("RUNTIME_HANDLERS")
         .env_remove("RUNTIME_CONFIG")
         .env_remove("RUNTIME_BACKEND")
         .env_remove("RUNTIME_PREFIX")
-        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// Runs `runtime ARGS` with its own cache dir and optional stdin.
+pub fn runtime(cache: &Path, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    use std::io::Write;
+    let mut cmd = runtime_command(cache);
+    cmd.args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -1,10 +1,9 @@
 //! Handlers reaching the outside world through what the operator grants.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use runtime_tests::http::{Reply, TestServer};
-use runtime_tests::{TempDir, guests, runtime, runtime_bin};
+use runtime_tests::{TempDir, guests, runtime, runtime_command};
 use serde_json::{Value, json};
 
 /// The SDK's HTTP client imports `wasi:http/outgoing-handler`, and only in
@@ -61,29 +60,36 @@ impl Dispatch {
 }
 
 fn dispatch(config: &str, payload: &Value, env: &[(&str, &str)]) -> Dispatch {
+    dispatch_to(guests::DIR, guests::HTTP, config, &payload.to_string(), env)
+}
+
+/// One sync `runtime dispatch QUEUE PAYLOAD --json` of the handlers in
+/// `handlers` under `config`, with `env` set for the command; checks that
+/// it printed a JSON report.
+fn dispatch_to(
+    handlers: &str,
+    queue: &str,
+    config: &str,
+    payload: &str,
+    env: &[(&str, &str)],
+) -> Dispatch {
     let cache = TempDir::new("outbound");
     let file = cache.path().join("runtime.toml");
     std::fs::write(&file, config).expect("write config");
     let file = file.display().to_string();
-    let payload = payload.to_string();
-    let mut cmd = Command::new(runtime_bin());
+    let mut cmd = runtime_command(cache.path());
     cmd.args([
         "--handlers",
-        guests::DIR,
+        handlers,
         "--config",
         &file,
         "dispatch",
-        guests::HTTP,
-        &payload,
+        queue,
+        payload,
         "--max-attempts",
         "1",
         "--json",
     ])
-    .env("RUNTIME_CACHE_DIR", cache.path())
-    .env_remove("RUNTIME_HANDLERS")
-    .env_remove("RUNTIME_CONFIG")
-    .env_remove("RUNTIME_BACKEND")
-    .env_remove("RUST_BACKTRACE")
     .env("RUNTIME_LOG", "debug");
     for (k, v) in env {
         cmd.env(k, v);
@@ -125,15 +131,23 @@ fn opened(server: &TestServer, queue_section: &str) -> String {
     )
 }
 
-#[test]
-fn an_allowed_host_is_reached_with_the_host_header_of_the_url() {
+/// A loopback server answering `path` with `reply`, its port, and the
+/// config that opens it to the `http` fixture as `http://api.test:<port>`,
+/// with `extra` settings for the queue.
+fn granted(path: &str, reply: Reply, extra: &str) -> (TestServer, u16, String) {
     let server = TestServer::start();
-    server.route("/hello", Reply::ok("hi there"));
+    server.route(path, reply);
     let port = server.addr().port();
     let config = opened(
         &server,
-        &format!("allowed_outbound_hosts = [\"http://api.test:{port}\"]"),
+        &format!("allowed_outbound_hosts = [\"http://api.test:{port}\"]\n{extra}"),
     );
+    (server, port, config)
+}
+
+#[test]
+fn an_allowed_host_is_reached_with_the_host_header_of_the_url() {
+    let (server, port, config) = granted("/hello", Reply::ok("hi there"), "");
     let payload = json!({"requests": [{"method": "POST", "url": format!("http://api.test:{port}/hello"),
         "headers": {"x-test": "1"}, "body": "ping", "show_body": true}]});
     let d = dispatch(&config, &payload, &[]);
@@ -248,16 +262,12 @@ fn private_addresses_are_prohibited_without_the_grant_whatever_their_form() {
 
 #[test]
 fn a_stalled_server_times_out_and_a_long_body_is_cut() {
-    let server = TestServer::start();
-    server.route("/stall", Reply::stall());
-    server.route("/huge", Reply::huge(64 * 1024));
-    let port = server.addr().port();
-    let config = opened(
-        &server,
-        &format!(
-            "allowed_outbound_hosts = [\"http://api.test:{port}\"]\nhttp_timeout_ms = 300\nhttp_max_response_kib = 16"
-        ),
+    let (server, port, config) = granted(
+        "/stall",
+        Reply::stall(),
+        "http_timeout_ms = 300\nhttp_max_response_kib = 16",
     );
+    server.route("/huge", Reply::huge(64 * 1024));
     let d = dispatch(
         &config,
         &gets(&[format!("http://api.test:{port}/stall")]),
@@ -283,13 +293,7 @@ fn a_stalled_server_times_out_and_a_long_body_is_cut() {
 
 #[test]
 fn requests_past_the_per_attempt_limit_are_denied() {
-    let server = TestServer::start();
-    server.route("/", Reply::ok("ok"));
-    let port = server.addr().port();
-    let config = opened(
-        &server,
-        &format!("allowed_outbound_hosts = [\"http://api.test:{port}\"]\nhttp_max_requests = 2"),
-    );
+    let (server, port, config) = granted("/", Reply::ok("ok"), "http_max_requests = 2");
     let url = format!("http://api.test:{port}/");
     let d = dispatch(
         &config,
@@ -306,15 +310,10 @@ fn requests_past_the_per_attempt_limit_are_denied() {
 
 #[test]
 fn a_redirect_to_a_private_address_is_handed_to_the_guest_not_followed() {
-    let server = TestServer::start();
-    server.route(
+    let (server, port, config) = granted(
         "/go",
         Reply::redirect("http://169.254.169.254/latest/meta-data/"),
-    );
-    let port = server.addr().port();
-    let config = opened(
-        &server,
-        &format!("allowed_outbound_hosts = [\"http://api.test:{port}\"]"),
+        "",
     );
     let payload = json!({"requests": [{"url": format!("http://api.test:{port}/go"), "show_headers": ["location"]}]});
     let d = dispatch(&config, &payload, &[]);
@@ -441,37 +440,18 @@ fn a_welcome_email_is_rendered_then_delivered_over_http_and_denied_without_the_g
     let welcome =
         json!({"to": "ada@example.com", "name": "Ada <script>", "product": "Acme"}).to_string();
     let run_with = |config: &str| {
-        let cache = TempDir::new("outbound-email");
-        let file = cache.path().join("runtime.toml");
-        std::fs::write(&file, config).expect("write config");
-        let file = file.display().to_string();
-        let out = Command::new(runtime_bin())
-            .args([
-                "--handlers",
-                guests::JOBS_DIR,
-                "--config",
-                &file,
-                "dispatch",
-                "welcome-email",
-                &welcome,
-                "--json",
-            ])
-            .env("RUNTIME_CACHE_DIR", cache.path())
-            .env("MAILER_KEY", KEY)
-            .env_remove("RUNTIME_CONFIG")
-            .env_remove("RUNTIME_BACKEND")
-            .env_remove("RUST_BACKTRACE")
-            .output()
-            .expect("run runtime");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let d = dispatch_to(
+            guests::JOBS_DIR,
+            "welcome-email",
+            config,
+            &welcome,
+            &[("MAILER_KEY", KEY)],
+        );
         assert!(
-            !stdout.contains(KEY) && !stderr.contains(KEY),
+            !d.stdout.contains(KEY) && !d.stderr.contains(KEY),
             "the key is in no output"
         );
-        let report: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("not a JSON report ({e}): {stdout}\n{stderr}"));
-        report
+        d.report
     };
 
     let report = run_with(&granted);
@@ -526,14 +506,10 @@ fn a_welcome_email_is_rendered_then_delivered_over_http_and_denied_without_the_g
 /// wait however long `http_timeout_ms` is.
 #[test]
 fn a_request_in_flight_dies_with_its_jobs_deadline() {
-    let server = TestServer::start();
-    server.route("/stall", Reply::stall());
-    let port = server.addr().port();
-    let config = opened(
-        &server,
-        &format!(
-            "allowed_outbound_hosts = [\"http://api.test:{port}\"]\nhttp_timeout_ms = 600000\ntimeout_ms = 500"
-        ),
+    let (server, port, config) = granted(
+        "/stall",
+        Reply::stall(),
+        "http_timeout_ms = 600000\ntimeout_ms = 500",
     );
     let d = dispatch(
         &config,

@@ -6,19 +6,13 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use runtime_tests::{Run, TempDir, root, runtime_bin};
+use runtime_tests::{Run, TempDir, root, runtime_command};
 
 /// Runs `runtime ARGS` in `dir` with its own cache, as a user would there.
 fn runtime_in(dir: &Path, cache: &Path, args: &[&str]) -> Run {
-    let output = Command::new(runtime_bin())
+    let output = runtime_command(cache)
         .current_dir(dir)
         .args(args)
-        .env("RUNTIME_CACHE_DIR", cache)
-        .env_remove("RUNTIME_HANDLERS")
-        .env_remove("RUNTIME_CONFIG")
-        .env_remove("RUNTIME_BACKEND")
-        .env_remove("RUNTIME_PREFIX")
-        .env_remove("RUST_BACKTRACE")
         .stdin(Stdio::null())
         .output()
         .expect("run runtime");
