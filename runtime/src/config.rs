@@ -212,8 +212,9 @@ pub struct QueueSection {
     pub files: Option<BTreeMap<String, PathBuf>>,
 }
 
-/// A value of `[queues.NAME.env]`.
-#[derive(Debug, Clone, Deserialize)]
+/// A value of `[queues.NAME.env]`. `Debug` shows where a value comes from,
+/// never the value itself.
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 pub enum EnvValue {
     /// Given in the config itself.
@@ -222,6 +223,15 @@ pub enum EnvValue {
     /// resolved: the way to hand a secret over without writing it in the
     /// file.
     FromEnv(FromEnv),
+}
+
+impl std::fmt::Debug for EnvValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvValue::Literal(_) => f.write_str("Literal(..)"),
+            EnvValue::FromEnv(from) => write!(f, "FromEnv({:?})", from.from_env),
+        }
+    }
 }
 
 /// `{ from_env = "NAME" }`.
@@ -783,6 +793,11 @@ mod tests {
                     .to_string()
                     .contains("RUNTIME_CONFIG_TEST_NEVER_SET"),
             "{missing}"
+        );
+        let shown = format!("{config:?} {mail:?}");
+        assert!(
+            !shown.contains("api.mailer.example/send"),
+            "Debug shows no env value: {shown}"
         );
         let other = config.queue(&q("other")).grants;
         assert!(other.http.allow.is_empty() && other.env.is_empty() && other.files.is_empty());

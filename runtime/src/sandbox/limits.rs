@@ -90,10 +90,25 @@ const MIB: u64 = 1024 * 1024;
 /// Reason for more: `host call failed: requested len ... exceeds limit`.
 pub const MAX_RANDOM_BYTES: u64 = 1 << 20;
 
-/// Most host resources (streams, pollables, ...) one attempt holds at once.
-/// Each lives in the host's memory, outside the job's memory limit; a guest
-/// creating them in a loop stops here instead of growing the worker.
-pub const MAX_HOST_RESOURCES: usize = 10_000;
+/// Most host resources (streams, pollables, HTTP requests, header fields,
+/// ...) one attempt holds at once. Each lives in the host's memory, outside
+/// the job's memory limit; a guest creating them in a loop stops here
+/// instead of growing the worker. With the two bounds below, what wasi:http
+/// can make the host hold for one attempt stays in the tens of MiB: at
+/// most this many header fields of [`MAX_HTTP_FIELDS_BYTES`] each, or a
+/// third as many request bodies each buffering two chunks of
+/// [`MAX_HTTP_BODY_CHUNK`], even when the requests are never sent.
+pub const MAX_HOST_RESOURCES: usize = 2_000;
+
+/// Most bytes of one set of HTTP header fields a guest builds, counted as
+/// wasmtime holds them in memory (about twice their size on the wire).
+/// Default of wasmtime: 128 KiB.
+pub const MAX_HTTP_FIELDS_BYTES: usize = 16 * 1024;
+
+/// Most bytes one write to an outgoing HTTP body copies out of the guest
+/// (the host buffers one such write per body until it is sent). Default of
+/// wasmtime: 1 MiB.
+pub const MAX_HTTP_BODY_CHUNK: usize = 16 * 1024;
 
 /// Bytes written the way people read them: `64 MiB`, `512 KiB`, `100 bytes`.
 #[derive(Debug, Clone, Copy)]

@@ -626,7 +626,11 @@ impl Sandbox {
         let state = HostState {
             wasi,
             table,
-            http: WasiHttpCtx::new(),
+            http: {
+                let mut http = WasiHttpCtx::new();
+                http.set_field_size_limit(limits::MAX_HTTP_FIELDS_BYTES);
+                http
+            },
             outbound,
             output: output.clone(),
             limiter: MemoryLimiter::new(

@@ -164,6 +164,10 @@ fn refused(error: wasmtime_wasi_http::Error) -> Sent {
 }
 
 impl WasiHttpHooks for Outbound {
+    fn p2_outgoing_body_chunk_size(&mut self) -> usize {
+        super::limits::MAX_HTTP_BODY_CHUNK
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<WasiBody>,
@@ -171,11 +175,14 @@ impl WasiHttpHooks for Outbound {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Sent {
         use wasmtime_wasi_http::Error;
-        let method = request.method().clone();
+        let method = send::shown(request.method().as_str(), 32);
         let uri = request.uri().clone();
-        let scheme = uri.scheme_str().unwrap_or("");
+        // The sender decides TLS and the default port from the same lower-
+        // cased scheme the allowlist matched.
+        let scheme = uri.scheme_str().unwrap_or("").to_ascii_lowercase();
+        let scheme = scheme.as_str();
         let host = uri.host().unwrap_or("");
-        let shown = send::shown_host(host);
+        let shown = send::shown(host, 253);
         if self.requests >= self.grant.max_requests {
             self.log(
                 Level::Warn,
@@ -187,7 +194,7 @@ impl WasiHttpHooks for Outbound {
             return self.refuse("denied", Error::HttpRequestDenied);
         }
         self.requests += 1;
-        if method == http::Method::CONNECT {
+        if request.method() == http::Method::CONNECT {
             self.log(
                 Level::Warn,
                 &format!("http CONNECT {shown} denied: tunnels are not allowed"),

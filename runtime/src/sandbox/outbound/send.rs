@@ -44,13 +44,13 @@ impl Timeouts {
     }
 }
 
-/// A host as it is written in the job's log: the URL's host, at most 253
-/// characters (the longest DNS name), so a guest cannot fill the log with
-/// one.
-pub(super) fn shown_host(host: &str) -> String {
-    match host.char_indices().nth(253) {
-        Some((cut, _)) => format!("{}...", &host[..cut]),
-        None => host.to_string(),
+/// Guest-given text (a host, a method) as it is written in the job's log:
+/// at most `max` characters (253 for a host, the longest DNS name), so a
+/// guest cannot fill the log, or push the line past it, with one.
+pub(super) fn shown(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
     }
 }
 
@@ -65,7 +65,9 @@ pub(super) async fn send(
     output: &JobOutput,
 ) -> Result<(http::Response<WasiBody>, Io), Error> {
     let uri = request.uri().clone();
-    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let https = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"));
     let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?;
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -85,8 +87,8 @@ pub(super) async fn send(
                 Level::Warn,
                 &format!(
                     "http {} {} denied: it resolves to {}; list the network in [sandbox] allow_private_networks to allow it (queue {queue})",
-                    request.method(),
-                    shown_host(host),
+                    shown(request.method().as_str(), 32),
+                    shown(host, 253),
                     prohibited.join(", ")
                 ),
             );
@@ -119,8 +121,13 @@ pub(super) async fn send(
 
     // The request line carries the path only; the Host header is the URL's
     // host, whatever the guest's request said.
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    *request.uri_mut() = path.parse().map_err(|_| Error::HttpRequestUriInvalid)?;
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    *request.uri_mut() = http::Uri::from_parts(parts).map_err(|_| Error::HttpRequestUriInvalid)?;
     let authority = match uri.port_u16() {
         Some(p) if p != if https { 443 } else { 80 } => format!("{host}:{p}"),
         _ => host.to_string(),
@@ -149,7 +156,7 @@ pub(super) async fn send(
             left: limit,
             limit,
             gap: timeouts.between_bytes,
-            timer: Box::pin(tokio::time::sleep(timeouts.between_bytes)),
+            timer: None,
         }
         .boxed_unsync()
     });
@@ -180,14 +187,41 @@ async fn resolve(
     if let Some(fixed) = grant.resolve.get(&name) {
         return Ok(fixed.clone());
     }
-    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), port)))
+    // The system resolver blocks a thread until it answers, whatever
+    // timeout the caller gives up after: each lookup holds a place until
+    // then, so guests asking for names that never resolve take at most
+    // these threads, never the runtime's whole blocking pool.
+    let lookup = async {
+        let place = lookups()
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::DnsTimeout)?;
+        let target = (name.clone(), port);
+        tokio::task::spawn_blocking(move || {
+            let _place = place;
+            std::net::ToSocketAddrs::to_socket_addrs(&target)
+                .map(|found| found.map(|a| a.ip()).collect::<Vec<_>>())
+        })
         .await
         .map_err(|_| Error::DnsTimeout)?
         .map_err(|e| Error::DnsError {
             rcode: Some(e.to_string()),
             info_code: None,
-        })?;
-    Ok(found.map(|a| a.ip()).collect())
+        })
+    };
+    tokio::time::timeout(timeout, lookup)
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+}
+
+/// Most system DNS lookups in flight at once, the process over (see
+/// [`resolve`]).
+const MAX_LOOKUPS: usize = 32;
+
+fn lookups() -> &'static Arc<tokio::sync::Semaphore> {
+    static LOOKUPS: OnceLock<Arc<tokio::sync::Semaphore>> = OnceLock::new();
+    LOOKUPS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)))
 }
 
 /// A connection to the first of `addresses` that answers.
@@ -255,13 +289,14 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
 }
 
 /// A response body held to `limit` bytes in all, and to `gap` between
-/// frames.
+/// frames once the guest reads it (a guest that reads the body late is
+/// not timed out for it).
 struct Capped {
     inner: hyper::body::Incoming,
     left: u64,
     limit: u64,
     gap: Duration,
-    timer: Pin<Box<tokio::time::Sleep>>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body for Capped {
@@ -282,14 +317,19 @@ impl Body for Capped {
                     return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(self.limit)))));
                 }
                 self.left -= n;
-                let next = tokio::time::Instant::now() + self.gap;
-                self.timer.as_mut().reset(next);
+                self.timer = None;
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let gap = self.gap;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Error::ConnectionReadTimeout))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
