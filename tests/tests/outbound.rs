@@ -572,3 +572,32 @@ fn https_speaks_tls_with_the_hosts_name_as_sni() {
         "{log}"
     );
 }
+
+/// A guest that builds requests and never sends them cannot make the host
+/// hold more than a bounded amount for it: header fields, body writes and
+/// host resources are all capped, whatever the guest asks for.
+#[test]
+fn requests_built_but_never_sent_hold_a_bounded_amount_of_the_hosts_memory() {
+    let config = format!("[queues.{}]\noutput_kib = 256\n", guests::HTTP);
+    let d = dispatch(&config, &json!({"hoard": 100_000}), &[]);
+    let log = d.log();
+    let (requests, bytes) = log
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let rest = line.strip_prefix("INFO hoard ")?;
+            let (requests, rest) = rest.split_once(" requests ")?;
+            let bytes = rest.strip_suffix(" bytes")?;
+            Some((requests.parse::<u64>().ok()?, bytes.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no progress line: {log}"));
+    assert!(requests >= 100, "the guest got going: {log}");
+    assert!(
+        requests < 2_000,
+        "host resources per attempt stop it: {requests} requests"
+    );
+    assert!(
+        bytes <= 32 << 20,
+        "the host took {bytes} bytes of unsent bodies for {requests} requests"
+    );
+}

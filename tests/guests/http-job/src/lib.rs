@@ -21,6 +21,12 @@
 //!   /dir/f ok`.
 //! - `{"list_dir": "/dir"}`: logs `list /dir ["a.txt", ...]`.
 //!
+//! - `{"hoard": 100000}`: builds that many requests with bodies, writes
+//!   into each body what the host takes without waiting, never sends any,
+//!   and keeps them all; logs `hoard N requests B bytes` every 100 and at
+//!   the end (until a host bound ends the attempt first). What the host
+//!   buffers for it must stay bounded.
+//!
 //! A file operation that fails fails the job with `<op> <path>: <error>`.
 
 use std::time::Duration;
@@ -65,6 +71,9 @@ fn handle(job: Job) -> guest_sdk::Result {
             .map_err(|e| guest_sdk::fail(format!("write {path}: {e}")))?;
         info!("write {path} ok");
         Ok(())
+    } else if let Some(n) = p["hoard"].as_u64() {
+        hoard(n);
+        Ok(())
     } else if let Some(path) = p["list_dir"].as_str() {
         let mut names = Vec::new();
         for entry in
@@ -78,9 +87,33 @@ fn handle(job: Job) -> guest_sdk::Result {
         Ok(())
     } else {
         Err(guest_sdk::fail(
-            "payload needs one of requests, env, setting, read_file, write_file, list_dir",
+            "payload needs one of requests, env, setting, read_file, write_file, list_dir, hoard",
         ))
     }
+}
+
+fn hoard(n: u64) {
+    use guest_sdk::__http_bindings::wasi::http::types::{Fields, OutgoingRequest};
+    let chunk = vec![7u8; 1 << 20];
+    let mut kept = Vec::new();
+    let mut bytes: u64 = 0;
+    for i in 0..n {
+        let request = OutgoingRequest::new(Fields::new());
+        let Ok(body) = request.body() else { break };
+        let Ok(stream) = body.write() else { break };
+        while let Ok(permit) = stream.check_write() {
+            let len = usize::try_from(permit).unwrap_or(usize::MAX).min(chunk.len());
+            if len == 0 || stream.write(&chunk[..len]).is_err() {
+                break;
+            }
+            bytes += len as u64;
+        }
+        kept.push((request, body, stream));
+        if i % 100 == 0 {
+            info!("hoard {} requests {bytes} bytes", kept.len());
+        }
+    }
+    info!("hoard {} requests {bytes} bytes", kept.len());
 }
 
 fn requests_mode(requests: &[Value], repeat: u64, map: bool) -> guest_sdk::Result {
