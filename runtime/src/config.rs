@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 use crate::job::{MAX_DELAY, QueueName};
 use crate::retry::Backoff;
+use crate::sandbox::outbound::allow::RequestHost;
 use crate::sandbox::outbound::{AllowList, Network};
 use crate::sandbox::{Grants, Limits, Preopen, SandboxConfig};
 
@@ -132,15 +133,16 @@ impl SandboxSection {
             })?;
         }
         for name in self.resolve.iter().flatten().map(|(name, _)| name) {
-            let plain = !name.is_empty()
-                && name.len() <= 253
-                && name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                });
-            if !plain {
+            // Written as the sender looks a request's host up, or never
+            // found: an address or a trailing dot would be dead entries.
+            let looked_up = matches!(
+                RequestHost::parse(name),
+                Some(RequestHost::Name(normal)) if normal == *name
+            );
+            if !looked_up {
                 return Err(ConfigError::Value {
                     key: format!("sandbox.resolve.{name}"),
-                    message: "write the host name in lower case, as in allowed_outbound_hosts (letters, digits, '-' and '.')".into(),
+                    message: "write the host name in lower case, as in allowed_outbound_hosts (letters, digits, '-' and '.'; a name, not an address; no trailing dot)".into(),
                 });
             }
         }

@@ -310,10 +310,13 @@ enum NameProblem {
     TooLong,
 }
 
-/// The host of a request, normalised for matching.
+/// The host of a request, normalised as entries are matched against it,
+/// and as the sender looks it up in `[sandbox.resolve]` or connects to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum RequestHost {
+pub enum RequestHost {
+    /// A DNS name: lowercased, without its trailing dot.
     Name(String),
+    /// An address (an IPv4-mapped IPv6 one as its IPv4 address).
     Ip(IpAddr),
 }
 
@@ -321,7 +324,7 @@ impl RequestHost {
     /// The host of a request's URI, or None when no entry could allow it.
     /// Anything but plain ASCII fails: neither a name's letters, digits,
     /// `-` and `.` nor an IP address include any other character.
-    fn parse(host: &str) -> Option<RequestHost> {
+    pub fn parse(host: &str) -> Option<RequestHost> {
         let unbracketed = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))

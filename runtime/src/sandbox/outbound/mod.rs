@@ -221,39 +221,43 @@ impl WasiHttpHooks for Outbound {
         let meter = self.meter.clone();
         Box::new(async move {
             let started = Instant::now();
-            let result = send::send(request, &grant, queue.as_str(), timeouts, &output).await;
+            let result = send::send(request, &grant, timeouts).await;
             let elapsed = started.elapsed();
             let ms = elapsed.as_millis();
-            let outcome = match &result {
-                Ok((response, _)) => meter::status_class(response.status().as_u16()),
-                Err(Error::DestinationIpProhibited) => "prohibited",
-                Err(
-                    Error::ConnectionTimeout
-                    | Error::ConnectionReadTimeout
-                    | Error::DnsTimeout
-                    | Error::HttpResponseTimeout,
-                ) => "timeout",
-                Err(_) => "error",
-            };
-            meter.record(&queue, outcome, Some(elapsed));
-            match &result {
+            let (outcome, level, line) = match &result {
                 Ok((response, _)) => {
                     let status = response.status().as_u16();
-                    let _ = output.line(
-                        Level::Info,
-                        &format!("http {method} {shown} {status} {ms}ms"),
-                    );
+                    let line = format!("http {method} {shown} {status} {ms}ms");
+                    (meter::status_class(status), Level::Info, line)
                 }
-                // Said already, with the addresses and the setting.
-                Err(Error::DestinationIpProhibited) => {}
-                Err(e) => {
-                    let _ = output.line(
-                        Level::Warn,
-                        &format!("http {method} {shown} failed after {ms}ms: {e}"),
-                    );
+                Err(send::Failed {
+                    error: Error::DestinationIpProhibited,
+                    detail: Some(detail),
+                }) => {
+                    let line = format!("http {method} {shown} denied: {detail} (queue {queue})");
+                    ("prohibited", Level::Warn, line)
                 }
-            }
-            result
+                Err(send::Failed { error, .. }) => {
+                    let line = format!("http {method} {shown} failed after {ms}ms: {error}");
+                    (failure_outcome(error), Level::Warn, line)
+                }
+            };
+            meter.record(&queue, outcome, Some(elapsed));
+            let _ = output.line(level, &line);
+            result.map_err(|failed| failed.error)
         })
+    }
+}
+
+/// The metric outcome of a request that failed with `error`.
+fn failure_outcome(error: &wasmtime_wasi_http::Error) -> &'static str {
+    use wasmtime_wasi_http::Error;
+    match error {
+        Error::DestinationIpProhibited => "prohibited",
+        Error::ConnectionTimeout
+        | Error::ConnectionReadTimeout
+        | Error::DnsTimeout
+        | Error::HttpResponseTimeout => "timeout",
+        _ => "error",
     }
 }

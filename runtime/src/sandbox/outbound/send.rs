@@ -18,8 +18,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 use super::HttpGrant;
 use super::addr;
-use crate::sandbox::host::Level;
-use crate::sandbox::output::JobOutput;
+use super::allow::RequestHost;
 
 /// The stage timeouts of one request: the grant's, lowered by the guest's
 /// request options if it asks for less, and never past the job's deadline.
@@ -56,14 +55,34 @@ pub(super) fn shown(text: &str, max: usize) -> String {
 
 type Io = Box<dyn Future<Output = Result<(), Error>> + Send>;
 
+/// Why a request failed: the error the guest gets and, for the job's log,
+/// what the error alone does not say (the prohibited addresses).
+pub(super) struct Failed {
+    pub error: Error,
+    pub detail: Option<String>,
+}
+
+impl From<Error> for Failed {
+    fn from(error: Error) -> Self {
+        Failed {
+            error,
+            detail: None,
+        }
+    }
+}
+
+impl From<hyper::Error> for Failed {
+    fn from(e: hyper::Error) -> Self {
+        Error::Hyper(e).into()
+    }
+}
+
 /// Sends `request` (already allowed) under `grant`.
 pub(super) async fn send(
     mut request: http::Request<WasiBody>,
     grant: &HttpGrant,
-    queue: &str,
     timeouts: Timeouts,
-    output: &JobOutput,
-) -> Result<(http::Response<WasiBody>, Io), Error> {
+) -> Result<(http::Response<WasiBody>, Io), Failed> {
     let uri = request.uri().clone();
     let https = uri
         .scheme_str()
@@ -83,18 +102,15 @@ pub(super) async fn send(
     }
     if permitted.is_empty() {
         if !prohibited.is_empty() {
-            let _ = output.line(
-                Level::Warn,
-                &format!(
-                    "http {} {} denied: it resolves to {}; list the network in [sandbox] allow_private_networks to allow it (queue {queue})",
-                    shown(request.method().as_str(), 32),
-                    shown(host, 253),
+            return Err(Failed {
+                error: Error::DestinationIpProhibited,
+                detail: Some(format!(
+                    "it resolves to {}; list the network in [sandbox] allow_private_networks to allow it",
                     prohibited.join(", ")
-                ),
-            );
-            return Err(Error::DestinationIpProhibited);
+                )),
+            });
         }
-        return Err(Error::DestinationNotFound);
+        return Err(Error::DestinationNotFound.into());
     }
 
     let stream = connect(&permitted, port, timeouts.connect).await?;
@@ -148,7 +164,7 @@ pub(super) async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(Error::HttpResponseBodySize(declared));
+        return Err(Error::HttpResponseBodySize(declared).into());
     }
     let response = response.map(|body| {
         Capped {
@@ -180,10 +196,12 @@ async fn resolve(
     port: u16,
     timeout: Duration,
 ) -> Result<Vec<IpAddr>, Error> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![ip]);
-    }
-    let name = host.trim_end_matches('.').to_ascii_lowercase();
+    // Read as the allowlist read it (it let the host through).
+    let name = match RequestHost::parse(host) {
+        Some(RequestHost::Ip(ip)) => return Ok(vec![ip]),
+        Some(RequestHost::Name(name)) => name,
+        None => return Err(Error::HttpRequestUriInvalid),
+    };
     if let Some(fixed) = grant.resolve.get(&name) {
         return Ok(fixed.clone());
     }
