@@ -1,9 +1,9 @@
 //! Recording attempts' ends, in batches: whatever finished while the last
 //! batch was being recorded goes in the next (one script call per queue on
 //! Redis); a lone ack goes at once, so batching adds no latency. After
-//! recording, each attempt is counted (stats, metrics), reported (events)
-//! and its room given back to the loop, here, so a slot never waits for
-//! its ack.
+//! recording, each attempt is counted (stats, metrics) and reported
+//! (events). A slot never waits for its ack: its room was given back when
+//! the attempt ended (see [`super::inflight::InFlight`]).
 
 use std::sync::Arc;
 
@@ -66,7 +66,8 @@ pub(super) async fn run(
             .into_iter();
         let mut logs = items.drain(..).map(|(_, _, log)| log);
         let mut done_follow_ups: Vec<Lineage> = Vec::new();
-        let mut ended = Vec::with_capacity(batch.len());
+        let recorded = batch.len();
+        let mut ended = Vec::with_capacity(recorded);
         for mut a in batch.drain(..) {
             let ack = if a.completion.is_some() {
                 let log = logs.next();
@@ -95,7 +96,6 @@ pub(super) async fn run(
             let end = AttemptEnd::of(ack, a.report.is_none());
             stats.add(end);
             a.served.meter.finished(a.report.as_ref(), end);
-            let served = a.served;
             if let Some(events) = &recorder.events {
                 let _ = events.send(JobEvent {
                     job: a.job,
@@ -103,9 +103,8 @@ pub(super) async fn run(
                     ack,
                 });
             }
-            recorder.inflight.settle(&served);
         }
-        recorder.inflight.settled_all();
+        recorder.inflight.recorded(recorded);
     }
     stats
 }

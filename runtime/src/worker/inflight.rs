@@ -64,53 +64,76 @@ impl Ready {
     }
 }
 
-/// Jobs claimed and not yet recorded.
+/// Jobs claimed whose attempts have not ended (what the worker's
+/// concurrency and each queue's cap bound), and jobs claimed whose ends are
+/// not yet recorded (what a drain and a shutdown wait for).
+///
+/// Room is made when an attempt ends, not when its end is recorded: the
+/// record goes in the next ack batch while the slot already runs a newly
+/// claimed job, so a claim and an ack are never round trips in series. The
+/// ends waiting to be recorded are bounded too (see [`InFlight::room`]),
+/// so a backend slower to record than to hand out jobs cannot make them
+/// pile up.
 #[derive(Debug, Default)]
 pub(super) struct InFlight {
-    count: AtomicUsize,
-    /// How many have been recorded so far: the loop compares it with what
+    running: AtomicUsize,
+    unrecorded: AtomicUsize,
+    /// How many attempts have ended so far: the loop compares it with what
     /// it saw last to tell that room was made.
-    settled: AtomicU64,
+    ended: AtomicU64,
     changed: Notify,
 }
 
 impl InFlight {
-    pub fn len(&self) -> usize {
-        self.count.load(Ordering::Acquire)
+    /// Jobs claimed whose attempts have not ended.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Whether every claimed job's end is recorded.
+    pub fn all_recorded(&self) -> bool {
+        self.unrecorded.load(Ordering::Acquire) == 0
     }
 
-    /// How many jobs have been recorded so far.
-    pub fn settled_so_far(&self) -> u64 {
-        self.settled.load(Ordering::Acquire)
+    /// How many more jobs may be claimed under `concurrency`: free slots,
+    /// as long as fewer than another `concurrency` ends wait to be
+    /// recorded.
+    pub fn room(&self, concurrency: usize) -> usize {
+        let free = concurrency.saturating_sub(self.running());
+        let backlog = self.unrecorded.load(Ordering::Acquire);
+        free.min((2 * concurrency).saturating_sub(backlog))
+    }
+
+    /// How many attempts have ended so far.
+    pub fn ended_so_far(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
     }
 
     /// `n` jobs of `served` were claimed.
     pub fn took(&self, served: &Served, n: usize) {
         served.took(n);
-        self.count.fetch_add(n, Ordering::AcqRel);
+        self.running.fetch_add(n, Ordering::AcqRel);
+        self.unrecorded.fetch_add(n, Ordering::AcqRel);
     }
 
-    /// A job of `served` was recorded (or given up): its room is free.
-    /// The loop hears of it at the next [`InFlight::settled_all`].
-    pub fn settle(&self, served: &Served) {
-        served.settled();
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        self.settled.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Wakes the loop once for the jobs settled since the last call, so
-    /// a batch of acks is one wake-up of the loop rather than one per job.
-    pub fn settled_all(&self) {
+    /// An attempt of `served` ended (or was given up): its slot and its
+    /// place under the queue's cap are free.
+    pub fn ended(&self, served: &Served) {
+        served.ended();
+        self.running.fetch_sub(1, Ordering::AcqRel);
+        self.ended.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_one();
     }
 
-    /// Resolves after a batch of jobs settles (at once if one did since
-    /// the last wait).
-    pub async fn settled(&self) {
+    /// `n` ended attempts were recorded (or given up).
+    pub fn recorded(&self, n: usize) {
+        self.unrecorded.fetch_sub(n, Ordering::AcqRel);
+        self.changed.notify_one();
+    }
+
+    /// Resolves after an attempt ends or a batch is recorded (at once if
+    /// one did since the last wait).
+    pub async fn changed(&self) {
         self.changed.notified().await;
     }
 }

@@ -229,6 +229,7 @@ impl Worker {
             jobs: self.jobs.clone(),
             runner: self.runner.clone(),
             ready: ready.clone(),
+            inflight: inflight.clone(),
             acks: acks_tx,
             lease: self.config.lease,
             retry_at_once: self.config.retry_at_once,

@@ -38,7 +38,7 @@ impl From<&QueueSettings> for QueuePolicy {
 }
 
 /// A queue the worker has served: its policy, its meter and how many of
-/// its jobs are in flight (claimed, not yet recorded).
+/// its jobs are running (claimed, their attempts not ended).
 #[derive(Debug)]
 pub(super) struct Served {
     pub name: QueueName,
@@ -48,7 +48,7 @@ pub(super) struct Served {
 }
 
 impl Served {
-    /// Its jobs in flight.
+    /// Its jobs running.
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)
     }
@@ -64,7 +64,7 @@ impl Served {
         self.running.fetch_add(n, Ordering::AcqRel);
     }
 
-    pub(super) fn settled(&self) {
+    pub(super) fn ended(&self) {
         self.running.fetch_sub(1, Ordering::AcqRel);
     }
 }

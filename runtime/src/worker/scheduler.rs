@@ -59,15 +59,15 @@ struct LoopState {
     /// Whether the last round took all it asked for, so the queues may
     /// have more; if not, the loop waits for work before claiming again.
     hungry: bool,
-    /// Whether a queue's cap held the last round back: a job settling
+    /// Whether a queue's cap held the last round back: an attempt ending
     /// makes room for it, so the loop is hungry again.
     capped: bool,
     /// Whether free room has waited [`LINGER`] for a batch's worth.
     lingered: bool,
     /// Queues that had room in the last round: the ones worth waiting on.
     open: Vec<QueueName>,
-    /// How many jobs had settled when the loop last looked.
-    settled_seen: u64,
+    /// How many attempts had ended when the loop last looked.
+    ended_seen: u64,
     /// Backoff while the backend is unreachable.
     outage: Outage,
 }
@@ -97,14 +97,14 @@ impl Scheduler {
             capped: false,
             lingered: false,
             open: Vec::new(),
-            settled_seen: 0,
+            ended_seen: 0,
             outage: Outage::default(),
         };
         tokio::pin!(shutdown);
         loop {
-            let settled = self.inflight.settled_so_far();
-            if settled != st.settled_seen {
-                st.settled_seen = settled;
+            let ended = self.inflight.ended_so_far();
+            if ended != st.ended_seen {
+                st.ended_seen = ended;
                 st.hungry |= st.capped;
             }
             let budget = self
@@ -114,8 +114,8 @@ impl Scheduler {
             if budget == 0 {
                 return (End::Finished, st.claimed);
             }
-            let busy = self.inflight.len();
-            let room = concurrency - busy.min(concurrency);
+            let busy = self.inflight.running();
+            let room = self.inflight.room(concurrency);
             // Claim in batches: with jobs in flight, wait until a batch's
             // worth of room is free (or LINGER has passed) rather than
             // claiming one job per finished one.
@@ -141,25 +141,25 @@ impl Scheduler {
                     Err(e) => waited = Err(e),
                 }
             }
-            if self.config.drain && self.inflight.is_empty() && !st.hungry && waited.is_ok() {
+            if self.config.drain && self.inflight.all_recorded() && !st.hungry && waited.is_ok() {
                 match self.nothing_left(&st.open).await {
                     Ok(true) => return (End::Finished, st.claimed),
                     Ok(false) => {}
                     Err(e) => waited = Err(e),
                 }
             }
-            // With the backend unreachable, pause (a job may settle or a
+            // With the backend unreachable, pause (an attempt may end or a
             // shutdown arrive meanwhile), then try again.
             let pause = waited.err().map(|e| st.outage.failed(&e));
             let lingering = room > 0 && st.hungry && !claiming && pause.is_none();
             let waiting = room > 0 && !st.hungry && !st.open.is_empty() && pause.is_none();
             tokio::select! {
                 () = &mut shutdown => return (End::Shutdown, st.claimed),
-                () = self.inflight.settled(), if !self.inflight.is_empty() => {}
+                () = self.inflight.changed(), if !self.inflight.all_recorded() => {}
                 () = tokio::time::sleep(pause.unwrap_or_default()), if pause.is_some() => {}
                 () = tokio::time::sleep(LINGER), if lingering => st.lingered = true,
                 // Only queues with room are worth waiting on; with none, a
-                // settling job makes room.
+                // job ending makes room.
                 waited = self.jobs.wait_for_work(&st.open, WAIT_FOR_WORK), if waiting => {
                     match waited {
                         Ok(()) => st.lingered = true,

@@ -2,7 +2,8 @@
 //! claimed jobs from the ready line and running one attempt at a time:
 //! the runner, the lease kept renewed while it runs, the hand-back when
 //! the grace period is over, then the attempt's end handed to the ack
-//! recorder without waiting for it, so the slot goes on to the next job.
+//! recorder without waiting for it, so the slot goes on to the next job
+//! (and the loop may claim for it) at once.
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -21,7 +22,7 @@ use crate::sandbox::{RunOutcome, RunReport};
 
 use super::Runner;
 use super::acks::Attempted;
-use super::inflight::Ready;
+use super::inflight::{InFlight, Ready};
 
 /// What every slot shares.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ pub(super) struct Slots {
     pub jobs: Arc<dyn JobQueue>,
     pub runner: Arc<dyn Runner>,
     pub ready: Arc<Ready>,
+    pub inflight: Arc<InFlight>,
     pub acks: mpsc::UnboundedSender<Attempted>,
     /// The lease length: renewed every third of it.
     pub lease: Duration,
@@ -93,6 +95,7 @@ pub(super) async fn run(slots: Arc<Slots>, mut stop: watch::Receiver<bool>) {
                 }
             }
         };
+        slots.inflight.ended(&attempted.served);
         // The recorder outlives every slot.
         let _ = slots.acks.send(attempted);
     }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::*;
@@ -78,12 +78,14 @@ impl Runner for Fake {
     }
 }
 
-/// The memory backend, failing every call while `down`, and noting when
-/// each claim was made and how many it took.
+/// The memory backend, failing every call while `down`, holding every
+/// ack back while `held`, and noting when each claim was made and how many
+/// it took.
 #[derive(Debug)]
 struct Flaky {
     inner: Arc<MemoryBackend>,
     down: AtomicBool,
+    held: watch::Sender<bool>,
     claims: Mutex<Vec<(Instant, Option<usize>)>>,
     claimed: Notify,
     renewals: AtomicUsize,
@@ -94,6 +96,7 @@ impl Flaky {
         Flaky {
             inner,
             down: AtomicBool::new(false),
+            held: watch::Sender::new(false),
             claims: Mutex::new(Vec::new()),
             claimed: Notify::new(),
             renewals: AtomicUsize::new(0),
@@ -181,6 +184,7 @@ impl JobQueue for Flaky {
         items: &[(Lease, Completion, String)],
     ) -> Result<Vec<Ack>, QueueError> {
         self.check()?;
+        let _ = self.held.subscribe().wait_for(|held| !held).await;
         self.inner.complete_many(items).await
     }
     async fn get(&self, id: &JobId) -> Result<Option<JobRecord>, QueueError> {
@@ -296,6 +300,30 @@ async fn claims_in_batches_as_room_frees_and_lingers_for_less() {
         claims[1].0 - start,
         Duration::from_millis(100) + scheduler::LINGER
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_for_ended_attempts_without_waiting_for_their_acks_up_to_a_bound() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("a", r#"{"ms":1}"#, 20).await;
+    rig.jobs.held.send_replace(true);
+    let run = tokio::spawn(
+        rig.worker(WorkerConfig {
+            concurrency: 4,
+            batch: 4,
+            ..config(&["a"])
+        })
+        .run(std::future::pending()),
+    );
+    // In paused time: the clock moves only once every task waits.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // With no ack recorded, a second batch ran in the slots the first
+    // left, and no more: another concurrency's worth of ends waits.
+    assert_eq!(rig.runner.order.lock().expect("lock").len(), 8);
+    assert_eq!(rig.jobs.sizes(), vec![Some(4), Some(4)]);
+    rig.jobs.held.send_replace(false);
+    let stats = run.await.expect("task").expect("worker");
+    assert_eq!(stats.done, 20, "{stats:?}");
 }
 
 #[tokio::test(start_paused = true)]
