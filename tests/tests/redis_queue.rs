@@ -2,8 +2,8 @@
 //! against a standalone server (over its unix socket) and against a local
 //! 3-master Redis Cluster; then what only Redis has: the key layout, the
 //! prefix, reloading the function library, records written by an older
-//! version or garbled, and a
-//! clear error when Redis is unreachable.
+//! version or garbled, the running set's encoding, and a clear error when
+//! Redis is unreachable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use runtime::job::FailureKind;
 use runtime::queue::redis::RedisBackend;
-use runtime::queue::{Claim, Completion, JobQueue, ManualClock, SystemClock};
+use runtime::queue::{Claim, Completion, JobQueue, ManualClock, Page, SystemClock};
 use runtime::{JobState, NewJob, Payload, QueueError, QueueName};
 use runtime_tests::conformance::Server;
 use runtime_tests::redis::{RedisCluster, RedisServer};
@@ -359,4 +359,39 @@ async fn claim_one(b: &RedisBackend, queue: &str) -> Claim {
         .expect("claim")
         .pop()
         .expect("a job")
+}
+
+#[tokio::test]
+async fn the_running_set_stays_a_skiplist_from_the_first_claim() {
+    let b = connect(&server().url(), "skip:").await;
+    for _ in 0..3 {
+        b.dispatch(job("encoding")).await.expect("dispatch");
+    }
+    let encoding = || async {
+        let e: String = b
+            .query(
+                redis::cmd("OBJECT")
+                    .arg("ENCODING")
+                    .arg("skip:{encoding}:running"),
+            )
+            .await
+            .expect("OBJECT ENCODING");
+        e
+    };
+    // A set of two short members would otherwise be a listpack, whose
+    // every insert and removal scans all entries.
+    let first = claim_one(&b, "encoding").await;
+    claim_one(&b, "encoding").await;
+    assert_eq!(encoding().await, "skiplist");
+    let running = b
+        .list(&q("encoding"), JobState::Running, Page::default())
+        .await
+        .expect("list running");
+    assert_eq!(running.len(), 2, "only the two jobs are running");
+    b.complete(&first.lease, Completion::Done, String::new())
+        .await
+        .expect("complete");
+    claim_one(&b, "encoding").await;
+    assert_eq!(encoding().await, "skiplist");
+    assert_eq!(b.counts(&q("encoding")).await.expect("counts").running, 2);
 }

@@ -37,6 +37,9 @@
 local MUT = '^(%l+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d*)|(%-?%d+)|(%d+)|(%l*)$'
 -- Just the state, the token and the flags, for the fencing check.
 local FENCE = '^(%l+)|%d+|(%d+)|.*|(%l*)$'
+-- A claim's reading of a pending job: attempts, token, run at, and the rest
+-- as it stands (priority|max attempts|flags; only flags hold letters).
+local TAKE = '^%l+|(%d+)|(%d+)|%d*|(%d+)|%d*|(%-?%d+|%d+|%l*)$'
 
 local function mut(st, a, t, l, r, b, p, x, fl)
   return st .. '|' .. a .. '|' .. t .. '|' .. l .. '|' .. r .. '|' .. b .. '|' .. p .. '|' .. x .. '|' .. fl
@@ -44,9 +47,21 @@ end
 
 local function has(flags, flag) return string.find(flags, flag, 1, true) ~= nil end
 
+-- A member no job has (not digits), longer than zset-max-listpack-value
+-- (64 by default) is set to in practice; made at the first claim, since
+-- loading has no `string`.
+local skiplist_member
+
 -- A job's seq (a decimal string) as its member in the state indexes, and
--- back; by string work alone, as number formatting costs more here.
-local function member(seq) return string.rep('0', 20 - #seq) .. seq end
+-- back; by string work alone, as number formatting costs more here. The
+-- zeros are written out (loading has no `string`), so a member is one new
+-- string.
+local ZEROS = {[0] = '', '0', '00', '000', '0000', '00000', '000000',
+  '0000000', '00000000', '000000000', '0000000000', '00000000000',
+  '000000000000', '0000000000000', '00000000000000', '000000000000000',
+  '0000000000000000', '00000000000000000', '000000000000000000',
+  '0000000000000000000', '00000000000000000000'}
+local function member(seq) return ZEROS[20 - #seq] .. seq end
 local function seq_of(m) return string.match(m, '^0*(%d+)$') or m end
 
 -- Calls `cmd` with `list` appended (after `key`, if given), in pieces:
@@ -86,12 +101,13 @@ local function release_unique(base, seq, flags)
   end
 end
 
--- Every key of a job's record.
-local function record_keys(jk, list)
+-- Every key of a job's record; with its flags known, only those it has
+-- (`:h` exists only once an attempt failed).
+local function record_keys(jk, list, flags)
   list[#list + 1] = jk
   list[#list + 1] = jk .. ':m'
   list[#list + 1] = jk .. ':x'
-  list[#list + 1] = jk .. ':h'
+  if not flags or has(flags, 'f') then list[#list + 1] = jk .. ':h' end
 end
 
 -- Ends a job's running attempt (changing part `f`) with a failure: its
@@ -249,15 +265,15 @@ local function claim(keys, args)
   local writes, running, unreadable = {}, {}, {}
   for i, m in ipairs(popped) do
     local seq, d, f = seqs[i], values[2 * i - 1], values[2 * i]
-    local st, a, t, _, r, _, p, x, fl = string.match(f or '', MUT)
-    if st and d then
-      a, t = tonumber(a) + 1, tonumber(t) + 1
-      local nm = mut('running', a, t, expires, r, now_s, p, x, fl)
+    local a, t, r, rest = string.match(f or '', TAKE)
+    if a and d then
+      local nm = 'running|' .. (a + 1) .. '|' .. (t + 1) .. '|' .. expires .. '|'
+        .. r .. '|' .. now_s .. '|' .. rest
       writes[#writes + 1] = names[2 * i]
       writes[#writes + 1] = nm
       running[#running + 1] = expires
       running[#running + 1] = m
-      if has(fl, 'f') then
+      if has(rest, 'f') then
         local jk = names[2 * i - 1]
         local more = redis.call('HMGET', jk .. ':x', 'k', 'e', 'g')
         out[#out + 1] = {seq, d, nm, more[1], more[2], more[3],
@@ -274,7 +290,19 @@ local function claim(keys, args)
     -- A member without a record (never written by this library) is dropped.
   end
   batched('MSET', nil, writes)
-  batched('ZADD', base .. ':running', running)
+  if #running > 0 then
+    -- Kept in Redis's skiplist encoding: a member longer than
+    -- zset-max-listpack-value makes it one, and it stays one when that
+    -- member goes. A small sorted set is otherwise a listpack, in which
+    -- every insert and removal scans all entries, parsing each score:
+    -- with a worker's worth of jobs running, that is about a fifth of the
+    -- server's time per job. Only speed depends on it.
+    skiplist_member = skiplist_member or string.rep('~', 1024)
+    local key = base .. ':running'
+    redis.call('ZADD', key, 0, skiplist_member)
+    batched('ZADD', key, running)
+    redis.call('ZREM', key, skiplist_member)
+  end
   batched('ZADD', base .. ':failed', unreadable)
   if redis.call('ZCARD', pending) > 0 then wake(base) end
   return out
@@ -309,7 +337,7 @@ local function complete(keys, args)
       deleted[seq] = true
       finished[#finished + 1] = member(seq)
       release_unique(base, seq, fl)
-      record_keys(base .. ':job:' .. seq, gone)
+      record_keys(base .. ':job:' .. seq, gone, fl)
       done = done + 1
       out[#out + 1] = 'done'
     end
