@@ -340,10 +340,18 @@ impl Config {
         self.sandbox.validate()?;
         self.defaults.validate("defaults")?;
         for (name, section) in &self.queues {
-            QueueName::new(name.as_str()).map_err(|e| ConfigError::Value {
+            let queue = QueueName::parse(name).map_err(|e| ConfigError::Value {
                 key: format!("queues.{name}"),
                 message: e.to_string(),
             })?;
+            if queue.as_str() != name {
+                return Err(ConfigError::Value {
+                    key: format!("queues.{name}"),
+                    message: format!(
+                        "the default tenant's queues are written without it: use [queues.{queue}]"
+                    ),
+                });
+            }
             section.validate(&format!("queues.{name}"))?;
         }
         Ok(())
@@ -704,6 +712,25 @@ mod tests {
             "pool fits the biggest"
         );
         assert!(!config.sandbox().fuel);
+    }
+
+    #[test]
+    fn a_tenants_queue_has_its_own_section() {
+        let config = Config::parse(
+            r#"
+            [queues."acme/big"]
+            memory_mib = 256
+            "#,
+        )
+        .expect("valid config");
+        let acme = QueueName::parse("acme/big").expect("valid");
+        assert_eq!(config.queue(&acme).limits.memory, 256 << 20);
+        assert_eq!(config.queue(&q("big")).limits.memory, 64 << 20);
+        let spelled = Config::parse("[queues.\"default/big\"]\nmemory_mib = 8")
+            .expect_err("the default tenant written out");
+        assert!(spelled.to_string().contains("[queues.big]"), "{spelled}");
+        let bad = Config::parse("[queues.\"Acme/big\"]\nmemory_mib = 8").expect_err("bad tenant");
+        assert!(bad.to_string().contains("invalid tenant name"), "{bad}");
     }
 
     #[test]

@@ -16,6 +16,17 @@ pub enum InputError {
         "invalid queue name {0:?}: use 1 to {MAX_QUEUE_NAME_LEN} characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
     )]
     QueueName(String),
+    /// A tenant name outside the allowed alphabet or length.
+    #[error(
+        "invalid tenant name {0:?}: use 1 to {MAX_QUEUE_NAME_LEN} characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+    )]
+    TenantName(String),
+    /// A queue named with a tenant where only the caller's own tenant's
+    /// queues may be named.
+    #[error(
+        "queue {0:?} names a tenant: here queues are named within your own tenant, without one (`hello`, not `acme/hello`)"
+    )]
+    OtherTenant(String),
     /// A job id that is not `queue:number`.
     #[error("invalid job id {0:?}: a job id looks like `queue:number`, for example `hello:17`")]
     JobId(String),

@@ -368,7 +368,7 @@ proptest! {
             let queue = QueueName::new("q").expect("valid");
             let _ = config.queue(&queue);
             for name in config.queues.keys() {
-                let _ = config.queue(&QueueName::new(name.as_str()).expect("validated by parse"));
+                let _ = config.queue(&QueueName::parse(name).expect("validated by parse"));
             }
             let _ = config.sandbox();
         }

@@ -79,7 +79,7 @@ impl HandlerRegistry {
         self.settings(queue)
             .module
             .clone()
-            .unwrap_or_else(|| self.handlers_dir.join(queue.handler_file_name()))
+            .unwrap_or_else(|| queue.handler_path(&self.handlers_dir))
     }
 
     /// The handler of `queue`, loading it on first use. Blocks while

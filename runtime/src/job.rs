@@ -143,8 +143,88 @@ impl FromStr for FailureKind {
     }
 }
 
-/// A queue's name: 1 to 64 of `a-z`, `0-9`, `-` and `_`, starting with a
-/// letter or digit.
+/// The tenant whose queues keep their bare names: what a deployment with a
+/// single tenant uses, with no tenant written anywhere.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Whether `name` is 1 to 64 of `a-z`, `0-9`, `-` and `_`, starting with a
+/// letter or digit: the rule for a tenant's name and a queue's own name.
+fn valid_name(name: &str) -> bool {
+    let valid_start = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let valid_rest = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    name.len() <= MAX_QUEUE_NAME_LEN && valid_start && valid_rest
+}
+
+/// A tenant's name: the namespace of a set of queues, their handlers and
+/// their grants. Same alphabet and length as a queue's name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantName(Arc<str>);
+
+impl TenantName {
+    /// Validates `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self, InputError> {
+        let name = name.into();
+        if !valid_name(&name) {
+            return Err(InputError::TenantName(name));
+        }
+        Ok(TenantName(name.into()))
+    }
+
+    /// The default tenant.
+    pub fn default_tenant() -> Self {
+        TenantName(DEFAULT_TENANT.into())
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this is the default tenant.
+    pub fn is_default(&self) -> bool {
+        &*self.0 == DEFAULT_TENANT
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for TenantName {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        TenantName::new(s)
+    }
+}
+
+impl From<TenantName> for String {
+    fn from(t: TenantName) -> String {
+        t.0.to_string()
+    }
+}
+
+impl FromStr for TenantName {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TenantName::new(s)
+    }
+}
+
+/// A queue's name: its tenant and its own name, each 1 to 64 of `a-z`,
+/// `0-9`, `-` and `_`, starting with a letter or digit. Written
+/// `tenant/queue` (`acme/resize`), or the queue's own name alone in the
+/// default tenant (`resize`), which is how every name of a single-tenant
+/// deployment looks. The written form is the one identity: Redis keys,
+/// job ids, metrics and listings all use it, so two tenants' queues of the
+/// same own name never meet.
 ///
 /// Lowercase only, so a name maps to one handler file on every file system
 /// (`my-queue` is served by `my_queue_job.wasm`), and free of `:`, `{` and
@@ -157,32 +237,83 @@ impl FromStr for FailureKind {
 pub struct QueueName(Arc<str>);
 
 impl QueueName {
-    /// Validates `name`.
+    /// Validates `name`, a queue's own name, in the default tenant.
     pub fn new(name: impl Into<String>) -> Result<Self, InputError> {
         let name = name.into();
-        let valid_start = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-        let valid_rest = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if name.len() > MAX_QUEUE_NAME_LEN || !valid_start || !valid_rest {
+        if !valid_name(&name) {
             return Err(InputError::QueueName(name));
         }
         Ok(QueueName(name.into()))
     }
 
-    /// The name as text.
+    /// Queue `name` (its own name, without a tenant) of `tenant`.
+    pub fn in_tenant(tenant: &TenantName, name: &str) -> Result<Self, InputError> {
+        if name.contains('/') {
+            return Err(InputError::OtherTenant(name.to_string()));
+        }
+        if tenant.is_default() {
+            return QueueName::new(name);
+        }
+        if !valid_name(name) {
+            return Err(InputError::QueueName(name.to_string()));
+        }
+        Ok(QueueName(format!("{tenant}/{name}").into()))
+    }
+
+    /// Parses a written name: `tenant/queue`, or `queue` in the default
+    /// tenant (`default/queue` is the same queue, written `queue`).
+    pub fn parse(written: &str) -> Result<Self, InputError> {
+        match written.split_once('/') {
+            None => QueueName::new(written),
+            Some((tenant, name)) => {
+                let tenant = TenantName::new(tenant)?;
+                QueueName::in_tenant(&tenant, name).map_err(|e| match e {
+                    InputError::OtherTenant(_) => InputError::QueueName(written.to_string()),
+                    e => e,
+                })
+            }
+        }
+    }
+
+    /// Queue `name` of this queue's tenant: how a name a handler gives is
+    /// read, so that no name it writes reaches another tenant.
+    pub fn sibling(&self, name: &str) -> Result<Self, InputError> {
+        QueueName::in_tenant(&self.tenant(), name)
+    }
+
+    /// The written name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The queue's tenant.
+    pub fn tenant(&self) -> TenantName {
+        match self.0.split_once('/') {
+            Some((tenant, _)) => TenantName(tenant.into()),
+            None => TenantName::default_tenant(),
+        }
+    }
+
+    /// The queue's own name, without its tenant.
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(&self.0, |(_, name)| name)
     }
 
     /// The file name of the handler module serving this queue under the
     /// naming rule: queue `my-queue` is crate `my-queue-job`, whose cargo
     /// artifact is `my_queue_job.wasm`.
     pub fn handler_file_name(&self) -> String {
-        format!("{}_job.wasm", self.0.replace('-', "_"))
+        format!("{}_job.wasm", self.name().replace('-', "_"))
+    }
+
+    /// Where the naming rule puts this queue's handler module under
+    /// `dir`: in `dir` for the default tenant, in its tenant's
+    /// subdirectory otherwise (`dir/acme/resize_job.wasm`).
+    pub fn handler_path(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        match self.0.split_once('/') {
+            Some((tenant, _)) => dir.join(tenant).join(self.handler_file_name()),
+            None => dir.join(self.handler_file_name()),
+        }
     }
 }
 
@@ -195,7 +326,7 @@ impl fmt::Display for QueueName {
 impl TryFrom<String> for QueueName {
     type Error = InputError;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        QueueName::new(s)
+        QueueName::parse(&s)
     }
 }
 
@@ -208,7 +339,7 @@ impl From<QueueName> for String {
 impl FromStr for QueueName {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        QueueName::new(s)
+        QueueName::parse(s)
     }
 }
 
@@ -247,7 +378,7 @@ impl FromStr for JobId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || InputError::JobId(s.to_string());
         let (queue, seq) = s.rsplit_once(':').ok_or_else(bad)?;
-        let queue = QueueName::new(queue).map_err(|_| bad())?;
+        let queue = QueueName::parse(queue).map_err(|_| bad())?;
         let seq = seq.parse().map_err(|_| bad())?;
         Ok(JobId { queue, seq })
     }
@@ -773,6 +904,72 @@ mod tests {
         ] {
             assert!(QueueName::new(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_queue_name_is_its_tenant_and_its_own_name() {
+        let acme = TenantName::new("acme").expect("valid tenant");
+        let q = QueueName::in_tenant(&acme, "resize").expect("valid");
+        assert_eq!(q.as_str(), "acme/resize");
+        assert_eq!((q.tenant(), q.name()), (acme.clone(), "resize"));
+        assert_eq!("acme/resize".parse::<QueueName>(), Ok(q.clone()));
+        // The default tenant's queues keep their bare names, however
+        // written.
+        let bare = QueueName::new("resize").expect("valid");
+        assert!(bare.tenant().is_default());
+        assert_eq!("default/resize".parse::<QueueName>(), Ok(bare.clone()));
+        assert_ne!(bare, q);
+        let id: JobId = "acme/resize:7".parse().expect("valid id");
+        assert_eq!((id.queue(), id.seq()), (&q, 7));
+        assert_eq!(id.to_string(), "acme/resize:7");
+        for bad in [
+            "acme/",
+            "/resize",
+            "Acme/resize",
+            "a/b/c",
+            "acme/{x}",
+            "acme:x/y",
+        ] {
+            assert!(bad.parse::<QueueName>().is_err(), "{bad}");
+        }
+        // A queue's own name never carries a tenant.
+        assert!(QueueName::new("acme/resize").is_err());
+    }
+
+    #[test]
+    fn a_sibling_stays_in_its_tenant_whatever_it_is_called() {
+        let acme = QueueName::parse("acme/resize").expect("valid");
+        assert_eq!(
+            acme.sibling("thumbs").expect("valid").as_str(),
+            "acme/thumbs"
+        );
+        let default = QueueName::new("resize").expect("valid");
+        assert_eq!(default.sibling("thumbs").expect("valid").as_str(), "thumbs");
+        for other in [
+            "beta/thumbs",
+            "default/thumbs",
+            "acme/thumbs",
+            "/thumbs",
+            "../beta/x",
+        ] {
+            assert!(
+                matches!(acme.sibling(other), Err(InputError::OtherTenant(_))),
+                "{other}"
+            );
+            assert!(default.sibling(other).is_err(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_tenants_handlers_sit_in_its_own_directory() {
+        let dir = std::path::Path::new("/srv/handlers");
+        let acme = QueueName::parse("acme/my-queue").expect("valid");
+        assert_eq!(
+            acme.handler_path(dir),
+            dir.join("acme").join("my_queue_job.wasm")
+        );
+        let bare = QueueName::new("my-queue").expect("valid");
+        assert_eq!(bare.handler_path(dir), dir.join("my_queue_job.wasm"));
     }
 
     #[test]

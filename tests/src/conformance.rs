@@ -849,6 +849,54 @@ suite! {
         assert!(b.workers().await.expect("workers").is_empty());
     }
 
+    /// Two tenants' queues of the same own name, and the default tenant's,
+    /// are three queues: jobs, unique keys, claims, counts, listings,
+    /// purges and published modules of one never touch another's.
+    pub async fn tenants_queues_of_one_name_are_apart(b: Backend, _c: Clock) {
+        let acme = QueueName::parse("acme/mail").expect("valid");
+        let beta = QueueName::parse("beta/mail").expect("valid");
+        let bare = q("mail");
+        let keyed_in = |queue: &QueueName, payload: &str| NewJob {
+            options: keyed("invoice-7"),
+            ..NewJob::new(queue.clone(), Payload::new(payload).expect("payload"))
+        };
+        let a = b.dispatch(keyed_in(&acme, "1")).await.expect("dispatch");
+        let other = b.dispatch(keyed_in(&beta, "2")).await.expect("dispatch");
+        let plain = b.dispatch(keyed_in(&bare, "3")).await.expect("dispatch");
+        assert_eq!(a.to_string(), format!("acme/mail:{}", a.seq()));
+        assert_eq!(a.to_string().parse::<JobId>().expect("id"), a);
+        // One unique key, three live jobs: each tenant holds its own.
+        assert!(a != other && a != plain && other != plain);
+        let claims = b.claim(std::slice::from_ref(&acme), 10, LEASE).await.expect("claim");
+        let ids: Vec<JobId> = claims.into_iter().map(|c| c.job.id).collect();
+        assert_eq!(ids, vec![a.clone()]);
+        assert_eq!(b.counts(&beta).await.expect("counts").pending, 1);
+        assert_eq!(b.counts(&bare).await.expect("counts").pending, 1);
+        let listed = b
+            .list(&beta, JobState::Pending, Page::default())
+            .await
+            .expect("list");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, other);
+        assert_eq!(b.purge(&beta).await.expect("purge"), 1);
+        assert_eq!(state_of(&b, &plain).await, Some(JobState::Pending));
+        assert_eq!(state_of(&b, &a).await, Some(JobState::Running));
+        let queues = b.queues().await.expect("queues");
+        for queue in [&acme, &beta, &bare] {
+            assert!(queues.contains(queue), "{queue} in {queues:?}");
+        }
+        let version = b
+            .publish_module(&acme, b"\0asm acme")
+            .await
+            .expect("publish");
+        assert_eq!(
+            b.module_versions(&[acme.clone(), beta.clone(), bare.clone()])
+                .await
+                .expect("versions"),
+            vec![Some(version), None, None]
+        );
+    }
+
     /// A published module is found by version and bytes; publishing again
     /// replaces it; withdrawing removes it.
     pub async fn published_modules_replace_and_withdraw(b: Backend, _c: Clock) {

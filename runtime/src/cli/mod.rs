@@ -283,7 +283,7 @@ fn check_module_path(config: &Config, queue: &QueueName) -> Result<(), LoadError
                         kind: kind_of(&meta),
                     });
                 }
-                _ => dir.join(&file),
+                _ => queue.handler_path(&dir),
             }
         }
     };

@@ -160,6 +160,12 @@ documentation: `cargo doc -p guest-sdk --open`.
 
 pub fn run(args: &Args) -> CliResult {
     let queue = &args.queue;
+    if !queue.tenant().is_default() {
+        bail!(
+            "a handler crate belongs to no tenant: give the queue's own name (`runtime new {}`), and serve it in a tenant from that tenant's handlers directory or with `runtime deploy {queue}`",
+            queue.name()
+        );
+    }
     let dir = args
         .dir
         .clone()

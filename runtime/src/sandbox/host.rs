@@ -379,7 +379,8 @@ impl self::runtime::job::dispatch::Host for HostState {
         let Some(dispatcher) = self.caps.dispatch.clone() else {
             return Ok(Err("dispatch is not available in this context".into()));
         };
-        let job = match follow_up(queue, payload, options) {
+        let own = &self.follow_ups.lineage.parent;
+        let job = match follow_up(own.queue(), &queue, payload, options) {
             Ok(job) => job,
             Err(e) => return Ok(Err(e)),
         };
@@ -403,13 +404,15 @@ impl self::runtime::job::dispatch::Host for HostState {
 }
 
 /// Validates a guest's dispatch into a job (its unique key as the guest
-/// gave it; the backend scopes it), or a readable error for it.
+/// gave it; the backend scopes it), or a readable error for it. The queue
+/// is named within `own`'s tenant: no name a guest writes reaches another.
 fn follow_up(
-    queue: String,
+    own: &QueueName,
+    queue: &str,
     payload: String,
     options: self::runtime::job::dispatch::DispatchOptions,
 ) -> Result<NewJob, String> {
-    let queue = QueueName::new(queue).map_err(|e| e.to_string())?;
+    let queue = own.sibling(queue).map_err(|e| e.to_string())?;
     let payload = Payload::new(payload).map_err(|e| e.to_string())?;
     let defaults = DispatchOptions::default();
     let options = DispatchOptions {

@@ -672,7 +672,8 @@ impl Sandbox {
         });
         let wit_job = WitJob {
             id: job.id.to_string(),
-            queue: job.id.queue().to_string(),
+            // Its own name: the one it dispatches to its own queue with.
+            queue: job.id.queue().name().to_string(),
             payload: job.payload.as_str().to_string(),
             attempt: job.attempts,
             max_attempts: job.max_attempts,

@@ -693,7 +693,7 @@ impl JobQueue for RedisBackend {
             .await?;
         let mut queues: Vec<QueueName> = names
             .into_iter()
-            .filter_map(|n| QueueName::new(n).ok())
+            .filter_map(|n| QueueName::parse(&n).ok())
             .collect();
         queues.sort();
         Ok(queues)

@@ -1,0 +1,95 @@
+//! Tenants, end to end on a real Redis with the real binary: a tenant's
+//! queue is served from its own handlers directory, and a handler's
+//! dispatch stays inside its tenant whatever queue name it writes.
+
+use std::time::Duration;
+
+use runtime_tests::workers::Env;
+use runtime_tests::{TempDir, guests, runtime};
+
+/// Generous: a loaded 2-core machine.
+const BOUND: Duration = Duration::from_secs(60);
+
+/// The `fork` fixture installed as tenant `acme`'s handler of queue `fork`,
+/// in a handlers directory of its own.
+fn acme_handlers() -> TempDir {
+    let dir = TempDir::new("tenant-handlers");
+    let acme = dir.path().join("acme");
+    std::fs::create_dir(&acme).expect("create the tenant's directory");
+    std::fs::copy(
+        std::path::Path::new(guests::DIR).join("fork_job.wasm"),
+        acme.join("fork_job.wasm"),
+    )
+    .expect("copy the fixture");
+    dir
+}
+
+#[test]
+fn a_handler_dispatches_only_within_its_own_tenant_on_redis() {
+    let handlers = acme_handlers();
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let mut ids = Vec::new();
+    for target in ["beta/fork", "default/fork", "acme/fork", "mail"] {
+        let payload = format!(r#"{{"copies":1,"queue":"{target}"}}"#);
+        ids.push(env.dispatch("acme/fork", &payload, &[]));
+    }
+    assert_eq!(ids[0], "acme/fork:1");
+    let mut w = env.worker(&["acme/fork", "--drain"]);
+    assert_eq!(w.wait(BOUND), 0, "{}", w.log());
+    let log = w.log();
+    // Every name that carries a tenant is refused, its own included.
+    for target in ["beta/fork", "default/fork", "acme/fork"] {
+        assert!(
+            log.contains(&format!(
+                r#"refused: queue "{target}" names a tenant: here queues are named within your own tenant"#
+            )),
+            "{target}: {log}"
+        );
+    }
+    // A bare name is a queue of the handler's own tenant.
+    let queues = env.run(&["queues", "--json"]).expect_code(0).json();
+    let names: Vec<&str> = queues
+        .as_object()
+        .expect("queues by name")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, vec!["acme/fork", "acme/mail"], "{queues}");
+    assert_eq!(queues["acme/fork"]["done"], 4);
+    assert_eq!(queues["acme/mail"]["pending"], 1);
+    let listed = env
+        .run(&["jobs", "list", "acme/mail", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(listed[0]["id"], "acme/mail:1");
+    assert_eq!(listed[0]["lineage"]["root"], "acme/fork:4");
+    // Its keys carry the tenant in the queue's hash tag.
+    let keys = env
+        .redis
+        .command(&["EXISTS", "runtime:{acme/mail}:pending"])
+        .expect("redis answers");
+    assert_eq!(keys, ":1");
+}
+
+#[test]
+fn a_tenants_queue_needs_its_handler_in_the_tenants_directory() {
+    let handlers = acme_handlers();
+    let cache = TempDir::new("tenants");
+    let dir = handlers.path().display().to_string();
+    let run = runtime(
+        cache.path(),
+        &["--handlers", &dir, "dispatch", "beta/fork", "{}"],
+        None,
+    );
+    let text = run.expect_code(2).stderr();
+    // Tenant beta has no directory: acme's `fork` is not its handler.
+    let missing = handlers.path().join("beta").join("fork_job.wasm");
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+    let run = runtime(
+        cache.path(),
+        &["--handlers", &dir, "dispatch", "acme/fork", "{}", "--json"],
+        None,
+    );
+    assert_eq!(run.expect_code(0).json()["state"], "done");
+}
