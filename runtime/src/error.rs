@@ -27,6 +27,16 @@ pub enum InputError {
         "queue {0:?} names a tenant: here queues are named within your own tenant, without one (`hello`, not `acme/hello`)"
     )]
     OtherTenant(String),
+    /// A queue of another tenant named by a command scoped to one.
+    #[error(
+        "queue {name:?} is outside tenant {tenant} (--tenant): name its queues `hello` or `{tenant}/hello`"
+    )]
+    OutsideTenant {
+        /// The name as written.
+        name: String,
+        /// The command's tenant.
+        tenant: String,
+    },
     /// A job id that is not `queue:number`.
     #[error("invalid job id {0:?}: a job id looks like `queue:number`, for example `hello:17`")]
     JobId(String),

@@ -93,3 +93,62 @@ fn a_tenants_queue_needs_its_handler_in_the_tenants_directory() {
     );
     assert_eq!(run.expect_code(0).json()["state"], "done");
 }
+
+#[test]
+fn a_command_scoped_to_a_tenant_reaches_no_other_on_redis() {
+    let handlers = acme_handlers();
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let acme = |args: &[&str]| {
+        let mut all = vec!["--tenant", "acme"];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let beta = |args: &[&str]| {
+        let mut all = vec!["--tenant", "beta"];
+        all.extend_from_slice(args);
+        env.run(&all)
+    };
+    let id = acme(&["dispatch", "fork", "{}"]).expect_code(0).stdout();
+    assert_eq!(id.trim(), "acme/fork:1");
+    let shown = acme(&["jobs", "show", "fork:1", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(shown["id"], "acme/fork:1");
+    // Named in full, acme's queue and job are outside tenant beta: every
+    // command refuses them before it reaches the server.
+    let refusals: [&[&str]; 7] = [
+        &["dispatch", "acme/fork", "{}"],
+        &["jobs", "show", "acme/fork:1"],
+        &["jobs", "delete", "acme/fork:1"],
+        &["jobs", "retry", "--all-failed", "acme/fork"],
+        &["jobs", "list", "default/fork"],
+        &["queues", "purge", "acme/fork"],
+        &["deploy", "acme/fork", "--withdraw"],
+    ];
+    for args in refusals {
+        let run = beta(args);
+        let text = run.expect_code(2).stderr();
+        assert!(
+            text.contains("is outside tenant beta (--tenant)"),
+            "{args:?}: {text}"
+        );
+    }
+    // Named bare, the same names are beta's own queue and job: not acme's.
+    let missing = beta(&["jobs", "show", "fork:1"]);
+    assert!(
+        missing.stderr().contains("no job beta/fork:1"),
+        "{}",
+        missing.stderr()
+    );
+    beta(&["queues", "purge", "fork"]).expect_code(0);
+    assert_eq!(
+        beta(&["queues", "--json"]).expect_code(0).json(),
+        serde_json::json!({})
+    );
+    let mine = acme(&["queues", "--json"]).expect_code(0).json();
+    assert_eq!(mine["acme/fork"]["pending"], 1, "{mine}");
+    // Unscoped, the operator sees every tenant.
+    let all = env.run(&["queues", "--json"]).expect_code(0).json();
+    assert_eq!(all["acme/fork"]["pending"], 1, "{all}");
+}

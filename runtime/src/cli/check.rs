@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use runtime::QueueName;
 use runtime::sandbox::Sandbox;
 
-use super::{Cli, CliResult, Exit};
+use super::{Cli, CliResult, Exit, QueueArg};
 
 /// Check that a module implements the handler world and list its imports.
 #[derive(Debug, clap::Args)]
@@ -17,12 +16,13 @@ pub struct Args {
     /// Check it against this queue's limits (its `[queues.<name>]` section
     /// over `[defaults]`). Default: `[defaults]`.
     #[arg(long, value_name = "QUEUE")]
-    queue: Option<QueueName>,
+    queue: Option<QueueArg>,
 }
 
 pub fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
-    let queue = args.queue.as_ref();
+    let queue = args.queue.as_ref().map(|q| cli.queue(q)).transpose()?;
+    let queue = queue.as_ref();
     let limits = match &queue {
         Some(queue) => config.queue(queue).limits,
         None => config.default_queue().limits,

@@ -5,16 +5,15 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use runtime::QueueName;
 use runtime::sandbox::Sandbox;
 
-use super::{Cli, CliResult, Exit};
+use super::{Cli, CliResult, Exit, QueueArg};
 
 /// Publish a handler module to every worker of a queue (needs --backend).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The queue.
-    queue: QueueName,
+    queue: QueueArg,
     /// The module (a wasm32-wasip2 component). It is checked here first:
     /// a module that does not load is never published.
     #[arg(required_unless_present = "withdraw", conflicts_with = "withdraw")]
@@ -26,7 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
-    let queue = &args.queue;
+    let queue = &cli.queue(&args.queue)?;
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime deploy").await?;
     let Some(file) = &args.file else {

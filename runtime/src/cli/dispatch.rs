@@ -24,15 +24,16 @@ use runtime::{JobQueue, JobState, Runtime};
 use serde::Serialize;
 
 use super::bulk::{self, Bulk};
-use super::{Cli, CliResult, Exit};
+use super::{Cli, CliResult, Exit, QueueArg};
 
 /// Dispatch a job: enqueue it on the queue server, or, on the in-memory
 /// default, run it now, in-process (at most 1000 attempts, its own and its
 /// follow-ups'; delayed jobs are reported and not run).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queue name: 1 to 64 of a-z, 0-9, '-', '_'.
-    queue: QueueName,
+    /// Queue name: 1 to 64 of a-z, 0-9, '-', '_'; a tenant's queue is
+    /// `tenant/queue` (or the bare name with --tenant).
+    queue: QueueArg,
     /// Payload: one JSON document, at most 1 MiB; `-` reads it from stdin.
     #[arg(required_unless_present = "file")]
     payload: Option<String>,
@@ -170,7 +171,7 @@ impl JobJson {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
-    let queue = args.queue.clone();
+    let queue = cli.queue(&args.queue)?;
     let options = options(args)?;
     let config = cli.config()?;
     if let Some(backend) = cli.backend(&config).await? {

@@ -4,9 +4,9 @@ use anyhow::Context;
 use runtime::job::{FailureKind, UnixMillis};
 use runtime::queue::Page;
 use runtime::text;
-use runtime::{JobId, JobRecord, JobState, QueueName};
+use runtime::{JobRecord, JobState};
 
-use super::{Cli, CliResult, Exit};
+use super::{Cli, CliResult, Exit, JobArg, QueueArg};
 
 /// Most records `jobs list` shows at once.
 const MAX_LIMIT: u64 = 1000;
@@ -27,7 +27,7 @@ enum Action {
     /// Jobs of a queue in one state, in the order they will be taken.
     List {
         /// The queue.
-        queue: QueueName,
+        queue: QueueArg,
         /// pending, scheduled, running or failed.
         #[arg(long, default_value = "pending")]
         state: JobState,
@@ -45,7 +45,7 @@ enum Action {
     /// One job: payload, state, attempts with their times, error and log.
     Show {
         /// The job id, `queue:number`.
-        id: JobId,
+        id: JobArg,
         /// Print the JSON record.
         #[arg(long)]
         json: bool,
@@ -54,15 +54,15 @@ enum Action {
     Retry {
         /// The job id; or `--all-failed QUEUE`.
         #[arg(required_unless_present = "all_failed")]
-        id: Option<JobId>,
+        id: Option<JobArg>,
         /// Retry every failed job of this queue.
         #[arg(long, value_name = "QUEUE", conflicts_with = "id")]
-        all_failed: Option<QueueName>,
+        all_failed: Option<QueueArg>,
     },
     /// Remove a job that is not running.
     Delete {
         /// The job id.
-        id: JobId,
+        id: JobArg,
     },
 }
 
@@ -77,6 +77,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             offset,
             json,
         } => {
+            let queue = &cli.queue(queue)?;
             // Both fit: the parser bounds them.
             let page = Page {
                 offset: usize::try_from(*offset).unwrap_or(usize::MAX),
@@ -96,6 +97,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             Ok(Exit::Ok)
         }
         Action::Show { id, json } => {
+            let id = &cli.job(id)?;
             let Some(job) = backend.get(id).await? else {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             };
@@ -108,6 +110,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         Action::Retry { id, all_failed } => {
             if let Some(queue) = all_failed {
+                let queue = &cli.queue(queue)?;
                 let mut retried = 0u64;
                 loop {
                     let page = Page {
@@ -128,12 +131,14 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                 }
                 outln!("retried {retried} failed jobs of {queue}");
             } else if let Some(id) = id {
+                let id = &cli.job(id)?;
                 backend.retry(id).await?;
                 outln!("{id}: pending again with a fresh set of attempts");
             }
             Ok(Exit::Ok)
         }
         Action::Delete { id } => {
+            let id = &cli.job(id)?;
             if !backend.delete(id).await? {
                 anyhow::bail!("no job {id}: it may be done (done jobs are removed) or deleted");
             }

@@ -38,6 +38,8 @@ use std::fmt;
 
 use clap::{Parser, Subcommand};
 use runtime::config::{Config, DEFAULT_HANDLERS_DIR};
+use runtime::error::InputError;
+use runtime::job::{JobId, TenantName};
 use runtime::queue::Backend;
 use runtime::queue::SystemClock;
 use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
@@ -82,6 +84,12 @@ pub struct Cli {
     /// Default: the config's `prefix`, else `runtime:`.
     #[arg(long, global = true, env = "RUNTIME_PREFIX", value_name = "PREFIX")]
     prefix: Option<String>,
+    /// Act within one tenant: queue names and job ids are read in it
+    /// (`resize` is `TENANT/resize`), a name of another tenant is refused,
+    /// and listings show only its queues. Default: every tenant, names
+    /// written in full (`acme/resize`; bare in the default tenant).
+    #[arg(long, global = true, env = "RUNTIME_TENANT", value_name = "TENANT")]
+    tenant: Option<TenantName>,
     /// Log lines as `human` text or `json` objects (one per line, on
     /// stderr); `RUNTIME_LOG` sets the level, e.g. `RUNTIME_LOG=debug`.
     #[arg(
@@ -200,7 +208,83 @@ fn fatal(format: LogFormat, e: &anyhow::Error) {
     }
 }
 
+/// A queue as written on the command line; [`Cli::queue`] reads it in
+/// the command's tenant.
+#[derive(Debug, Clone)]
+pub struct QueueArg {
+    written: String,
+    name: QueueName,
+}
+
+impl std::str::FromStr for QueueArg {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(QueueArg {
+            written: s.to_string(),
+            name: QueueName::parse(s)?,
+        })
+    }
+}
+
+/// A job id as written on the command line; [`Cli::job`] reads it in the
+/// command's tenant.
+#[derive(Debug, Clone)]
+pub struct JobArg {
+    written: String,
+    id: JobId,
+}
+
+impl std::str::FromStr for JobArg {
+    type Err = InputError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(JobArg {
+            written: s.to_string(),
+            id: s.parse()?,
+        })
+    }
+}
+
 impl Cli {
+    /// `arg` read in the command's tenant: as written without `--tenant`;
+    /// with it, a bare name is the tenant's queue, a name in full must
+    /// be of that tenant, and any other is refused.
+    pub fn queue(&self, arg: &QueueArg) -> Result<QueueName, InputError> {
+        self.scope(&arg.written, &arg.name)
+    }
+
+    /// Every queue of `args`, read as [`Cli::queue`] does.
+    pub fn queues(&self, args: &[QueueArg]) -> Result<Vec<QueueName>, InputError> {
+        args.iter().map(|a| self.queue(a)).collect()
+    }
+
+    /// `arg` read in the command's tenant, as [`Cli::queue`] reads its
+    /// queue.
+    pub fn job(&self, arg: &JobArg) -> Result<JobId, InputError> {
+        let written = arg.written.rsplit_once(':').map_or("", |(q, _)| q);
+        let queue = self.scope(written, arg.id.queue())?;
+        Ok(JobId::new(queue, arg.id.seq()))
+    }
+
+    /// Whether `queue` is one the command may list: with `--tenant`, only
+    /// that tenant's.
+    pub fn lists(&self, queue: &QueueName) -> bool {
+        self.tenant.as_ref().is_none_or(|t| &queue.tenant() == t)
+    }
+
+    fn scope(&self, written: &str, name: &QueueName) -> Result<QueueName, InputError> {
+        let Some(tenant) = &self.tenant else {
+            return Ok(name.clone());
+        };
+        match written.split_once('/') {
+            None => QueueName::in_tenant(tenant, written),
+            Some((t, _)) if t == tenant.as_str() => Ok(name.clone()),
+            Some(_) => Err(InputError::OutsideTenant {
+                name: written.to_string(),
+                tenant: tenant.to_string(),
+            }),
+        }
+    }
+
     /// The config: `--config`, else ./runtime.toml if present, else defaults;
     /// flags and environment override what it says.
     fn config(&self) -> anyhow::Result<Config> {

@@ -3,7 +3,7 @@
 use runtime::QueueName;
 use runtime::queue::StateCounts;
 
-use super::{Cli, CliResult, Exit};
+use super::{Cli, CliResult, Exit, QueueArg};
 
 /// Show every queue's jobs per state (needs --backend).
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,7 @@ enum Action {
     /// Remove every job of a queue that is not running.
     Purge {
         /// The queue.
-        queue: QueueName,
+        queue: QueueArg,
     },
 }
 
@@ -28,6 +28,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime queues").await?.jobs;
     if let Some(Action::Purge { queue }) = &args.action {
+        let queue = &cli.queue(queue)?;
         let removed = backend.purge(queue).await?;
         if args.json {
             outln!(
@@ -40,7 +41,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         return Ok(Exit::Ok);
     }
     let mut rows: Vec<(QueueName, StateCounts)> = Vec::new();
-    for queue in backend.queues().await? {
+    for queue in backend.queues().await?.into_iter().filter(|q| cli.lists(q)) {
         let counts = backend.counts(&queue).await?;
         rows.push((queue, counts));
     }

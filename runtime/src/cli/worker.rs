@@ -13,7 +13,7 @@ use runtime::worker::{JobEvent, WorkerConfig};
 use runtime::{QueueName, Runtime};
 
 use super::metrics_http::{self, Sources};
-use super::{Cli, CliResult, Exit};
+use super::{Cli, CliResult, Exit, QueueArg};
 
 /// Run jobs from the queue server (needs --backend).
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub struct Args {
     /// Queues to serve; when several have work they share the worker by
     /// their `weight` (config), each under its `concurrency` cap.
     #[arg(required = true)]
-    queues: Vec<QueueName>,
+    queues: Vec<QueueArg>,
     /// Jobs run at once.
     #[arg(long, short = 'c', default_value_t = 16)]
     concurrency: usize,
@@ -64,7 +64,7 @@ fn flag_duration(text: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
-    let queues = args.queues.clone();
+    let queues = cli.queues(&args.queues)?;
     if args.concurrency == 0 {
         anyhow::bail!("--concurrency must be at least 1");
     }
