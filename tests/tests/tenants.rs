@@ -152,3 +152,50 @@ fn a_command_scoped_to_a_tenant_reaches_no_other_on_redis() {
     let all = env.run(&["queues", "--json"]).expect_code(0).json();
     assert_eq!(all["acme/fork"]["pending"], 1, "{all}");
 }
+
+#[test]
+fn tenants_lists_each_tenants_queues_and_jobs_and_scopes_like_any_command() {
+    let env = Env::new();
+    for (queue, n) in [
+        ("acme/fork", 2),
+        ("acme/mail", 1),
+        ("beta/fork", 1),
+        ("fork", 1),
+    ] {
+        for _ in 0..n {
+            env.dispatch(queue, "{}", &[]);
+        }
+    }
+    let all = env.run(&["tenants", "--json"]).expect_code(0).json();
+    assert_eq!(
+        (
+            &all["acme"]["queues"],
+            &all["acme"]["pending"],
+            &all["beta"]["pending"],
+            &all["default"]["pending"]
+        ),
+        (&2.into(), &3.into(), &1.into(), &1.into()),
+        "{all}"
+    );
+    let shown = env
+        .run(&["tenants", "show", "acme", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(shown["acme/fork"]["pending"], 2, "{shown}");
+    assert!(shown.get("beta/fork").is_none(), "{shown}");
+    let scoped = env
+        .run(&["--tenant", "beta", "tenants", "--json"])
+        .expect_code(0)
+        .json();
+    let names: Vec<&String> = scoped.as_object().expect("by tenant").keys().collect();
+    assert_eq!(names, vec!["beta"], "{scoped}");
+    let refused = env.run(&["--tenant", "beta", "tenants", "show", "acme"]);
+    assert!(
+        refused
+            .expect_code(2)
+            .stderr()
+            .contains("is outside tenant beta (--tenant)"),
+        "{}",
+        refused.stderr()
+    );
+}

@@ -27,6 +27,7 @@ mod metrics_http;
 mod new;
 mod out;
 mod queues;
+mod tenants;
 mod worker;
 mod workers;
 
@@ -121,6 +122,7 @@ enum Command {
     Deploy(deploy::Args),
     Queues(queues::Args),
     Jobs(jobs::Args),
+    Tenants(tenants::Args),
     Check(check::Args),
     New(new::Args),
 }
@@ -170,6 +172,7 @@ pub fn main() -> ExitCode {
             Command::Deploy(args) => deploy::run(&cli, args).await,
             Command::Queues(args) => queues::run(&cli, args).await,
             Command::Jobs(args) => jobs::run(&cli, args).await,
+            Command::Tenants(args) => tenants::run(&cli, args).await,
             Command::Check(args) => check::run(&cli, args),
             Command::New(args) => new::run(args),
         }
@@ -263,6 +266,11 @@ impl Cli {
         let written = arg.written.rsplit_once(':').map_or("", |(q, _)| q);
         let queue = self.scope(written, arg.id.queue())?;
         Ok(JobId::new(queue, arg.id.seq()))
+    }
+
+    /// The tenant the command acts within (`--tenant`), if any.
+    pub fn tenant(&self) -> Option<&TenantName> {
+        self.tenant.as_ref()
     }
 
     /// Whether `queue` is one the command may list: with `--tenant`, only

@@ -46,11 +46,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         rows.push((queue, counts));
     }
     if args.json {
-        let map: serde_json::Map<String, serde_json::Value> = rows
-            .iter()
-            .map(|(q, c)| Ok((q.to_string(), serde_json::to_value(c)?)))
-            .collect::<Result<_, serde_json::Error>>()?;
-        outln!("{}", serde_json::to_string_pretty(&map)?);
+        outln!("{}", by_queue_json(&rows)?);
         return Ok(Exit::Ok);
     }
     let width = rows
@@ -83,4 +79,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         outln!("(no queues yet)");
     }
     Ok(Exit::Ok)
+}
+
+/// Counts per queue as a JSON object keyed by the queue's name.
+pub(super) fn by_queue_json(rows: &[(QueueName, StateCounts)]) -> serde_json::Result<String> {
+    let map: serde_json::Map<String, serde_json::Value> = rows
+        .iter()
+        .map(|(q, c)| Ok((q.to_string(), serde_json::to_value(c)?)))
+        .collect::<Result<_, serde_json::Error>>()?;
+    serde_json::to_string_pretty(&map)
 }
