@@ -138,7 +138,8 @@ pub type Result<T = (), E = Error> = std::result::Result<T, E>;
 pub struct Job<P = serde_json::Value> {
     /// The job's id, stable across attempts.
     pub id: String,
-    /// The queue the job was dispatched to.
+    /// The queue the job was dispatched to, by its own name (without its
+    /// tenant): the name [`dispatch`] takes for it.
     pub queue: String,
     /// Which attempt this is, starting at 1.
     pub attempt: u32,
@@ -291,11 +292,13 @@ pub fn setting(name: &str) -> Result<String> {
         Ok(value) => Ok(value),
         Err(std::env::VarError::NotPresent) => Err(fail(format!(
             "setting {name} is missing: add {name} = \"...\" (or, for a secret, \
-             {name} = {{ from_env = \"VARIABLE\" }}) under [queues.{queue}.env] in runtime.toml",
+             {name} = {{ from_env = \"VARIABLE\" }}) under [queues.{queue}.env] in runtime.toml \
+             ([queues.\"TENANT/{queue}\".env] for a tenant's queue)",
             queue = queue_name()
         ))),
         Err(std::env::VarError::NotUnicode(_)) => Err(fail(format!(
-            "setting {name} is not valid UTF-8: fix it under [queues.{queue}.env] in runtime.toml",
+            "setting {name} is not valid UTF-8: fix it under [queues.{queue}.env] in runtime.toml \
+             ([queues.\"TENANT/{queue}\".env] for a tenant's queue)",
             queue = queue_name()
         ))),
     }

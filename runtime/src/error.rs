@@ -211,8 +211,10 @@ pub enum QueueError {
 pub enum LoadError {
     /// No module for the queue where the naming rule or config points.
     #[error(
-        "no handler for queue {queue}: looked for {}, which does not exist (build crate `{queue}-job` for wasm32-wasip2 and copy its {file} there, point --handlers at its directory, or map the queue to a module in config)",
-        .path.display()
+        "no handler for queue {queue}: looked for {}, which does not exist (build crate `{}-job` for wasm32-wasip2 and copy its {file} there, point --handlers at the directory that holds {}, or map the queue to a module in config)",
+        .path.display(),
+        own_name(.queue),
+        in_handlers(.queue, .file)
     )]
     NotFound {
         /// The queue.
@@ -224,8 +226,9 @@ pub enum LoadError {
     },
     /// The handlers directory does not exist.
     #[error(
-        "no handler for queue {queue}: the handlers directory {} does not exist (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {file})",
-        .path.display()
+        "no handler for queue {queue}: the handlers directory {} does not exist (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {})",
+        .path.display(),
+        in_handlers(.queue, .file)
     )]
     NoHandlersDir {
         /// The queue.
@@ -237,8 +240,9 @@ pub enum LoadError {
     },
     /// The handlers directory is something else (a file, say).
     #[error(
-        "no handler for queue {queue}: the handlers directory {} is {kind}, not a directory (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {file})",
-        .path.display()
+        "no handler for queue {queue}: the handlers directory {} is {kind}, not a directory (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {})",
+        .path.display(),
+        in_handlers(.queue, .file)
     )]
     HandlersNotADir {
         /// The queue.
@@ -305,4 +309,18 @@ pub enum LoadError {
         /// What does not fit.
         message: String,
     },
+}
+
+/// A written queue name's own part: `resize` of `acme/resize`.
+fn own_name(queue: &str) -> &str {
+    queue.rsplit_once('/').map_or(queue, |(_, name)| name)
+}
+
+/// Where a queue's module file sits inside the handlers directory:
+/// `resize_job.wasm`, or `tenants/acme/resize_job.wasm` for a tenant's.
+fn in_handlers(queue: &str, file: &str) -> String {
+    match queue.split_once('/') {
+        Some((tenant, _)) => format!("{}/{tenant}/{file}", crate::job::TENANTS_DIR),
+        None => file.to_string(),
+    }
 }

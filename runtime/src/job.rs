@@ -147,6 +147,10 @@ impl FromStr for FailureKind {
 /// single tenant uses, with no tenant written anywhere.
 pub const DEFAULT_TENANT: &str = "default";
 
+/// The subdirectory of the handlers directory that holds one directory
+/// per tenant (see [`QueueName::handler_path`]).
+pub const TENANTS_DIR: &str = "tenants";
+
 /// Whether `name` is 1 to 64 of `a-z`, `0-9`, `-` and `_`, starting with a
 /// letter or digit: the rule for a tenant's name and a queue's own name.
 fn valid_name(name: &str) -> bool {
@@ -306,13 +310,30 @@ impl QueueName {
         format!("{}_job.wasm", self.name().replace('-', "_"))
     }
 
+    /// This queue's section in the config, as TOML writes it:
+    /// `queues.resize`, or `queues."acme/resize"` (a `/` needs quotes).
+    pub fn config_section(&self) -> String {
+        if self.0.contains('/') {
+            format!("queues.\"{}\"", self.0)
+        } else {
+            format!("queues.{}", self.0)
+        }
+    }
+
     /// Where the naming rule puts this queue's handler module under
-    /// `dir`: in `dir` for the default tenant, in its tenant's
-    /// subdirectory otherwise (`dir/acme/resize_job.wasm`).
+    /// `dir`: in `dir` for the default tenant, in
+    /// `dir/tenants/<tenant>/` otherwise (`dir/tenants/acme/resize_job.wasm`).
+    /// Under `tenants/` rather than in `dir/<tenant>/`, so no directory a
+    /// build writes beside the modules (cargo's `deps/`, `build/`) can
+    /// pass for a tenant's.
     pub fn handler_path(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        match self.0.split_once('/') {
-            Some((tenant, _)) => dir.join(tenant).join(self.handler_file_name()),
-            None => dir.join(self.handler_file_name()),
+        let tenant = self.tenant();
+        if tenant.is_default() {
+            dir.join(self.handler_file_name())
+        } else {
+            dir.join(TENANTS_DIR)
+                .join(tenant.as_str())
+                .join(self.handler_file_name())
         }
     }
 }
@@ -966,10 +987,18 @@ mod tests {
         let acme = QueueName::parse("acme/my-queue").expect("valid");
         assert_eq!(
             acme.handler_path(dir),
-            dir.join("acme").join("my_queue_job.wasm")
+            dir.join("tenants").join("acme").join("my_queue_job.wasm")
+        );
+        // Cargo's own directories beside the modules are no tenant's.
+        let deps = QueueName::parse("deps/my-queue").expect("valid");
+        assert_eq!(
+            deps.handler_path(dir),
+            dir.join("tenants").join("deps").join("my_queue_job.wasm")
         );
         let bare = QueueName::new("my-queue").expect("valid");
         assert_eq!(bare.handler_path(dir), dir.join("my_queue_job.wasm"));
+        assert_eq!(acme.config_section(), r#"queues."acme/my-queue""#);
+        assert_eq!(bare.config_section(), "queues.my-queue");
     }
 
     #[test]

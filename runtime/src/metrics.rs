@@ -76,11 +76,17 @@ impl QueueMeter {
         self.lock().in_flight += 1;
     }
 
-    /// An attempt ended: `report` is `None` if it was handed back (or
-    /// never ran); `end` says what was recorded.
-    pub fn finished(&self, report: Option<&RunReport>, end: AttemptEnd) {
+    /// An attempt ended (its end is recorded later, see
+    /// [`QueueMeter::finished`]): it is no longer in flight.
+    pub fn ended(&self) {
         let mut m = self.lock();
         m.in_flight = m.in_flight.saturating_sub(1);
+    }
+
+    /// An attempt's end was recorded: `report` is `None` if it was handed
+    /// back (or never ran); `end` says what was recorded.
+    pub fn finished(&self, report: Option<&RunReport>, end: AttemptEnd) {
+        let mut m = self.lock();
         let why = report.map_or("none", |r| reason(&r.outcome));
         if let Some(report) = report {
             m.processed += 1;
@@ -379,6 +385,10 @@ mod tests {
         let meter = m.queue(&q);
         for _ in 0..4 {
             meter.started();
+        }
+        // Three end; their ends are recorded after.
+        for _ in 0..3 {
+            meter.ended();
         }
         meter.finished(Some(&report(RunOutcome::Done, 3)), AttemptEnd::Done);
         let timeout = RunOutcome::Crashed {

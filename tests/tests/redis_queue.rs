@@ -106,7 +106,10 @@ async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
 
 #[tokio::test]
 async fn the_library_is_loaded_again_after_function_flush() {
-    let b = connect(&server().url(), &prefix()).await;
+    // A server of its own: FUNCTION FLUSH is server-wide, and the other
+    // tests' calls on the shared one would meet it half way.
+    let own = RedisServer::start();
+    let b = connect(&own.url(), &prefix()).await;
     b.dispatch(job("flush")).await.expect("dispatch");
     let flush = || async {
         let _: String = b
@@ -394,4 +397,37 @@ async fn the_running_set_stays_a_skiplist_from_the_first_claim() {
     claim_one(&b, "encoding").await;
     assert_eq!(encoding().await, "skiplist");
     assert_eq!(b.counts(&q("encoding")).await.expect("counts").running, 2);
+}
+
+#[tokio::test]
+async fn a_job_done_after_a_failed_attempt_leaves_no_key_behind() {
+    let b = connect(&server().url(), "gone:").await;
+    let id = b.dispatch(job("history")).await.expect("dispatch");
+    let first = claim_one(&b, "history").await;
+    let retry = Completion::Retry {
+        kind: FailureKind::Handler,
+        error: "once more".into(),
+        delay: Duration::ZERO,
+    };
+    b.complete(&first.lease, retry, "a log line".into())
+        .await
+        .expect("retry");
+    let keys = || async {
+        let keys: Vec<String> = b
+            .query(redis::cmd("KEYS").arg("gone:{history}:job:*"))
+            .await
+            .expect("KEYS");
+        keys
+    };
+    let kept = keys().await;
+    assert!(
+        kept.iter().any(|k| k.ends_with(":h")),
+        "the failed attempt's entry is kept while the job lives: {kept:?}"
+    );
+    let second = claim_one(&b, "history").await;
+    assert_eq!(second.job.id, id);
+    b.complete(&second.lease, Completion::Done, String::new())
+        .await
+        .expect("done");
+    assert_eq!(keys().await, Vec::<String>::new());
 }

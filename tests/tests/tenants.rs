@@ -14,8 +14,8 @@ const BOUND: Duration = Duration::from_secs(60);
 /// in a handlers directory of its own.
 fn acme_handlers() -> TempDir {
     let dir = TempDir::new("tenant-handlers");
-    let acme = dir.path().join("acme");
-    std::fs::create_dir(&acme).expect("create the tenant's directory");
+    let acme = dir.path().join("tenants").join("acme");
+    std::fs::create_dir_all(&acme).expect("create the tenant's directory");
     std::fs::copy(
         std::path::Path::new(guests::DIR).join("fork_job.wasm"),
         acme.join("fork_job.wasm"),
@@ -84,7 +84,11 @@ fn a_tenants_queue_needs_its_handler_in_the_tenants_directory() {
     );
     let text = run.expect_code(2).stderr();
     // Tenant beta has no directory: acme's `fork` is not its handler.
-    let missing = handlers.path().join("beta").join("fork_job.wasm");
+    let missing = handlers
+        .path()
+        .join("tenants")
+        .join("beta")
+        .join("fork_job.wasm");
     assert!(text.contains(&missing.display().to_string()), "{text}");
     let run = runtime(
         cache.path(),

@@ -1,6 +1,7 @@
 //! In-flight bookkeeping: the claimed jobs waiting for a slot (the ready
-//! line), and the count of jobs claimed but not yet recorded, which is
-//! what the worker's concurrency and each queue's cap bound.
+//! line); the count of jobs whose attempts have not ended, which the
+//! worker's concurrency and each queue's cap bound; and the count of jobs
+//! whose ends are not yet recorded.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -96,12 +97,12 @@ impl InFlight {
     }
 
     /// How many more jobs may be claimed under `concurrency`: free slots,
-    /// as long as fewer than another `concurrency` ends wait to be
-    /// recorded.
+    /// as long as at most twice `concurrency` jobs are claimed and not yet
+    /// recorded (those running and the ends waiting for the recorder).
     pub fn room(&self, concurrency: usize) -> usize {
         let free = concurrency.saturating_sub(self.running());
         let backlog = self.unrecorded.load(Ordering::Acquire);
-        free.min((2 * concurrency).saturating_sub(backlog))
+        free.min(concurrency.saturating_mul(2).saturating_sub(backlog))
     }
 
     /// How many attempts have ended so far.
@@ -120,6 +121,7 @@ impl InFlight {
     /// place under the queue's cap are free.
     pub fn ended(&self, served: &Served) {
         served.ended();
+        served.meter.ended();
         self.running.fetch_sub(1, Ordering::AcqRel);
         self.ended.fetch_add(1, Ordering::AcqRel);
         self.changed.notify_one();

@@ -318,7 +318,7 @@ async fn claims_for_ended_attempts_without_waiting_for_their_acks_up_to_a_bound(
     // In paused time: the clock moves only once every task waits.
     tokio::time::sleep(Duration::from_secs(60)).await;
     // With no ack recorded, a second batch ran in the slots the first
-    // left, and no more: another concurrency's worth of ends waits.
+    // left, and no more: twice the concurrency are claimed and unrecorded.
     assert_eq!(rig.runner.order.lock().expect("lock").len(), 8);
     assert_eq!(rig.jobs.sizes(), vec![Some(4), Some(4)]);
     rig.jobs.held.send_replace(false);

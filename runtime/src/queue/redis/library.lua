@@ -48,8 +48,9 @@ end
 local function has(flags, flag) return string.find(flags, flag, 1, true) ~= nil end
 
 -- A member no job has (not digits), longer than zset-max-listpack-value
--- (64 by default) is set to in practice; made at the first claim, since
--- loading has no `string`.
+-- (64 by default) is set to in practice, and short enough that the two
+-- commands carrying it cost little in the AOF and on replicas; made at the
+-- first claim, since loading has no `string`.
 local skiplist_member
 
 -- A job's seq (a decimal string) as its member in the state indexes, and
@@ -297,7 +298,7 @@ local function claim(keys, args)
     -- every insert and removal scans all entries, parsing each score:
     -- with a worker's worth of jobs running, that is about a fifth of the
     -- server's time per job. Only speed depends on it.
-    skiplist_member = skiplist_member or string.rep('~', 1024)
+    skiplist_member = skiplist_member or string.rep('~', 256)
     local key = base .. ':running'
     redis.call('ZADD', key, 0, skiplist_member)
     batched('ZADD', key, running)

@@ -207,8 +207,8 @@ impl WasiHttpHooks for Outbound {
             self.log(
                 Level::Warn,
                 &format!(
-                    "http {method} {shown} denied: add {hint:?} to allowed_outbound_hosts of [queues.{}] to allow it",
-                    self.queue
+                    "http {method} {shown} denied: add {hint:?} to allowed_outbound_hosts of [{}] to allow it",
+                    self.queue.config_section()
                 ),
             );
             return self.refuse("denied", Error::HttpRequestDenied);
