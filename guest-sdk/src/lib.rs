@@ -641,7 +641,8 @@ mod tests {
             e.message(),
             "setting GUEST_SDK_NO_SUCH_SETTING is missing: add GUEST_SDK_NO_SUCH_SETTING = \"...\" \
              (or, for a secret, GUEST_SDK_NO_SUCH_SETTING = { from_env = \"VARIABLE\" }) \
-             under [queues.<queue>.env] in runtime.toml"
+             under [queues.<queue>.env] in runtime.toml \
+             ([queues.\"TENANT/<queue>\".env] for a tenant's queue)"
         );
     }
 }
