@@ -341,18 +341,19 @@ impl Config {
         self.defaults.validate("defaults")?;
         for (name, section) in &self.queues {
             let queue = QueueName::parse(name).map_err(|e| ConfigError::Value {
-                key: format!("queues.{name}"),
+                key: section_key(name),
                 message: e.to_string(),
             })?;
             if queue.as_str() != name {
                 return Err(ConfigError::Value {
-                    key: format!("queues.{name}"),
+                    key: section_key(name),
                     message: format!(
-                        "the default tenant's queues are written without it: use [queues.{queue}]"
+                        "the default tenant's queues are written without it: use [{}]",
+                        queue.config_section()
                     ),
                 });
             }
-            section.validate(&format!("queues.{name}"))?;
+            section.validate(&section_key(name))?;
         }
         Ok(())
     }
@@ -389,7 +390,7 @@ impl Config {
         let sections = std::iter::once(("defaults".to_string(), &self.defaults)).chain(
             self.queues
                 .iter()
-                .map(|(name, section)| (format!("queues.{name}"), section)),
+                .map(|(name, section)| (section_key(name), section)),
         );
         for (key, section) in sections {
             for (name, value) in section.env.iter().flatten() {
@@ -679,6 +680,21 @@ impl QueueSection {
     }
 }
 
+/// A queue section's key as TOML writes it: `queues.resize`, or
+/// `queues."acme/resize"` when the name needs quotes (a tenant's, or one
+/// that is no valid name at all).
+fn section_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare {
+        format!("queues.{name}")
+    } else {
+        format!("queues.{name:?}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,6 +747,8 @@ mod tests {
         assert!(spelled.to_string().contains("[queues.big]"), "{spelled}");
         let bad = Config::parse("[queues.\"Acme/big\"]\nmemory_mib = 8").expect_err("bad tenant");
         assert!(bad.to_string().contains("invalid tenant name"), "{bad}");
+        let over = Config::parse("[queues.\"acme/big\"]\nmemory_mib = 0").expect_err("bad value");
+        assert!(over.to_string().contains(r#"queues."acme/big""#), "{over}");
     }
 
     #[test]

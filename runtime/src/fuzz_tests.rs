@@ -51,6 +51,24 @@ fn is_queue_name(s: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-' | '_'))
 }
 
+/// A written queue name: an own name, or `tenant/name` with both parts
+/// following the alphabet.
+fn is_written_queue(s: &str) -> bool {
+    match s.split_once('/') {
+        None => is_queue_name(s),
+        Some((tenant, name)) => is_queue_name(tenant) && is_queue_name(name),
+    }
+}
+
+fn written_queue_ish() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-z0-9_\\-/.]{0,70}",
+        "(default|acme|[a-z]{1,3})/[a-z0-9_\\-/.]{0,8}",
+        "[a-zA-Z0-9_\\-:{}./ é]{0,40}",
+    ]
+}
+
 fn queue_name_ish() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
@@ -247,16 +265,45 @@ proptest! {
     }
 
     #[test]
+    fn fuzz_written_queue_names_parse_exactly_the_grammar(text in written_queue_ish()) {
+        match QueueName::parse(&text) {
+            Ok(name) => {
+                prop_assert!(is_written_queue(&text), "accepted {:?}", text);
+                // One spelling per queue: the default tenant's is bare.
+                let expected = text.strip_prefix("default/").unwrap_or(&text);
+                prop_assert_eq!(name.as_str(), expected);
+                prop_assert_eq!(name.to_string().parse::<QueueName>().expect("round trip"), name.clone());
+                let own = text.rsplit_once('/').map_or(text.as_str(), |(_, n)| n);
+                prop_assert_eq!(name.name(), own);
+                // A handler's name never leaves its tenant, and its file
+                // never leaves the handlers directory.
+                prop_assert_eq!(name.sibling(&text).is_ok(), !text.contains('/'));
+                let dir = std::path::Path::new("/handlers");
+                let path = name.handler_path(dir);
+                prop_assert!(path.starts_with(dir), "{}", path.display());
+                prop_assert!(
+                    path.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::RootDir)),
+                    "{}", path.display()
+                );
+            }
+            Err(e) => {
+                prop_assert!(!is_written_queue(&text), "refused {:?}", text);
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+
+    #[test]
     fn fuzz_job_id_round_trips(queue in valid_queue(), seq in any::<u64>()) {
         let id = JobId::new(queue, seq);
         prop_assert_eq!(id.to_string().parse::<JobId>().expect("own id parses"), id);
     }
 
     #[test]
-    fn fuzz_job_id_parses_only_queue_colon_number(text in prop_oneof![any::<String>(), "[a-z0-9_\\-:+]{0,12}"]) {
+    fn fuzz_job_id_parses_only_queue_colon_number(text in prop_oneof![any::<String>(), "[a-z0-9_\\-:+/]{0,12}"]) {
         let expected = text
             .rsplit_once(':')
-            .filter(|(q, _)| is_queue_name(q))
+            .filter(|(q, _)| is_written_queue(q))
             .and_then(|(_, n)| n.parse::<u64>().ok());
         match text.parse::<JobId>() {
             Ok(id) => {
