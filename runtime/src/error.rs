@@ -211,16 +211,15 @@ pub enum QueueError {
 pub enum LoadError {
     /// No module for the queue where the naming rule or config points.
     #[error(
-        "no handler for queue {queue}: looked for {}, which does not exist (build crate `{}-job` for wasm32-wasip2 and copy its {file} there, point --handlers at the directory that holds {}, or map the queue to a module in config)",
+        "no handler for queue {queue}: looked for {}, which does not exist (build crate `{}-job` for wasm32-wasip2 and copy its {} there, point --handlers at the directory that holds {}, or map the queue to a module in config)",
         .path.display(),
-        own_name(.queue),
-        in_handlers(.queue, .file)
+        .queue.name(),
+        .queue.handler_file_name(),
+        .queue.handler_path(std::path::Path::new("")).display()
     )]
     NotFound {
         /// The queue.
-        queue: String,
-        /// The file name the naming rule gives.
-        file: String,
+        queue: QueueName,
         /// Where it looked.
         path: PathBuf,
     },
@@ -228,13 +227,11 @@ pub enum LoadError {
     #[error(
         "no handler for queue {queue}: the handlers directory {} does not exist (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {})",
         .path.display(),
-        in_handlers(.queue, .file)
+        .queue.handler_path(std::path::Path::new("")).display()
     )]
     NoHandlersDir {
         /// The queue.
-        queue: String,
-        /// The file name the naming rule gives.
-        file: String,
+        queue: QueueName,
         /// The directory.
         path: PathBuf,
     },
@@ -242,13 +239,11 @@ pub enum LoadError {
     #[error(
         "no handler for queue {queue}: the handlers directory {} is {kind}, not a directory (point --handlers, RUNTIME_HANDLERS or `handlers` in the config at the directory that holds {})",
         .path.display(),
-        in_handlers(.queue, .file)
+        .queue.handler_path(std::path::Path::new("")).display()
     )]
     HandlersNotADir {
         /// The queue.
-        queue: String,
-        /// The file name the naming rule gives.
-        file: String,
+        queue: QueueName,
         /// What was given as the directory.
         path: PathBuf,
         /// What it is instead: `a file`, `a named pipe`...
@@ -309,18 +304,4 @@ pub enum LoadError {
         /// What does not fit.
         message: String,
     },
-}
-
-/// A written queue name's own part: `resize` of `acme/resize`.
-fn own_name(queue: &str) -> &str {
-    queue.rsplit_once('/').map_or(queue, |(_, name)| name)
-}
-
-/// Where a queue's module file sits inside the handlers directory:
-/// `resize_job.wasm`, or `tenants/acme/resize_job.wasm` for a tenant's.
-fn in_handlers(queue: &str, file: &str) -> String {
-    match queue.split_once('/') {
-        Some((tenant, _)) => format!("{}/{tenant}/{file}", crate::job::TENANTS_DIR),
-        None => file.to_string(),
-    }
 }

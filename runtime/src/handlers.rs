@@ -129,8 +129,7 @@ impl HandlerRegistry {
         let path = self.module_path(queue);
         let Some(stamp) = Stamp::of(&path) else {
             return Err(LoadError::NotFound {
-                queue: queue.to_string(),
-                file: queue.handler_file_name(),
+                queue: queue.clone(),
                 path,
             });
         };

@@ -354,7 +354,6 @@ impl Cli {
 /// the module of `queue` should be, or the handlers directory is not one:
 /// the registry only knows that it found no module there.
 fn check_module_path(config: &Config, queue: &QueueName) -> Result<(), LoadError> {
-    let file = queue.handler_file_name();
     let path = match config.queue(queue).module {
         Some(path) => path,
         None => {
@@ -362,15 +361,13 @@ fn check_module_path(config: &Config, queue: &QueueName) -> Result<(), LoadError
             match std::fs::metadata(&dir) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(LoadError::NoHandlersDir {
-                        queue: queue.to_string(),
-                        file,
+                        queue: queue.clone(),
                         path: dir,
                     });
                 }
                 Ok(meta) if !meta.is_dir() => {
                     return Err(LoadError::HandlersNotADir {
-                        queue: queue.to_string(),
-                        file,
+                        queue: queue.clone(),
                         path: dir,
                         kind: kind_of(&meta),
                     });
