@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::job::{MAX_DELAY, QueueName};
+use crate::job::{MAX_DELAY, QueueName, config_section};
 use crate::retry::Backoff;
 use crate::sandbox::outbound::allow::RequestHost;
 use crate::sandbox::outbound::{AllowList, Network};
@@ -341,19 +341,19 @@ impl Config {
         self.defaults.validate("defaults")?;
         for (name, section) in &self.queues {
             let queue = QueueName::parse(name).map_err(|e| ConfigError::Value {
-                key: section_key(name),
+                key: config_section(name),
                 message: e.to_string(),
             })?;
             if queue.as_str() != name {
                 return Err(ConfigError::Value {
-                    key: section_key(name),
+                    key: config_section(name),
                     message: format!(
                         "the default tenant's queues are written without it: use [{}]",
                         queue.config_section()
                     ),
                 });
             }
-            section.validate(&section_key(name))?;
+            section.validate(&config_section(name))?;
         }
         Ok(())
     }
@@ -390,7 +390,7 @@ impl Config {
         let sections = std::iter::once(("defaults".to_string(), &self.defaults)).chain(
             self.queues
                 .iter()
-                .map(|(name, section)| (section_key(name), section)),
+                .map(|(name, section)| (config_section(name), section)),
         );
         for (key, section) in sections {
             for (name, value) in section.env.iter().flatten() {
@@ -677,21 +677,6 @@ impl QueueSection {
             s.limits.tables = n;
         }
         s
-    }
-}
-
-/// A queue section's key as TOML writes it: `queues.resize`, or
-/// `queues."acme/resize"` when the name needs quotes (a tenant's, or one
-/// that is no valid name at all).
-fn section_key(name: &str) -> String {
-    let bare = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if bare {
-        format!("queues.{name}")
-    } else {
-        format!("queues.{name:?}")
     }
 }
 

@@ -151,6 +151,21 @@ pub const DEFAULT_TENANT: &str = "default";
 /// per tenant (see [`QueueName::handler_path`]).
 pub const TENANTS_DIR: &str = "tenants";
 
+/// The config section of the queue written `name` (valid or not), as TOML
+/// writes its key: `queues.resize`, or quoted, `queues."acme/resize"`, when
+/// the name holds anything but letters, digits, `-` and `_`.
+pub fn config_section(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if bare {
+        format!("queues.{name}")
+    } else {
+        format!("queues.{name:?}")
+    }
+}
+
 /// Whether `name` is 1 to 64 of `a-z`, `0-9`, `-` and `_`, starting with a
 /// letter or digit: the rule for a tenant's name and a queue's own name.
 fn valid_name(name: &str) -> bool {
@@ -313,11 +328,7 @@ impl QueueName {
     /// This queue's section in the config, as TOML writes it:
     /// `queues.resize`, or `queues."acme/resize"` (a `/` needs quotes).
     pub fn config_section(&self) -> String {
-        if self.0.contains('/') {
-            format!("queues.\"{}\"", self.0)
-        } else {
-            format!("queues.{}", self.0)
-        }
+        config_section(&self.0)
     }
 
     /// Where the naming rule puts this queue's handler module under
