@@ -313,6 +313,14 @@ impl QueueName {
         }
     }
 
+    /// Whether this is a queue of `tenant`.
+    pub fn is_in(&self, tenant: &TenantName) -> bool {
+        match self.0.split_once('/') {
+            Some((own, _)) => own == tenant.as_str(),
+            None => tenant.is_default(),
+        }
+    }
+
     /// The queue's own name, without its tenant.
     pub fn name(&self) -> &str {
         self.0.split_once('/').map_or(&self.0, |(_, name)| name)
@@ -951,6 +959,8 @@ mod tests {
         assert!(bare.tenant().is_default());
         assert_eq!("default/resize".parse::<QueueName>(), Ok(bare.clone()));
         assert_ne!(bare, q);
+        assert!(q.is_in(&acme) && !bare.is_in(&acme));
+        assert!(bare.is_in(&TenantName::default_tenant()));
         let id: JobId = "acme/resize:7".parse().expect("valid id");
         assert_eq!((id.queue(), id.seq()), (&q, 7));
         assert_eq!(id.to_string(), "acme/resize:7");

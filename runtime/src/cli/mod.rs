@@ -276,7 +276,7 @@ impl Cli {
     /// Whether `queue` is one the command may list: with `--tenant`, only
     /// that tenant's.
     pub fn lists(&self, queue: &QueueName) -> bool {
-        self.tenant.as_ref().is_none_or(|t| &queue.tenant() == t)
+        self.tenant.as_ref().is_none_or(|t| queue.is_in(t))
     }
 
     fn scope(&self, written: &str, name: &QueueName) -> Result<QueueName, InputError> {

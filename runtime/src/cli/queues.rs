@@ -2,6 +2,7 @@
 
 use runtime::QueueName;
 use runtime::queue::StateCounts;
+use runtime::{JobQueue, QueueError};
 
 use super::{Cli, CliResult, Exit, QueueArg};
 
@@ -40,11 +41,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         return Ok(Exit::Ok);
     }
-    let mut rows: Vec<(QueueName, StateCounts)> = Vec::new();
-    for queue in backend.queues().await?.into_iter().filter(|q| cli.lists(q)) {
-        let counts = backend.counts(&queue).await?;
-        rows.push((queue, counts));
-    }
+    let rows = counts_of(&*backend, |q| cli.lists(q)).await?;
     if args.json {
         outln!("{}", by_queue_json(&rows)?);
         return Ok(Exit::Ok);
@@ -88,4 +85,17 @@ pub(super) fn by_queue_json(rows: &[(QueueName, StateCounts)]) -> serde_json::Re
         .map(|(q, c)| Ok((q.to_string(), serde_json::to_value(c)?)))
         .collect::<Result<_, serde_json::Error>>()?;
     serde_json::to_string_pretty(&map)
+}
+
+/// Every queue `keep` keeps, with its counts, in the backend's order.
+pub(super) async fn counts_of(
+    backend: &dyn JobQueue,
+    keep: impl Fn(&QueueName) -> bool,
+) -> Result<Vec<(QueueName, StateCounts)>, QueueError> {
+    let mut rows = Vec::new();
+    for queue in backend.queues().await?.into_iter().filter(|q| keep(q)) {
+        let counts = backend.counts(&queue).await?;
+        rows.push((queue, counts));
+    }
+    Ok(rows)
 }

@@ -37,21 +37,14 @@ enum Action {
 #[derive(Debug, Default, Serialize)]
 struct Usage {
     queues: u64,
-    pending: u64,
-    scheduled: u64,
-    running: u64,
-    failed: u64,
-    done: u64,
+    #[serde(flatten)]
+    jobs: StateCounts,
 }
 
 impl Usage {
-    fn add(&mut self, c: &StateCounts) {
+    fn add(&mut self, counts: StateCounts) {
         self.queues += 1;
-        self.pending += c.pending;
-        self.scheduled += c.scheduled;
-        self.running += c.running;
-        self.failed += c.failed;
-        self.done += c.done;
+        self.jobs += counts;
     }
 }
 
@@ -71,19 +64,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         None => cli.tenant(),
     };
-    let mut queues: Vec<(QueueName, StateCounts)> = Vec::new();
-    for queue in backend.queues().await? {
-        if only.is_none_or(|t| &queue.tenant() == t) {
-            let counts = backend.counts(&queue).await?;
-            queues.push((queue, counts));
-        }
-    }
+    let queues = super::queues::counts_of(&*backend, |q| only.is_none_or(|t| q.is_in(t))).await?;
     if let Some(Action::Show { name: tenant }) = &args.action {
         return show(tenant, &queues, args.json);
     }
     let mut usage: BTreeMap<TenantName, Usage> = BTreeMap::new();
     for (queue, counts) in &queues {
-        usage.entry(queue.tenant()).or_default().add(counts);
+        usage.entry(queue.tenant()).or_default().add(*counts);
     }
     if args.json {
         let map: BTreeMap<&str, &Usage> = usage.iter().map(|(t, u)| (t.as_str(), u)).collect();
@@ -111,11 +98,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             "{:<width$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
             t.as_str(),
             u.queues,
-            u.pending,
-            u.scheduled,
-            u.running,
-            u.failed,
-            u.done
+            u.jobs.pending,
+            u.jobs.scheduled,
+            u.jobs.running,
+            u.jobs.failed,
+            u.jobs.done
         );
     }
     if usage.is_empty() {
@@ -132,7 +119,7 @@ fn show(tenant: &TenantName, queues: &[(QueueName, StateCounts)], json: bool) ->
     }
     let mut total = Usage::default();
     for (queue, c) in queues {
-        total.add(c);
+        total.add(*c);
         outln!(
             "{}  pending {}  scheduled {}  running {}  failed {}  done {}",
             queue,
@@ -146,11 +133,11 @@ fn show(tenant: &TenantName, queues: &[(QueueName, StateCounts)], json: bool) ->
     outln!(
         "tenant {tenant}: {} queues, {} pending, {} scheduled, {} running, {} failed, {} done",
         total.queues,
-        total.pending,
-        total.scheduled,
-        total.running,
-        total.failed,
-        total.done
+        total.jobs.pending,
+        total.jobs.scheduled,
+        total.jobs.running,
+        total.jobs.failed,
+        total.jobs.done
     );
     Ok(Exit::Ok)
 }

@@ -146,6 +146,16 @@ pub struct StateCounts {
     pub done: u64,
 }
 
+impl std::ops::AddAssign for StateCounts {
+    fn add_assign(&mut self, other: StateCounts) {
+        self.pending += other.pending;
+        self.scheduled += other.scheduled;
+        self.running += other.running;
+        self.failed += other.failed;
+        self.done += other.done;
+    }
+}
+
 impl StateCounts {
     /// The count of one state.
     pub fn get(&self, state: JobState) -> u64 {
