@@ -307,23 +307,31 @@ impl QueueName {
 
     /// The queue's tenant.
     pub fn tenant(&self) -> TenantName {
-        match self.0.split_once('/') {
-            Some((tenant, _)) => TenantName(tenant.into()),
-            None => TenantName::default_tenant(),
+        match self.parts() {
+            (Some(tenant), _) => TenantName(tenant.into()),
+            (None, _) => TenantName::default_tenant(),
         }
     }
 
     /// Whether this is a queue of `tenant`.
     pub fn is_in(&self, tenant: &TenantName) -> bool {
-        match self.0.split_once('/') {
-            Some((own, _)) => own == tenant.as_str(),
-            None => tenant.is_default(),
+        match self.parts() {
+            (Some(own), _) => own == tenant.as_str(),
+            (None, _) => tenant.is_default(),
         }
     }
 
     /// The queue's own name, without its tenant.
     pub fn name(&self) -> &str {
-        self.0.split_once('/').map_or(&self.0, |(_, name)| name)
+        self.parts().1
+    }
+
+    /// The written tenant (`None`: the default tenant) and the own name.
+    fn parts(&self) -> (Option<&str>, &str) {
+        match self.0.split_once('/') {
+            Some((tenant, name)) => (Some(tenant), name),
+            None => (None, &self.0),
+        }
     }
 
     /// The file name of the handler module serving this queue under the
@@ -346,13 +354,12 @@ impl QueueName {
     /// build writes beside the modules (cargo's `deps/`, `build/`) can
     /// pass for a tenant's.
     pub fn handler_path(&self, dir: &std::path::Path) -> std::path::PathBuf {
-        let tenant = self.tenant();
-        if tenant.is_default() {
-            dir.join(self.handler_file_name())
-        } else {
-            dir.join(TENANTS_DIR)
-                .join(tenant.as_str())
-                .join(self.handler_file_name())
+        match self.parts() {
+            (Some(tenant), _) => dir
+                .join(TENANTS_DIR)
+                .join(tenant)
+                .join(self.handler_file_name()),
+            (None, _) => dir.join(self.handler_file_name()),
         }
     }
 }

@@ -38,7 +38,9 @@ local MUT = '^(%l+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d*)|(%-?%d+)|(%d+)|(%l*)$'
 -- Just the state, the token and the flags, for the fencing check.
 local FENCE = '^(%l+)|%d+|(%d+)|.*|(%l*)$'
 -- A claim's reading of a pending job: attempts, token, run at, and the rest
--- as it stands (priority|max attempts|flags; only flags hold letters).
+-- as it stands (priority|max attempts|flags; only flags hold letters). MUT,
+-- FENCE, TAKE and the changing part `claim` writes all follow the field
+-- order of `mut`: a field added there is added to each.
 local TAKE = '^%l+|(%d+)|(%d+)|%d*|(%d+)|%d*|(%-?%d+|%d+|%l*)$'
 
 local function mut(st, a, t, l, r, b, p, x, fl)
