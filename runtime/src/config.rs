@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::job::{MAX_DELAY, QueueName, config_section};
+use crate::job::{MAX_DELAY, QueueName, TenantName, config_section};
 use crate::retry::Backoff;
 use crate::sandbox::outbound::allow::RequestHost;
 use crate::sandbox::outbound::{AllowList, Network};
@@ -61,6 +61,82 @@ pub struct Config {
     /// Per-queue overrides, by queue name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueSection>,
+    /// Settings for every tenant.
+    #[serde(default)]
+    pub tenant_defaults: TenantSection,
+    /// Per-tenant overrides, by tenant name.
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantSection>,
+}
+
+/// Settings of a tenant (or, under `[tenant_defaults]`, of all tenants).
+/// Every key is optional; unset keys inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    /// This tenant's share of a worker serving several tenants, relative
+    /// to theirs. Default 1.
+    pub weight: Option<u32>,
+    /// The part of a worker's slots this tenant gets first whenever it has
+    /// work, 0 to 1. Default 0.
+    pub min_share: Option<f64>,
+    /// The most of a worker's slots this tenant may hold at once, 0 to 1.
+    /// Default 1.
+    pub max_share: Option<f64>,
+}
+
+/// One tenant's settings with every default applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TenantSettings {
+    /// Its share of a worker when several tenants have work.
+    pub weight: u32,
+    /// The part of a worker's slots it gets first when it has work.
+    pub min_share: f64,
+    /// The most of a worker's slots it may hold.
+    pub max_share: f64,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            weight: 1,
+            min_share: 0.0,
+            max_share: 1.0,
+        }
+    }
+}
+
+impl TenantSection {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        positive(key, "weight", self.weight.map(u64::from))?;
+        for (name, value) in [("min_share", self.min_share), ("max_share", self.max_share)] {
+            if let Some(v) = value
+                && !(0.0..=1.0).contains(&v)
+            {
+                return Err(ConfigError::Value {
+                    key: format!("{key}.{name}"),
+                    message: format!("{v} is not a part of a worker: give a number from 0 to 1"),
+                });
+            }
+        }
+        if let (Some(min), Some(max)) = (self.min_share, self.max_share)
+            && min > max
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.min_share"),
+                message: format!("{min} is more than max_share ({max})"),
+            });
+        }
+        Ok(())
+    }
+
+    fn apply(&self, base: TenantSettings) -> TenantSettings {
+        TenantSettings {
+            weight: self.weight.unwrap_or(base.weight),
+            min_share: self.min_share.unwrap_or(base.min_share),
+            max_share: self.max_share.unwrap_or(base.max_share),
+        }
+    }
 }
 
 /// Engine-wide settings.
@@ -355,7 +431,38 @@ impl Config {
             }
             section.validate(&config_section(name))?;
         }
+        self.tenant_defaults.validate("tenant_defaults")?;
+        for (name, section) in &self.tenants {
+            let key = tenant_section(name);
+            TenantName::new(name.as_str()).map_err(|e| ConfigError::Value {
+                key: key.clone(),
+                message: e.to_string(),
+            })?;
+            section.validate(&key)?;
+            // Inherited values count too: a min_share above the default
+            // max_share is as wrong as one above its own.
+            let settings = section.apply(self.tenant_defaults.apply(TenantSettings::default()));
+            if settings.min_share > settings.max_share {
+                return Err(ConfigError::Value {
+                    key: format!("{key}.min_share"),
+                    message: format!(
+                        "{} is more than max_share ({}) it inherits",
+                        settings.min_share, settings.max_share
+                    ),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The settings of `tenant`: its section over `[tenant_defaults]` over
+    /// the built-in defaults.
+    pub fn tenant(&self, tenant: &TenantName) -> TenantSettings {
+        let with_defaults = self.tenant_defaults.apply(TenantSettings::default());
+        match self.tenants.get(tenant.as_str()) {
+            Some(section) => section.apply(with_defaults),
+            None => with_defaults,
+        }
     }
 
     /// The settings of `queue`: its section over `[defaults]` over the
@@ -465,6 +572,11 @@ impl Config {
             compiler: self.sandbox.compiler.clone(),
         }
     }
+}
+
+/// A tenant's section key: `tenants.acme`.
+fn tenant_section(name: &str) -> String {
+    format!("tenants.{name}")
 }
 
 /// `Err` naming `section.name` if `value` is 0.

@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crate::config::{Config, QueueSettings};
+use crate::config::{Config, QueueSettings, TenantSettings};
 use crate::error::LoadError;
-use crate::job::QueueName;
+use crate::job::{QueueName, TenantName};
 use crate::sandbox::{Handler, Sandbox};
 
 /// Queue name to loaded handler.
@@ -71,6 +71,11 @@ impl HandlerRegistry {
             .entry(queue.clone())
             .or_insert_with(|| Arc::new(self.config.queue(queue)))
             .clone()
+    }
+
+    /// The settings of `tenant` from the config.
+    pub fn tenant_settings(&self, tenant: &TenantName) -> TenantSettings {
+        self.config.tenant(tenant)
     }
 
     /// Where the module of `queue` is: the config's mapping, else the

@@ -45,6 +45,8 @@ mod fuzz_tests;
 pub use error::{InputError, LoadError, QueueError};
 pub use executor::Runtime;
 pub use handlers::HandlerRegistry;
-pub use job::{DispatchOptions, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt};
+pub use job::{
+    DispatchOptions, JobId, JobRecord, JobState, NewJob, Payload, QueueName, RunAt, TenantName,
+};
 pub use queue::{Backend, JobQueue, MemoryBackend};
 pub use worker::{Worker, WorkerConfig};

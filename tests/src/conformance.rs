@@ -34,7 +34,8 @@ use runtime::job::{
     MAX_UNIQUE_KEY_BYTES, MaxAttempts, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
 use runtime::queue::{
-    Ack, Claim, Completion, JobQueue, ManualClock, ModuleStore, Page, WorkerInfo, WorkerRegistry,
+    Ack, Claim, Completion, DueQueue, JobQueue, ManualClock, ModuleStore, Page, WorkerInfo,
+    WorkerRegistry,
 };
 
 /// Defines the tests given and `queue_conformance!`, which generates one
@@ -94,6 +95,34 @@ fn with(queue: &str, payload: &str, options: DispatchOptions) -> NewJob {
         options,
         ..job(queue, payload)
     }
+}
+
+/// A queue by its written name (`tenant/queue`).
+fn written(name: &str) -> QueueName {
+    QueueName::parse(name).expect("valid written queue name")
+}
+
+/// The due queues' written names, sorted.
+async fn due(b: &Backend) -> Vec<String> {
+    let mut names: Vec<String> = b
+        .due()
+        .await
+        .expect("due")
+        .into_iter()
+        .map(|d| d.queue.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `queue`'s entry in the due index (it must be due).
+async fn entry(b: &Backend, queue: &QueueName) -> DueQueue {
+    b.due()
+        .await
+        .expect("due")
+        .into_iter()
+        .find(|d| &d.queue == queue)
+        .unwrap_or_else(|| panic!("{queue} is not due"))
 }
 
 async fn claim_one(b: &Backend, queue: &str) -> Option<Claim> {
@@ -895,6 +924,78 @@ suite! {
                 .expect("versions"),
             vec![Some(version), None, None]
         );
+    }
+
+    /// The due index lists the queues, of every tenant, that have work to
+    /// claim now; a queue a claim found empty and settled leaves it, and
+    /// comes back with a new job, a retry coming due or a lease expiring.
+    /// A settle that has not seen the latest dispatch drops nothing.
+    pub async fn due_queues_are_found_and_settled(b: Backend, c: Clock) {
+        let (acme, beta) = (written("acme/q"), written("beta/q"));
+        b.dispatch(NewJob::new(acme.clone(), Payload::new("1").expect("payload")))
+            .await
+            .expect("dispatch");
+        b.dispatch(NewJob::new(beta.clone(), Payload::new("1").expect("payload")))
+            .await
+            .expect("dispatch");
+        let later = DispatchOptions {
+            run_at: RunAt::After(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        b.dispatch(with("later", "1", later)).await.expect("dispatch");
+        assert_eq!(due(&b).await, ["acme/q", "beta/q"]);
+        // Acme's one job runs: found empty, acme leaves the index until
+        // its job's retry comes due.
+        let listed = entry(&b, &acme).await;
+        let claim = b.claim(std::slice::from_ref(&acme), 5, LEASE).await.expect("claim");
+        assert_eq!(claim.len(), 1);
+        b.settle(&listed).await.expect("settle");
+        assert_eq!(due(&b).await, ["beta/q"]);
+        let retry = Completion::Retry {
+            kind: FailureKind::Handler,
+            error: "again".into(),
+            delay: Duration::from_secs(3),
+        };
+        b.complete(&claim[0].lease, retry, String::new())
+            .await
+            .expect("complete");
+        assert_eq!(due(&b).await, ["beta/q"]);
+        c.advance(Duration::from_secs(3));
+        assert_eq!(due(&b).await, ["acme/q", "beta/q"]);
+        c.advance(Duration::from_secs(2));
+        assert_eq!(due(&b).await, ["acme/q", "beta/q", "later"]);
+        // Beta's job is claimed and its worker dies: beta is due again
+        // when the lease expires.
+        let listed = entry(&b, &beta).await;
+        assert_eq!(b.claim(std::slice::from_ref(&beta), 5, LEASE).await.expect("claim").len(), 1);
+        b.settle(&listed).await.expect("settle");
+        assert!(!due(&b).await.contains(&"beta/q".to_string()));
+        c.advance(LEASE);
+        assert!(due(&b).await.contains(&"beta/q".to_string()));
+        // A settle from before a dispatch leaves the queue listed.
+        let listed = entry(&b, &beta).await;
+        let claimed = b.claim(std::slice::from_ref(&beta), 5, LEASE).await.expect("claim");
+        assert_eq!(claimed.len(), 1);
+        b.complete(&claimed[0].lease, Completion::Done, String::new())
+            .await
+            .expect("complete");
+        b.dispatch(NewJob::new(beta.clone(), Payload::new("2").expect("payload")))
+            .await
+            .expect("dispatch");
+        b.settle(&listed).await.expect("settle");
+        assert!(due(&b).await.contains(&"beta/q".to_string()));
+        // Settled when truly empty, it leaves; a dispatch brings it back.
+        let listed = entry(&b, &beta).await;
+        let claimed = b.claim(std::slice::from_ref(&beta), 5, LEASE).await.expect("claim");
+        b.complete(&claimed[0].lease, Completion::Done, String::new())
+            .await
+            .expect("complete");
+        b.settle(&listed).await.expect("settle");
+        assert!(!due(&b).await.contains(&"beta/q".to_string()));
+        b.dispatch(NewJob::new(beta.clone(), Payload::new("3").expect("payload")))
+            .await
+            .expect("dispatch");
+        assert!(due(&b).await.contains(&"beta/q".to_string()));
     }
 
     /// A published module is found by version and bytes; publishing again

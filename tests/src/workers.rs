@@ -63,7 +63,8 @@ impl Env {
     /// a new file F in the cache dir.
     pub fn dispatch_file(&self, queue: &str, lines: &str, extra: &[&str]) -> Run {
         let file = self.cache.path().join(format!(
-            "{queue}-{}.jsonl",
+            "{}-{}.jsonl",
+            queue.replace('/', "."),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_nanos())

@@ -211,7 +211,7 @@ fn bad_arguments_name_themselves_and_the_rule() {
         ),
         (
             &["worker", "ok", "not:ok"],
-            "for '<QUEUES>...': invalid queue name \"not:ok\"",
+            "for '[QUEUES]...': invalid queue name \"not:ok\"",
         ),
         (&["queues", "purge", "A"], "invalid queue name \"A\""),
         (

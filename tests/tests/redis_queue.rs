@@ -88,8 +88,10 @@ async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
     assert!(!ours.is_empty());
     for key in &ours {
         let tagged = key.starts_with("iris:{layout-a}:") || key.starts_with("iris:{layout-b}:");
+        // The due index, marked by the dispatches, has a slot of its own.
+        let due = key.as_str() == "iris:{@due}" || key.starts_with("iris:{@due}:");
         assert!(
-            tagged || key.as_str() == "iris:queues",
+            tagged || due || key.as_str() == "iris:queues",
             "unexpected key {key}"
         );
     }
@@ -430,4 +432,88 @@ async fn a_job_done_after_a_failed_attempt_leaves_no_key_behind() {
         .await
         .expect("done");
     assert_eq!(keys().await, Vec::<String>::new());
+}
+
+/// The due index's settle, called as a worker does after its look at the
+/// queue: one that has not seen a mark made since (a dispatch between the
+/// worker's look and its settle) leaves the queue due. The look and the
+/// settle are one call in the backend, so the race is set up by calling
+/// the library's function directly.
+#[tokio::test]
+async fn a_settle_that_missed_a_mark_leaves_the_queue_due() {
+    let b = connect(&server().url(), "due:").await;
+    let queue = q("race");
+    let id = b.dispatch(job("race")).await.expect("dispatch");
+    let listed = b
+        .due()
+        .await
+        .expect("due")
+        .into_iter()
+        .find(|d| d.queue == queue)
+        .expect("race is due");
+    let claimed = claim_one(&b, "race").await;
+    assert_eq!(claimed.job.id, id);
+    b.complete(&claimed.lease, Completion::Done, String::new())
+        .await
+        .expect("complete");
+    // The worker looked and found nothing; now a job arrives (and marks
+    // the queue), and only then does the worker's settle land.
+    b.dispatch(job("race")).await.expect("dispatch");
+    let libraries: redis::Value = b
+        .query(
+            redis::cmd("FUNCTION")
+                .arg("LIST")
+                .arg("LIBRARYNAME")
+                .arg("runtime_*"),
+        )
+        .await
+        .expect("FUNCTION LIST");
+    let library = strings(&libraries)
+        .into_iter()
+        .find(|s| s.starts_with("runtime_") && s.len() == "runtime_".len() + 16)
+        .expect("the library's name");
+    let settle = |marks: u64| {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(format!("{library}_settle"))
+            .arg(1)
+            .arg("due:{@due}")
+            .arg(0)
+            .arg("race")
+            .arg(marks)
+            .arg(-1);
+        cmd
+    };
+    let settled: i64 = b.query(&settle(listed.marks)).await.expect("settle");
+    assert_eq!(
+        settled, 0,
+        "the settle missed a mark and must change nothing"
+    );
+    assert!(b.due().await.expect("due").iter().any(|d| d.queue == queue));
+    // With the latest marks, the same settle drops the queue.
+    let now = b
+        .due()
+        .await
+        .expect("due")
+        .into_iter()
+        .find(|d| d.queue == queue)
+        .expect("race is due");
+    let settled: i64 = b.query(&settle(now.marks)).await.expect("settle");
+    assert_eq!(settled, 1);
+    assert!(!b.due().await.expect("due").iter().any(|d| d.queue == queue));
+}
+
+/// Every string in a reply, depth first.
+fn strings(value: &redis::Value) -> Vec<String> {
+    match value {
+        redis::Value::BulkString(bytes) => vec![String::from_utf8_lossy(bytes).into_owned()],
+        redis::Value::SimpleString(s) => vec![s.clone()],
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().flat_map(strings).collect()
+        }
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| strings(k).into_iter().chain(strings(v)))
+            .collect(),
+        _ => Vec::new(),
+    }
 }

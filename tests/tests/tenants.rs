@@ -203,3 +203,129 @@ fn tenants_lists_each_tenants_queues_and_jobs_and_scopes_like_any_command() {
         refused.stderr()
     );
 }
+
+/// The benchmarks' order payload the `noop` fixture sums.
+const ORDER: &str = r#"{"id":1,"customer":"c","items":[{"sku":"a","qty":1}]}"#;
+
+/// A handlers directory with the `noop` fixture as the handler of queue
+/// `noop` of each of `tenants`.
+fn noop_handlers(tenants: &[&str]) -> TempDir {
+    let dir = TempDir::new("tenant-handlers");
+    for tenant in tenants {
+        let own = dir.path().join("tenants").join(tenant);
+        std::fs::create_dir_all(&own).expect("create the tenant's directory");
+        std::fs::copy(
+            std::path::Path::new(guests::DIR).join("noop_job.wasm"),
+            own.join("noop_job.wasm"),
+        )
+        .expect("copy the fixture");
+    }
+    dir
+}
+
+/// `n` order lines for `runtime dispatch --file`.
+fn orders(n: usize) -> String {
+    let mut lines = String::with_capacity(n * (ORDER.len() + 1));
+    for _ in 0..n {
+        lines.push_str(ORDER);
+        lines.push('\n');
+    }
+    lines
+}
+
+#[test]
+fn a_trickle_tenants_job_starts_within_a_claim_round_of_another_tenants_flood() {
+    let handlers = noop_handlers(&["acme", "beta"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    env.dispatch_file("acme/noop", &orders(100_000), &[])
+        .expect_code(0);
+    let w = env.worker(&["--all", "-c", "8"]);
+    w.wait_for_log("job=acme/noop:", BOUND);
+    let shown = env
+        .run(&["dispatch", "beta/noop", ORDER, "--json"])
+        .expect_code(0)
+        .json();
+    let created = shown["created_at"].as_u64().expect("created_at");
+    w.wait_for_log("job=beta/noop:1 ", BOUND);
+    let log = w.log();
+    // Acme's jobs that ended after beta's was in the queue and before it
+    // ended: those already running or claimed, and about one claim
+    // round's worth (8); behind the flood it would be 100,000.
+    let mut between = 0;
+    for line in log.lines() {
+        if line.contains("job=beta/noop:1 ") {
+            break;
+        }
+        if line.contains("job=acme/noop:") && logged_at(line) >= created {
+            between += 1;
+        }
+    }
+    eprintln!("acme jobs ended between beta's dispatch and its end: {between}");
+    assert!(
+        between <= 100,
+        "{between} of acme's jobs ended before beta's single job"
+    );
+    assert!(
+        env.count("acme/noop", "pending") > 20_000,
+        "the flood was still on: {}",
+        env.counts("acme/noop")
+    );
+}
+
+/// When a worker log line was written, in ms since the Unix epoch, from
+/// its leading `YYYY-MM-DDTHH:MM:SS.ffffffZ` time stamp (UTC).
+fn logged_at(line: &str) -> u64 {
+    let field = |range: std::ops::Range<usize>| -> i64 {
+        line.get(range)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no time stamp in {line:?}"))
+    };
+    let (y, m, d) = (field(0..4), field(5..7), field(8..10));
+    let (h, min, s, us) = (field(11..13), field(14..16), field(17..19), field(20..26));
+    // Days from 1970-01-01 to y-m-d (proleptic Gregorian).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = ((days * 24 + h) * 60 + min) * 60_000 + s * 1000 + us / 1000;
+    u64::try_from(ms).expect("a time after 1970")
+}
+
+#[test]
+fn tenant_weights_share_three_workers_three_to_one() {
+    let handlers = noop_handlers(&["acme", "beta"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("weights.toml");
+    std::fs::write(&config, "[tenants.acme]\nweight = 3\n").expect("write the config");
+    let config = config.display().to_string();
+    for tenant in ["acme", "beta"] {
+        env.dispatch_file(&format!("{tenant}/noop"), &orders(40_000), &[])
+            .expect_code(0);
+    }
+    let workers: Vec<_> = (0..3)
+        .map(|_| env.worker(&["--all", "-c", "4", "--config", &config]))
+        .collect();
+    // Read both counts at one moment, once acme has had a long run.
+    let mut done = (0, 0);
+    runtime_tests::workers::eventually(BOUND * 3, "acme to finish 15,000 jobs", || {
+        let all = env.run(&["queues", "--json"]).expect_code(0).json();
+        done = (
+            all["acme/noop"]["done"].as_u64().unwrap_or(0),
+            all["beta/noop"]["done"].as_u64().unwrap_or(0),
+        );
+        done.0 >= 15_000
+    });
+    drop(workers);
+    let ratio = done.0 as f64 / done.1.max(1) as f64;
+    eprintln!("acme {} : beta {} = {ratio:.3}", done.0, done.1);
+    assert!(
+        (2.7..=3.3).contains(&ratio),
+        "weight 3 to 1 gave {} to {} ({ratio:.2})",
+        done.0,
+        done.1
+    );
+}

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use runtime::QueueName;
 use runtime::metrics::{Metrics, Readings, rss_bytes};
 use runtime::queue::JobQueue;
 use runtime::sandbox::Sandbox;
+use runtime::{QueueName, TenantName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -18,7 +18,10 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub backend: Arc<dyn JobQueue>,
     pub sandbox: Arc<Sandbox>,
+    /// The queues whose depth is read; empty: every queue the backend
+    /// lists (of `tenant`, if given).
     pub queues: Vec<QueueName>,
+    pub tenant: Option<TenantName>,
 }
 
 /// Serves until the process ends.
@@ -65,7 +68,24 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
 async fn readings(sources: &Sources) -> Readings {
     let mut depth = Vec::new();
     let mut backend_up = true;
-    for queue in &sources.queues {
+    let listed;
+    let queues = if sources.queues.is_empty() {
+        listed = match tokio::time::timeout(Duration::from_secs(2), sources.backend.queues()).await
+        {
+            Ok(Ok(all)) => all
+                .into_iter()
+                .filter(|q| sources.tenant.as_ref().is_none_or(|t| q.is_in(t)))
+                .collect(),
+            _ => {
+                backend_up = false;
+                Vec::new()
+            }
+        };
+        &listed
+    } else {
+        &sources.queues
+    };
+    for queue in queues {
         let counts =
             tokio::time::timeout(Duration::from_secs(2), sources.backend.counts(queue)).await;
         match counts {

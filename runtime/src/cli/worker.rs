@@ -19,9 +19,15 @@ use super::{Cli, CliResult, Exit, QueueArg};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Queues to serve; when several have work they share the worker by
-    /// their `weight` (config), each under its `concurrency` cap.
-    #[arg(required = true)]
+    /// their tenants' `weight`, then their own (config), each under its
+    /// `concurrency` cap.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
     queues: Vec<QueueArg>,
+    /// Serve every queue that has work, of every tenant (with --tenant,
+    /// of that tenant), shared fairly between tenants; new queues and
+    /// tenants are served as their first jobs arrive.
+    #[arg(long)]
+    all: bool,
     /// Jobs run at once.
     #[arg(long, short = 'c', default_value_t = 16)]
     concurrency: usize,
@@ -94,6 +100,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
     }
     let backend = cli.require_backend(&config, "runtime worker").await?;
+    let tenant = cli.tenant().cloned();
     let handlers = Cli::handlers_dir(&config);
     config.missing_env()?;
     let rt = Runtime::new(backend, handlers, config.clone()).context("starting the sandbox")?;
@@ -137,6 +144,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             backend: rt.backend().jobs.clone(),
             sandbox,
             queues: queues.clone(),
+            tenant: tenant.clone(),
         };
         tokio::spawn(metrics_http::serve(listener, Arc::new(sources)));
     }
@@ -144,6 +152,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let worker = rt
         .worker(WorkerConfig {
             queues: queues.clone(),
+            tenant: tenant.clone(),
             concurrency: args.concurrency,
             batch: args.concurrency.clamp(1, 64),
             lease: args.lease,
@@ -161,8 +170,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
     });
     let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
+    let served = match (&tenant, args.all) {
+        (Some(t), true) => format!("every queue of tenant {t}"),
+        (None, true) => "every queue of every tenant".to_string(),
+        (_, false) => names.join(","),
+    };
     tracing::info!(
-        queues = %names.join(","),
+        queues = %served,
         concurrency = args.concurrency,
         pid = std::process::id(),
         "worker started"

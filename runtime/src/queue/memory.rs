@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use super::clock::millis;
 use super::{
-    Ack, Claim, Clock, Completion, JobQueue, Lease, ModuleStore, Page, StateCounts, SystemClock,
-    WorkerInfo, WorkerRegistry, module_version,
+    Ack, Claim, Clock, Completion, DueQueue, JobQueue, Lease, ModuleStore, Page, StateCounts,
+    SystemClock, WorkerInfo, WorkerRegistry, module_version,
 };
 use crate::error::QueueError;
 use crate::job::{
@@ -540,6 +540,20 @@ impl JobQueue for MemoryBackend {
         }
         let _ = tokio::time::timeout(wait, notified).await;
         Ok(())
+    }
+
+    async fn due(&self) -> Result<Vec<DueQueue>, QueueError> {
+        let now = self.clock.now();
+        let inner = self.lock();
+        Ok(inner
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.pending.is_empty() || q.next_wake().is_some_and(|at| at <= now))
+            .map(|(name, _)| DueQueue {
+                queue: name.clone(),
+                marks: 0,
+            })
+            .collect())
     }
 
     async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {

@@ -198,6 +198,17 @@ pub fn module_version(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// A queue that may have work now, as the backend's index of due queues
+/// has it (see [`JobQueue::due`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueQueue {
+    /// The queue.
+    pub queue: QueueName,
+    /// How often it had been marked due when it was listed, for
+    /// [`JobQueue::settle`].
+    pub marks: u64,
+}
+
 /// A window into a listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -294,6 +305,37 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
         queues: &[QueueName],
         timeout: Duration,
     ) -> Result<(), QueueError>;
+
+    /// Queues, of every tenant, that may have runnable work now (pending
+    /// jobs, scheduled ones come due, leases expired): what a worker
+    /// serving every queue claims from, instead of asking each queue. A
+    /// hint: it may list a queue with nothing to claim (a claim finds out,
+    /// and [`settle`](Self::settle)s it), and a backend that keeps it apart
+    /// from the queues repairs it from them now and then. By default,
+    /// every queue.
+    async fn due(&self) -> Result<Vec<DueQueue>, QueueError> {
+        Ok(self
+            .queues()
+            .await?
+            .into_iter()
+            .map(|queue| DueQueue { queue, marks: 0 })
+            .collect())
+    }
+
+    /// A claim from `due` got less than it asked for: unless the queue was
+    /// marked due again since it was listed, the index moves it to when it
+    /// next may have work, or drops it.
+    async fn settle(&self, due: &DueQueue) -> Result<(), QueueError> {
+        let _ = due;
+        Ok(())
+    }
+
+    /// Wait until some queue, of any tenant, may have runnable work, or
+    /// `timeout` passes. May return early.
+    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
+        let queues = self.queues().await?;
+        self.wait_for_work(&queues, timeout).await
+    }
 
     /// Extend a lease to `lease` from now. `None` if it is no longer the
     /// current lease of a running job.

@@ -28,7 +28,7 @@ pub(super) async fn run(
 
 /// How a worker serving `queues` with `concurrency` appears in the
 /// registry.
-pub(super) fn identity(queues: &[crate::job::QueueName], concurrency: usize) -> WorkerInfo {
+pub(super) fn identity(queues: Vec<String>, concurrency: usize) -> WorkerInfo {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -41,7 +41,7 @@ pub(super) fn identity(queues: &[crate::job::QueueName], concurrency: usize) -> 
         id: format!("{host}:{pid}:{:06x}", fastrand::u32(..0x100_0000)),
         host,
         pid,
-        queues: queues.iter().map(ToString::to_string).collect(),
+        queues,
         concurrency,
         in_flight: 0,
         started_at: now,

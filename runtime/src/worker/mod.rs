@@ -31,11 +31,9 @@ use tokio::task::JoinSet;
 
 use crate::error::QueueError;
 use crate::handlers::HandlerRegistry;
-use crate::job::{JobRecord, QueueName};
+use crate::job::{JobRecord, QueueName, TenantName};
 use crate::metrics::Metrics;
-use crate::queue::{
-    Ack, AttemptEnd, Backend, Clock, JobQueue, ModuleStore, SystemClock, WorkerRegistry,
-};
+use crate::queue::{Ack, AttemptEnd, Backend, Clock, JobQueue, SystemClock, WorkerRegistry};
 use crate::sandbox::{Capabilities, RunReport};
 
 pub use policy::QueuePolicy;
@@ -44,10 +42,13 @@ pub use runner::{HandlerRunner, Runner};
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Queues to serve, sharing the worker by their `weight` and capped by
-    /// their `concurrency` settings; empty means every queue the backend
-    /// knows (the in-memory sync mode uses this).
+    /// Queues to serve, sharing the worker by their tenants' `weight`, then
+    /// their own, and capped by their `concurrency` settings; empty means
+    /// every queue that has work, of every tenant (or of `tenant`), found
+    /// through the backend's due index (the in-memory sync mode uses this).
     pub queues: Vec<QueueName>,
+    /// With no queues named, serve only this tenant's queues.
+    pub tenant: Option<TenantName>,
     /// Jobs in flight at once. Default 16.
     pub concurrency: usize,
     /// Most jobs taken in one claim. Default 32.
@@ -79,6 +80,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             queues: Vec::new(),
+            tenant: None,
             concurrency: 16,
             batch: 32,
             lease: Duration::from_secs(30),
@@ -152,7 +154,7 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     /// Hot swap: the registry to install into and where modules are
     /// published.
-    reload: Option<(Arc<HandlerRegistry>, Arc<dyn ModuleStore>)>,
+    reload: Option<reload::Reload>,
     /// Where heartbeats go (with `config.heartbeat`).
     registry: Option<Arc<dyn WorkerRegistry>>,
 }
@@ -166,7 +168,11 @@ impl Worker {
         let caps = Capabilities::dispatch_to(backend.jobs.clone());
         let runner = Arc::new(HandlerRunner::new(registry.clone(), caps));
         let mut worker = Worker::over(backend.jobs, runner, config);
-        worker.reload = Some((registry, backend.modules));
+        worker.reload = Some(reload::Reload {
+            registry,
+            backend: backend.modules,
+            deployments: Arc::default(),
+        });
         worker.registry = Some(backend.workers);
         worker
     }
@@ -255,6 +261,8 @@ impl Worker {
                 inflight,
                 ready: ready.clone(),
                 policies: policy::Policies::default(),
+                deficits: std::collections::HashMap::new(),
+                reload: self.reload.clone(),
             }
             .run(async {
                 let _ = shutdown_rx.await;
@@ -296,20 +304,28 @@ impl Worker {
     /// first jobs already run them), then hot swap and heartbeats.
     async fn start_beside(&self) -> Beside {
         let mut beside = Beside::default();
-        if let Some((registry, modules)) = &self.reload {
-            let mut deployments = reload::Deployments::default();
-            deployments
-                .sync(registry, &**modules, &self.config.queues)
-                .await;
-            beside.reloader = Some(tokio::spawn(reload::run(
-                registry.clone(),
-                modules.clone(),
-                self.config.queues.clone(),
-                deployments,
-            )));
+        if let Some(reload) = &self.reload {
+            let watched = if self.config.queues.is_empty() {
+                reload::Watched::Every(self.jobs.clone(), self.config.tenant.clone())
+            } else {
+                reload::Watched::Named(self.config.queues.clone())
+            };
+            // Serving every queue, the claim loop syncs each new one.
+            if let reload::Watched::Named(queues) = &watched {
+                reload.sync(queues).await;
+            }
+            beside.reloader = Some(tokio::spawn(reload::run(reload.clone(), watched)));
         }
         if let (Some(registry), Some(every)) = (&self.registry, self.config.heartbeat) {
-            let info = heartbeat::identity(&self.config.queues, self.config.concurrency);
+            let served = if self.config.queues.is_empty() {
+                vec![match &self.config.tenant {
+                    Some(t) => format!("{t}/*"),
+                    None => "*".to_string(),
+                }]
+            } else {
+                self.config.queues.iter().map(ToString::to_string).collect()
+            };
+            let info = heartbeat::identity(served, self.config.concurrency);
             let id = info.id.clone();
             let task = tokio::spawn(heartbeat::run(
                 registry.clone(),

@@ -10,26 +10,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handlers::HandlerRegistry;
-use crate::job::QueueName;
-use crate::queue::ModuleStore;
+use crate::job::{QueueName, TenantName};
+use crate::queue::{JobQueue, ModuleStore};
 
 /// How often a worker looks for published modules and changed files.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
+/// The queues whose modules a worker follows.
+#[derive(Debug, Clone)]
+pub(super) enum Watched {
+    /// The queues it was given.
+    Named(Vec<QueueName>),
+    /// Every queue the backend knows (of one tenant, if given): a worker
+    /// serving every queue. Its claim loop syncs a queue it has not served
+    /// before its first claim there, too.
+    Every(Arc<dyn JobQueue>, Option<TenantName>),
+}
+
+impl Watched {
+    async fn list(&self) -> Vec<QueueName> {
+        match self {
+            Watched::Named(queues) => queues.clone(),
+            Watched::Every(jobs, tenant) => jobs
+                .queues()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|q| tenant.as_ref().is_none_or(|t| q.is_in(t)))
+                .collect(),
+        }
+    }
+}
+
+/// The reloader's parts, shared with the claim loop.
+#[derive(Debug, Clone)]
+pub(super) struct Reload {
+    pub registry: Arc<HandlerRegistry>,
+    pub backend: Arc<dyn ModuleStore>,
+    pub deployments: Arc<tokio::sync::Mutex<Deployments>>,
+}
+
+impl Reload {
+    /// Syncs the published modules of `queues` now.
+    pub async fn sync(&self, queues: &[QueueName]) {
+        let mut deployments = self.deployments.lock().await;
+        deployments
+            .sync(&self.registry, &*self.backend, queues)
+            .await;
+    }
+}
+
 /// Runs until aborted.
-pub(super) async fn run(
-    registry: Arc<HandlerRegistry>,
-    backend: Arc<dyn ModuleStore>,
-    queues: Vec<QueueName>,
-    mut deployments: Deployments,
-) {
+pub(super) async fn run(reload: Reload, watched: Watched) {
     let mut tick = tokio::time::interval(RELOAD_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        deployments.sync(&registry, &*backend, &queues).await;
-        let registry = registry.clone();
+        reload.sync(&watched.list().await).await;
+        let registry = reload.registry.clone();
         let _ = tokio::task::spawn_blocking(move || registry.refresh()).await;
     }
 }

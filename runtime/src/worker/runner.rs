@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::TenantSettings;
 use crate::handlers::HandlerRegistry;
-use crate::job::{JobRecord, QueueName};
+use crate::job::{JobRecord, QueueName, TenantName};
 use crate::sandbox::{Capabilities, Crash, RunReport};
 
 use super::QueuePolicy;
@@ -22,6 +23,13 @@ use super::QueuePolicy;
 pub trait Runner: Send + Sync + Debug + 'static {
     /// How the worker treats `queue`; asked once per queue.
     fn policy(&self, queue: &QueueName) -> QueuePolicy;
+
+    /// How the worker shares itself with `tenant`; asked once per tenant.
+    /// By default, the built-in tenant settings.
+    fn tenant_policy(&self, tenant: &TenantName) -> TenantSettings {
+        let _ = tenant;
+        TenantSettings::default()
+    }
 
     /// Runs one attempt of `job` (state `running`, `attempts` counting
     /// this one). `None` hands the job back uncounted: it could not start
@@ -48,6 +56,10 @@ impl HandlerRunner {
 impl Runner for HandlerRunner {
     fn policy(&self, queue: &QueueName) -> QueuePolicy {
         QueuePolicy::from(&*self.registry.settings(queue))
+    }
+
+    fn tenant_policy(&self, tenant: &TenantName) -> TenantSettings {
+        self.registry.tenant_settings(tenant)
     }
 
     async fn run(&self, job: &JobRecord, wait: Duration) -> Option<RunReport> {

@@ -5,19 +5,21 @@
 //! With several queues, each claim round shares the free room between them
 //! by weight, under each queue's cap (see [`super::fair`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::QueueError;
-use crate::job::QueueName;
+use crate::job::{QueueName, TenantName};
 use crate::metrics::Metrics;
-use crate::queue::{Claim, JobQueue};
+use crate::queue::{Claim, DueQueue, JobQueue};
 
 use super::fair;
 use super::inflight::{Held, InFlight, Ready};
 use super::outage::Outage;
-use super::policy::{Policies, Served};
+use super::policy::{Policies, Served, TenantServed};
+use super::reload::Reload;
 use super::{Runner, WorkerConfig};
 
 /// Longest a free slot waits for more room before a claim of less than a
@@ -47,6 +49,12 @@ pub(super) struct Scheduler {
     pub inflight: Arc<InFlight>,
     pub ready: Arc<Ready>,
     pub policies: Policies,
+    /// Each tenant's credit in the deficit round robin, in
+    /// [`fair::SLOT`] units; only tenants of the last round.
+    pub deficits: HashMap<TenantName, i64>,
+    /// Hot swap: serving every queue, a queue's published module is
+    /// installed before its first claim.
+    pub reload: Option<Reload>,
 }
 
 /// Where the loop stands between claim rounds.
@@ -66,16 +74,28 @@ struct LoopState {
     lingered: bool,
     /// Queues that had room in the last round: the ones worth waiting on.
     open: Vec<QueueName>,
+    /// Whether the last round had any queue to serve; discovering, none
+    /// means waiting for any queue to come due.
+    served: bool,
     /// How many attempts had ended when the loop last looked.
     ended_seen: u64,
     /// Backoff while the backend is unreachable.
     outage: Outage,
 }
 
+/// One tenant's queues in a claim round, and how many jobs it got.
+struct Tenant {
+    served: Arc<TenantServed>,
+    queues: Vec<(Arc<Served>, Option<DueQueue>)>,
+    got: usize,
+}
+
 /// What one claim round got.
 struct Round {
-    /// Queues that had room.
+    /// Queues that had room (theirs and their tenant's).
     open: Vec<QueueName>,
+    /// Whether it had any queue to serve.
+    served: bool,
     claims: Vec<Held>,
     /// Whether it got all the room it asked for (the queues may have more).
     took_all: bool,
@@ -97,6 +117,7 @@ impl Scheduler {
             capped: false,
             lingered: false,
             open: Vec::new(),
+            served: false,
             ended_seen: 0,
             outage: Outage::default(),
         };
@@ -131,6 +152,7 @@ impl Scheduler {
                         st.hungry = round.took_all;
                         st.capped = round.capped;
                         st.open = round.open;
+                        st.served = round.served;
                         let claimed = round.claims.len();
                         st.claimed += claimed as u64;
                         self.ready.push(round.claims);
@@ -152,7 +174,13 @@ impl Scheduler {
             // shutdown arrive meanwhile), then try again.
             let pause = waited.err().map(|e| st.outage.failed(&e));
             let lingering = room > 0 && st.hungry && !claiming && pause.is_none();
-            let waiting = room > 0 && !st.hungry && !st.open.is_empty() && pause.is_none();
+            // Queues without room are not worth waiting on (an attempt
+            // ending makes room); discovering, with no queue due at all,
+            // any queue coming due is.
+            let waiting = room > 0
+                && !st.hungry
+                && (!st.open.is_empty() || (self.discovers() && !st.served))
+                && pause.is_none();
             tokio::select! {
                 () = &mut shutdown => return (End::Shutdown, st.claimed),
                 () = self.inflight.changed(), if !self.inflight.all_recorded() => {}
@@ -160,7 +188,7 @@ impl Scheduler {
                 () = tokio::time::sleep(LINGER), if lingering => st.lingered = true,
                 // Only queues with room are worth waiting on; with none, a
                 // job ending makes room.
-                waited = self.jobs.wait_for_work(&st.open, WAIT_FOR_WORK), if waiting => {
+                waited = self.wait(&st.open), if waiting => {
                     match waited {
                         Ok(()) => st.lingered = true,
                         Err(e) => tokio::time::sleep(st.outage.failed(&e)).await,
@@ -171,25 +199,67 @@ impl Scheduler {
         }
     }
 
-    /// The queues to serve now, each with its policy.
-    async fn served(&mut self) -> Result<Vec<Arc<Served>>, QueueError> {
-        let listed;
-        let names = if self.config.queues.is_empty() {
-            listed = self.jobs.queues().await?;
-            &listed
+    /// Waits for work in `open` queues or, discovering, in any queue.
+    async fn wait(&self, open: &[QueueName]) -> Result<(), QueueError> {
+        if self.discovers() {
+            self.jobs.wait_for_due(WAIT_FOR_WORK).await
         } else {
-            &self.config.queues
-        };
-        Ok(names
-            .iter()
-            .map(|q| self.policies.get(q, &*self.runner, &self.metrics))
+            self.jobs.wait_for_work(open, WAIT_FOR_WORK).await
+        }
+    }
+
+    /// Whether the worker serves every queue it can find (none named):
+    /// it then finds them through the backend's due index.
+    fn discovers(&self) -> bool {
+        self.config.queues.is_empty()
+    }
+
+    /// The queues to serve now, each with its policy, and (found through
+    /// the due index) its entry there.
+    async fn served(&mut self) -> Result<Vec<(Arc<Served>, Option<DueQueue>)>, QueueError> {
+        if !self.discovers() {
+            return Ok(self
+                .config
+                .queues
+                .iter()
+                .map(|q| (self.policies.get(q, &*self.runner, &self.metrics), None))
+                .collect());
+        }
+        let mut due = self.jobs.due().await?;
+        due.retain(|d| self.config.tenant.as_ref().is_none_or(|t| d.queue.is_in(t)));
+        if let Some(reload) = &self.reload {
+            let new: Vec<QueueName> = due
+                .iter()
+                .filter(|d| !self.policies.has(&d.queue))
+                .map(|d| d.queue.clone())
+                .collect();
+            if !new.is_empty() {
+                reload.sync(&new).await;
+            }
+        }
+        Ok(due
+            .into_iter()
+            .map(|d| {
+                (
+                    self.policies.get(&d.queue, &*self.runner, &self.metrics),
+                    Some(d),
+                )
+            })
             .collect())
     }
 
     /// Whether draining is over: nothing pending (nor scheduled, unless
     /// those are left for later) in `queues`.
     async fn nothing_left(&self, queues: &[QueueName]) -> Result<bool, QueueError> {
-        for q in queues {
+        let listed;
+        let queues = if self.discovers() {
+            listed = self.jobs.queues().await?;
+            &listed
+        } else {
+            queues
+        };
+        let tenant = self.config.tenant.as_ref();
+        for q in queues.iter().filter(|q| tenant.is_none_or(|t| q.is_in(t))) {
             let c = self.jobs.counts(q).await?;
             let scheduled = if self.config.leave_scheduled {
                 0
@@ -204,59 +274,138 @@ impl Scheduler {
     }
 
     /// Claims up to `room` jobs (within `budget`), shared between the
-    /// served queues by weight and under their caps, starting the round at
-    /// queue number `turn`.
+    /// served queues' tenants by deficit round robin and then between each
+    /// tenant's queues by weight, under the caps, starting the round at
+    /// tenant number `turn` (and, within a tenant, queue number `turn`).
+    /// Due queues that had less than was asked are settled in the index.
     async fn claim(&mut self, room: usize, budget: u64, turn: usize) -> Result<Round, QueueError> {
-        let mut queues = self.served().await?;
-        if !queues.is_empty() {
-            let first = turn % queues.len();
-            queues.rotate_left(first);
+        let served = self.served().await?;
+        let concurrency = self.config.concurrency.max(1);
+        // Group by tenant, in order of first appearance, then rotate.
+        let mut tenants: Vec<Tenant> = Vec::new();
+        for (queue, due) in served {
+            match tenants
+                .iter_mut()
+                .find(|t| Arc::ptr_eq(&t.served, &queue.tenant))
+            {
+                Some(t) => t.queues.push((queue, due)),
+                None => tenants.push(Tenant {
+                    served: queue.tenant.clone(),
+                    queues: vec![(queue, due)],
+                    got: 0,
+                }),
+            }
         }
-        let standing: Vec<fair::Standing> = queues
+        if !tenants.is_empty() {
+            let first = turn % tenants.len();
+            tenants.rotate_left(first);
+        }
+        for t in &mut tenants {
+            let first = turn % t.queues.len();
+            t.queues.rotate_left(first);
+        }
+        let standing: Vec<fair::TenantStanding> = tenants
             .iter()
-            .map(|q| fair::Standing {
-                weight: q.policy.weight,
-                free: q.free(),
+            .map(|t| fair::TenantStanding {
+                weight: t.served.policy.weight,
+                free: t
+                    .queues
+                    .iter()
+                    .fold(0usize, |sum, (q, _)| sum.saturating_add(q.free()))
+                    .min(t.served.free(concurrency)),
+                owed: t.served.owed(concurrency),
             })
+            .collect();
+        let mut deficits: Vec<i64> = tenants
+            .iter()
+            .map(|t| self.deficits.get(&t.served.name).copied().unwrap_or(0))
             .collect();
         let room = room
             .min(self.config.batch.max(1))
             .min(usize::try_from(budget).unwrap_or(usize::MAX));
-        let wants = fair::shares(room, &standing);
+        let grants = fair::tenant_shares(room, &standing, &mut deficits);
         let mut claims = Vec::new();
-        let mut took = vec![0usize; queues.len()];
-        // Queues that took their whole share and may take more.
+        // Queues that took their whole share and may take more:
+        // (tenant, queue, how many more, whether that is a cap's).
         let mut hungry = Vec::new();
-        for (i, (s, &want)) in standing.iter().zip(&wants).enumerate() {
-            if want == 0 {
+        let mut short = Vec::new();
+        let mut capped = false;
+        for (ti, (t, &grant)) in tenants.iter_mut().zip(&grants).enumerate() {
+            if grant == 0 {
                 continue;
             }
-            let got = self.claim_from(&queues[i], want, &mut claims).await?;
-            took[i] += got;
-            if got == want && s.free > want {
-                hungry.push((i, s.free - want));
+            let queues: Vec<fair::Standing> = t
+                .queues
+                .iter()
+                .map(|(q, _)| fair::Standing {
+                    weight: q.policy.weight,
+                    free: q.free(),
+                })
+                .collect();
+            let wants = fair::shares(grant, &queues);
+            for (qi, (s, &want)) in queues.iter().zip(&wants).enumerate() {
+                if want == 0 {
+                    continue;
+                }
+                let got = self.claim_from(&t.queues[qi].0, want, &mut claims).await?;
+                t.got += got;
+                if got < want {
+                    short.extend(t.queues[qi].1.clone());
+                } else if s.free > want {
+                    hungry.push((ti, qi, s.free - want, s.free < usize::MAX));
+                }
+                capped |= s.free < usize::MAX && got >= s.free;
             }
         }
-        for (i, free) in hungry {
-            let left = room.saturating_sub(claims.len()).min(free);
+        let mut extra = vec![0usize; tenants.len()];
+        for (ti, qi, free, cap) in hungry {
+            let t = &mut tenants[ti];
+            let left = room
+                .saturating_sub(claims.len())
+                .min(free)
+                .min(standing[ti].free.saturating_sub(t.got));
             if left == 0 {
-                break;
+                continue;
             }
-            took[i] += self.claim_from(&queues[i], left, &mut claims).await?;
+            let got = self.claim_from(&t.queues[qi].0, left, &mut claims).await?;
+            t.got += got;
+            extra[ti] += got;
+            if got < left {
+                short.extend(t.queues[qi].1.clone());
+            }
+            capped |= cap && got >= free;
         }
-        let capped = standing
-            .iter()
-            .zip(&took)
-            .any(|(s, &took)| s.free < usize::MAX && took >= s.free);
+        // A tenant that ran out of work keeps no credit; one that took
+        // more than its share in the second pass pays for it.
+        self.deficits.clear();
+        for (ti, t) in tenants.iter().enumerate() {
+            let deficit = if t.got < grants[ti] {
+                0
+            } else {
+                let extra = i64::try_from(extra[ti]).unwrap_or(i64::MAX / fair::SLOT);
+                deficits[ti].saturating_sub(extra.saturating_mul(fair::SLOT))
+            };
+            self.deficits.insert(t.served.name.clone(), deficit);
+            capped |= t.served.policy.max_share < 1.0 && t.got >= standing[ti].free;
+        }
+        for due in &short {
+            // A hint: a failure leaves the queue listed, and the next
+            // round's claim finds it empty again.
+            if let Err(e) = self.jobs.settle(due).await {
+                tracing::debug!(queue = %due.queue, error = %e, "could not settle a due queue");
+            }
+        }
         let took_all = claims.len() >= room;
-        let open = queues
+        let open = tenants
             .iter()
-            .zip(&standing)
-            .filter(|(_, s)| s.free > 0)
+            .filter(|t| t.served.free(concurrency) > 0)
+            .flat_map(|t| &t.queues)
+            .filter(|(q, _)| q.free() > 0)
             .map(|(q, _)| q.name.clone())
             .collect();
         Ok(Round {
             open,
+            served: !tenants.is_empty(),
             claims,
             took_all,
             capped,

@@ -13,13 +13,18 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use super::*;
+use crate::config::TenantSettings;
 use crate::job::{JobId, JobState, Lineage, NewJob, Payload, TreeBudget};
-use crate::queue::{Claim, Completion, Lease, ManualClock, MemoryBackend, Page, StateCounts};
+use crate::queue::{
+    Claim, Completion, DueQueue, Lease, ManualClock, MemoryBackend, Page, StateCounts,
+};
 use crate::retry::Backoff;
 use crate::sandbox::RunOutcome;
 
+/// A queue by its written name: `acme/resize`, or `resize` in the
+/// default tenant.
 fn q(name: &str) -> QueueName {
-    QueueName::new(name).expect("queue name")
+    QueueName::parse(name).expect("queue name")
 }
 
 /// Runs each job for the milliseconds in its payload (`{"ms":N}`), or
@@ -27,6 +32,7 @@ fn q(name: &str) -> QueueName {
 #[derive(Debug, Default)]
 struct Fake {
     policies: HashMap<QueueName, QueuePolicy>,
+    tenants: HashMap<TenantName, TenantSettings>,
     gate: Notify,
     started: Notify,
     running: Mutex<HashMap<QueueName, usize>>,
@@ -42,6 +48,10 @@ impl Runner for Fake {
             cap: None,
             backoff: Backoff::default(),
         })
+    }
+
+    fn tenant_policy(&self, tenant: &TenantName) -> TenantSettings {
+        self.tenants.get(tenant).copied().unwrap_or_default()
     }
 
     async fn run(&self, job: &JobRecord, _wait: Duration) -> Option<RunReport> {
@@ -169,6 +179,18 @@ impl JobQueue for Flaky {
     ) -> Result<(), QueueError> {
         self.check()?;
         self.inner.wait_for_work(queues, timeout).await
+    }
+    async fn due(&self) -> Result<Vec<DueQueue>, QueueError> {
+        self.check()?;
+        self.inner.due().await
+    }
+    async fn settle(&self, due: &DueQueue) -> Result<(), QueueError> {
+        self.check()?;
+        self.inner.settle(due).await
+    }
+    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
+        self.check()?;
+        self.inner.wait_for_due(timeout).await
     }
     async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
         self.check()?;
@@ -495,4 +517,40 @@ async fn caps_hold_and_weights_share() {
         (3, 1, 1),
         "{first:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn serving_every_queue_holds_each_tenants_ceiling_and_minimum() {
+    let tenant = |name: &str| TenantName::new(name).expect("tenant name");
+    let mut fake = Fake::default();
+    // Acme may hold a quarter of the worker; beta is owed half of it.
+    let settings = |min_share, max_share| TenantSettings {
+        weight: 1,
+        min_share,
+        max_share,
+    };
+    fake.tenants.insert(tenant("acme"), settings(0.0, 0.25));
+    fake.tenants.insert(tenant("beta"), settings(0.5, 1.0));
+    let rig = Rig::new(fake);
+    rig.dispatch("acme/flood", r#"{"ms":10}"#, 24).await;
+    rig.dispatch("beta/q", r#"{"ms":10}"#, 8).await;
+    rig.dispatch("plain", r#"{"ms":10}"#, 8).await;
+    let stats = rig
+        .worker(WorkerConfig {
+            concurrency: 8,
+            batch: 8,
+            ..config(&[])
+        })
+        .run(std::future::pending())
+        .await
+        .expect("worker");
+    assert_eq!(stats.done, 40, "{stats:?}");
+    let most = rig.runner.most.lock().expect("lock").clone();
+    assert_eq!(most[&q("acme/flood")], 2, "a quarter of 8 slots: {most:?}");
+    let order = rig.runner.order.lock().expect("lock").clone();
+    let beta = order[..8]
+        .iter()
+        .filter(|n| n.is_in(&tenant("beta")))
+        .count();
+    assert!(beta >= 4, "beta is owed half of the first 8: {order:?}");
 }

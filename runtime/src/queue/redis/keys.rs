@@ -94,6 +94,12 @@ impl Keys {
         format!("{}:{id}", self.workers())
     }
 
+    /// The due index (queue → when it may next have work), with its
+    /// `:marks` and `:wake` keys in its slot: `<prefix>{@due}`.
+    pub fn due(&self) -> String {
+        format!("{}{{@due}}", self.prefix)
+    }
+
     /// The published modules' index (queue → version): `<prefix>{@modules}`.
     pub fn modules(&self) -> String {
         format!("{}{{@modules}}", self.prefix)

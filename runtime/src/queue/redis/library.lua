@@ -33,6 +33,19 @@
 --     bare "ended".
 -- ARGV[1] is always now (ms, from the caller's clock: the conformance suite
 -- runs on a manual one).
+--
+-- `mark`, `due` and `settle` get the due index's key <prefix>{@due}: the
+-- queues that may have work, so a worker serving every queue finds work
+-- without asking each queue (all in that key's slot):
+--   <due>        zset, member a queue's written name, score when it may
+--                next have work (ms): no later than its first pending job,
+--                due time or lease expiry
+--   <due>:marks  hash, queue -> times marked: a settle that has not seen
+--                the latest mark changes nothing
+--   <due>:wake   list: a marker wakes one waiting worker
+-- A queue call that moves its queue's next work earlier returns the new
+-- time for the caller to mark; the index is a hint, and a worker serving
+-- every queue repairs it from the queues themselves now and then.
 
 local MUT = '^(%l+)|(%d+)|(%d+)|(%d*)|(%d+)|(%d*)|(%-?%d+)|(%d+)|(%l*)$'
 -- Just the state, the token and the flags, for the fencing check.
@@ -94,6 +107,29 @@ end
 local function wake(base)
   local key = base .. ':wake'
   if redis.call('LLEN', key) == 0 then redis.call('RPUSH', key, '1') end
+end
+
+-- When the queue at `base` may next have work: now if a job is pending,
+-- else its first due time or lease expiry; nil if it has no jobs to run.
+local function next_due(base, now)
+  if redis.call('ZCARD', base .. ':pending') > 0 then return now end
+  local next_at
+  for _, key in ipairs({base .. ':scheduled', base .. ':running'}) do
+    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local at = tonumber(first[2])
+      if not next_at or at < next_at then next_at = at end
+    end
+  end
+  return next_at
+end
+
+-- The time to mark the queue due at, if it moved earlier than `before`
+-- (its next work before the change), or -1.
+local function moved(base, now, before)
+  local after = next_due(base, now)
+  if after and (not before or after < before) then return after end
+  return -1
 end
 
 local function release_unique(base, seq, flags)
@@ -195,12 +231,13 @@ local function record(base, seq)
 end
 
 -- Enqueue jobs: ARGV[2..] in groups of six (record part d, priority, max
--- attempts, has unique key '0'/'1', unique key, run at ms). Returns
--- {seq, 1} per new job, or {seq, 0} for the live job holding the unique
--- key, enqueued in its place.
+-- attempts, has unique key '0'/'1', unique key, run at ms). Returns {the
+-- time to mark the queue due at or -1, {seq, 1} per new job or {seq, 0}
+-- for the live job holding the unique key, enqueued in its place}.
 local function dispatch(keys, args)
   local base, now_s = keys[1], args[1]
   local now = tonumber(now_s)
+  local before = next_due(base, now)
   local unique, stats = base .. ':unique', base .. ':stats'
   local records, pending, scheduled = {}, {}, {}
   local out = {}
@@ -236,7 +273,7 @@ local function dispatch(keys, args)
   batched('ZADD', base .. ':pending', pending)
   batched('ZADD', base .. ':scheduled', scheduled)
   wake(base)
-  return out
+  return {moved(base, now, before), out}
 end
 
 -- Take up to ARGV[2] pending jobs under leases expiring at ARGV[3], after
@@ -317,14 +354,16 @@ end
 -- log). Done acks are most and need the least, so they come short, and
 -- their records are read with one MGET and deleted with one DEL. An ack
 -- whose token is not the job's current lease changes nothing ('stale').
--- Returns per ack, in that order: 'done', 'pending', 'scheduled',
--- 'failed' or 'stale'.
+-- Returns {the time to mark the queue due at or -1, per ack in that
+-- order 'done', 'pending', 'scheduled', 'failed' or 'stale'}.
 local function complete(keys, args)
   local base, now_s = keys[1], args[1]
   local now = tonumber(now_s)
   local out, finished, gone, deleted = {}, {}, {}, {}
   local woke, done = false, 0
   local others = 3 + 2 * tonumber(args[2])
+  -- Only acks other than done can bring work back.
+  local before = others <= #args and next_due(base, now)
   local names = {}
   for i = 3, others - 1, 2 do
     names[#names + 1] = base .. ':job:' .. args[i] .. ':m'
@@ -371,8 +410,11 @@ local function complete(keys, args)
   end
   batched('ZREM', base .. ':running', finished)
   if done > 0 then redis.call('HINCRBY', base .. ':stats', 'done', done) end
-  if woke then wake(base) end
-  return out
+  if woke then
+    wake(base)
+    return {moved(base, now, before or nil), out}
+  end
+  return {-1, out}
 end
 
 -- Extend leases: ARGV[2..] in groups of three (seq, token, new expiry ms).
@@ -398,19 +440,63 @@ end
 -- How long until this queue may have runnable work: 0 if a job is pending
 -- or due, ms until the next due time or lease expiry, or -1 if never.
 local function peek(keys, args)
-  local base, now = keys[1], tonumber(args[1])
-  if redis.call('ZCARD', base .. ':pending') > 0 then return 0 end
-  local next_at
-  for _, key in ipairs({base .. ':scheduled', base .. ':running'}) do
-    local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if first[2] then
-      local at = tonumber(first[2])
-      if not next_at or at < next_at then next_at = at end
-    end
-  end
+  local now = tonumber(args[1])
+  local next_at = next_due(keys[1], now)
   if not next_at then return -1 end
   if next_at <= now then return 0 end
   return next_at - now
+end
+
+-- Mark queues due: ARGV[2..] in pairs (queue, when it may have work, ms).
+-- A mark only moves a queue earlier.
+local function mark(keys, args)
+  local due = keys[1]
+  for i = 2, #args, 2 do
+    redis.call('HINCRBY', due .. ':marks', args[i], 1)
+    redis.call('ZADD', due, 'LT', args[i + 1], args[i])
+  end
+  wake(due)
+  return (#args - 1) / 2
+end
+
+-- Queues due by now, at most ARGV[3] of them, starting ARGV[2] places into
+-- the index's order (wrapping), so that more due queues than one reply
+-- holds are all reached in turn. Returns {how many are due, queue,
+-- marks, queue, marks, ...}.
+local function due(keys, args)
+  local index, now = keys[1], args[1]
+  local total = redis.call('ZCOUNT', index, '-inf', now)
+  if total == 0 then return {0} end
+  local offset, most = tonumber(args[2]) % total, tonumber(args[3])
+  local queues = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', offset, most)
+  if #queues < most and offset > 0 then
+    local more = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, math.min(offset, most - #queues))
+    for _, q in ipairs(more) do queues[#queues + 1] = q end
+  end
+  local marks = redis.call('HMGET', index .. ':marks', unpack(queues))
+  local out = {total}
+  for i, q in ipairs(queues) do
+    out[#out + 1] = q
+    out[#out + 1] = marks[i] or '0'
+  end
+  return out
+end
+
+-- After a worker found less work in a due queue than it asked for:
+-- ARGV[2] the queue, ARGV[3] its marks as the worker read them, ARGV[4]
+-- when it may next have work (ms, looked up after the claim) or -1 for
+-- never. Unless it was marked since, the queue moves to that time or
+-- leaves the index. The marks stay: a count that only grows cannot come
+-- back to a value a slow worker read. Returns 1 if it settled.
+local function settle(keys, args)
+  local index, queue = keys[1], args[2]
+  if (redis.call('HGET', index .. ':marks', queue) or '0') ~= args[3] then return 0 end
+  if args[4] == '-1' then
+    redis.call('ZREM', index, queue)
+  else
+    redis.call('ZADD', index, 'XX', args[4], queue)
+  end
+  return 1
 end
 
 -- One job's record (ARGV[2] = seq), or nil.
@@ -433,7 +519,8 @@ local function list(keys, args)
 end
 
 -- Put a failed job (ARGV[2] = seq) back to pending with fresh attempts.
--- Returns 'ok', 'missing', 'unreadable', or the state it is in.
+-- Returns 'ok', 'missing', 'unreadable', or the state it is in; after
+-- 'ok', the caller marks the queue due.
 local function retry(keys, args)
   local base, now_s, seq = keys[1], args[1], args[2]
   local jk = base .. ':job:' .. seq
@@ -549,6 +636,9 @@ redis.register_function(NAME .. '_claim', claim)
 redis.register_function(NAME .. '_complete', complete)
 redis.register_function(NAME .. '_renew', renew)
 redis.register_function(NAME .. '_peek', peek)
+redis.register_function(NAME .. '_mark', mark)
+redis.register_function(NAME .. '_due', due)
+redis.register_function(NAME .. '_settle', settle)
 redis.register_function(NAME .. '_read', read)
 redis.register_function(NAME .. '_list', list)
 redis.register_function(NAME .. '_retry', retry)

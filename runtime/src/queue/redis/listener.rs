@@ -12,7 +12,6 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use super::connection::{BLOCK, Conn, Target};
-use crate::job::QueueName;
 use crate::retry::Backoff;
 
 /// How a listener that lost Redis tries again.
@@ -21,8 +20,9 @@ const RECONNECT: Backoff = Backoff::RECONNECT;
 /// The listeners of one backend and the waiters they wake.
 pub(super) struct Wakeups {
     target: Target,
-    /// One listener per queue waited on.
-    listeners: Mutex<HashMap<QueueName, Arc<Listener>>>,
+    /// One listener per wake key waited on (a queue's, or the due
+    /// index's).
+    listeners: Mutex<HashMap<String, Arc<Listener>>>,
     /// Notified when a listener pops a marker.
     work: Notify,
 }
@@ -43,15 +43,15 @@ impl Wakeups {
         })
     }
 
-    /// Counts a waiter on `queue` (whose wake key is `wake_key`) for as
-    /// long as the guard lives, starting the queue's listener on first use.
-    pub fn wait_on(self: &Arc<Self>, queue: &QueueName, wake_key: &str) -> Waiting {
+    /// Counts a waiter on `wake_key` for as long as the guard lives,
+    /// starting the key's listener on first use.
+    pub fn wait_on(self: &Arc<Self>, wake_key: &str) -> Waiting {
         let mut listeners = crate::sync::lock(&self.listeners);
-        let listener = match listeners.get(queue) {
+        let listener = match listeners.get(wake_key) {
             Some(l) => l.clone(),
             None => {
                 let listener = Arc::new(Listener::default());
-                listeners.insert(queue.clone(), listener.clone());
+                listeners.insert(wake_key.to_string(), listener.clone());
                 tokio::spawn(listen(
                     Arc::downgrade(self),
                     wake_key.to_string(),

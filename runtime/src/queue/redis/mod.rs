@@ -26,6 +26,7 @@
 //! | `Pqueues`                    | set  | names of queues ever dispatched to      |
 //! | `P{@workers}`, `P{@workers}:<id>` | zset, string | live workers ([`WorkerRegistry`](super::WorkerRegistry)) |
 //! | `P{@modules}`, `P{@modules}:<q>:<version>` | hash, string | published modules ([`ModuleStore`](super::ModuleStore)) |
+//! | `P{@due}`, `P{@due}:marks`, `P{@due}:wake` | zset, hash, list | the due index: queue → when it may next have work, times marked, wake-up marker ([`JobQueue::due`]) |
 //!
 //! A record is plain strings so that a batch of jobs is read and written
 //! with one `MGET` and one `MSET`. Records written by versions before this
@@ -87,7 +88,7 @@ use self::keys::Keys;
 use self::library::Function;
 use self::listener::{Waiting, Wakeups};
 use super::clock::millis;
-use super::{Ack, Claim, Clock, Completion, JobQueue, Lease, Page, StateCounts};
+use super::{Ack, Claim, Clock, Completion, DueQueue, JobQueue, Lease, Page, StateCounts};
 use crate::error::QueueError;
 use crate::job::{
     JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TREE_KEEP, TreeBudget, UnixMillis,
@@ -100,6 +101,15 @@ pub const DEFAULT_PREFIX: &str = "runtime:";
 /// queue's purge (each call deletes at most this many records). Default
 /// 5,000: a few milliseconds of server time.
 const PURGE_CHUNK: u64 = 5_000;
+
+/// How often a process reading the due index repairs it from the queues:
+/// the longest a job can wait unseen by workers serving every queue after
+/// a crash between its dispatch and the mark that follows.
+const DUE_REPAIR: Duration = Duration::from_secs(30);
+
+/// Most due queues one read of the index returns; the next read starts
+/// where this one ended, so more due queues than this are all reached.
+const DUE_LIST: usize = 1000;
 
 /// The Redis queue backend. Cheap to share behind an `Arc`.
 pub struct RedisBackend {
@@ -116,6 +126,10 @@ struct Shared {
     known: Mutex<HashSet<QueueName>>,
     /// The wake-up listeners of the queues waited on.
     wakeups: Arc<Wakeups>,
+    /// When this process last repaired the due index.
+    due_repaired: Mutex<Option<std::time::Instant>>,
+    /// Where the next read of the due index starts.
+    due_turn: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -172,6 +186,8 @@ impl RedisBackend {
                 clock,
                 known: Mutex::new(HashSet::new()),
                 wakeups: Wakeups::new(target),
+                due_repaired: Mutex::new(None),
+                due_turn: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -230,12 +246,39 @@ impl RedisBackend {
         now: UnixMillis,
         args: impl FnOnce(&mut Cmd),
     ) -> Result<Value, QueueError> {
-        let base = self.shared.keys.base(queue);
-        let mut cmd = f.call(&[&base]);
+        self.call_key(f, &self.shared.keys.base(queue), now, args)
+            .await
+    }
+
+    /// Calls library function `f` on `key` with `now` and the extra `args`;
+    /// the raw reply.
+    async fn call_key(
+        &self,
+        f: Function,
+        key: &str,
+        now: UnixMillis,
+        args: impl FnOnce(&mut Cmd),
+    ) -> Result<Value, QueueError> {
+        let mut cmd = f.call(&[key]);
         cmd.arg(now);
         args(&mut cmd);
         let mut conn = self.shared.conn.clone();
         library::run(&mut conn, &cmd).await.map_err(|e| self.err(e))
+    }
+
+    fn reply_error(&self, f: Function, what: &str) -> QueueError {
+        QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: format!("unexpected reply from the {f:?} function: {what}"),
+        }
+    }
+
+    /// Converts a function's reply.
+    fn reply<T: FromRedisValue>(&self, f: Function, reply: Value) -> Result<T, QueueError> {
+        T::from_redis_value(reply).map_err(|e| QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: format!("unexpected reply from the {f:?} function: {e}"),
+        })
     }
 
     /// [`call_raw`](Self::call_raw), its reply converted.
@@ -247,10 +290,42 @@ impl RedisBackend {
         args: impl FnOnce(&mut Cmd),
     ) -> Result<T, QueueError> {
         let reply = self.call_raw(f, queue, now, args).await?;
-        T::from_redis_value(reply).map_err(|e| QueueError::Backend {
-            backend: self.shared.name.clone(),
-            message: format!("unexpected reply from the {f:?} function: {e}"),
-        })
+        self.reply(f, reply)
+    }
+
+    /// Marks `queue` due at `at` (ms) in the due index; nothing if `at` is
+    /// negative (the call that returned it did not move the queue's next
+    /// work earlier). The change it follows is made: a failure here is
+    /// logged, not returned (a dispatch reported failed would be sent
+    /// again), and the index's repair makes up for it.
+    async fn mark(&self, queue: &QueueName, at: i64, now: UnixMillis) {
+        if at < 0 {
+            return;
+        }
+        let marked = self
+            .call_key(Function::Mark, &self.shared.keys.due(), now, |cmd| {
+                cmd.arg(queue.as_str()).arg(at);
+            })
+            .await
+            .and_then(|reply| self.reply::<i64>(Function::Mark, reply));
+        if let Err(e) = marked {
+            tracing::warn!(queue = %queue, error = %e, "could not mark the queue due; workers serving every queue find its jobs at their next repair of the due index");
+        }
+    }
+
+    /// Marks every queue that may have work in the due index, from the
+    /// queues themselves: the repair of a hint that a crash between a
+    /// queue call and its mark, or data from before the index, left short.
+    async fn repair_due(&self) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        for queue in self.queues().await? {
+            let next: i64 = self.call(Function::Peek, &queue, now, |_| {}).await?;
+            if next >= 0 {
+                let at = i64::try_from(now).unwrap_or(i64::MAX).saturating_add(next);
+                self.mark(&queue, at, now).await;
+            }
+        }
+        Ok(())
     }
 
     /// Adds `queue` to the set of queues, once per process.
@@ -284,7 +359,7 @@ impl RedisBackend {
         now: UnixMillis,
     ) -> Result<Vec<(JobId, bool)>, QueueError> {
         self.register(queue).await?;
-        let seqs: Vec<(u64, u8)> = self
+        let (due_at, seqs): (i64, Vec<(u64, u8)>) = self
             .call(Function::Dispatch, queue, now, |cmd| {
                 for job in jobs {
                     let run_at = job.options.run_at.due(now);
@@ -304,6 +379,7 @@ impl RedisBackend {
                 message: "the dispatch function returned a short reply".into(),
             });
         }
+        self.mark(queue, due_at, now).await;
         Ok(seqs
             .into_iter()
             .map(|(seq, new)| (JobId::new(queue.clone(), seq), new == 1))
@@ -503,6 +579,96 @@ impl JobQueue for RedisBackend {
         Ok(claims)
     }
 
+    async fn due(&self) -> Result<Vec<DueQueue>, QueueError> {
+        let repair = {
+            let mut repaired = crate::sync::lock(&self.shared.due_repaired);
+            let now = std::time::Instant::now();
+            let stale = repaired.is_none_or(|at| now.duration_since(at) >= DUE_REPAIR);
+            if stale {
+                *repaired = Some(now);
+            }
+            stale
+        };
+        if repair {
+            self.repair_due().await?;
+        }
+        let now = self.shared.clock.now();
+        let offset = self
+            .shared
+            .due_turn
+            .fetch_add(DUE_LIST as u64, std::sync::atomic::Ordering::Relaxed);
+        let reply = self
+            .call_key(Function::Due, &self.shared.keys.due(), now, |cmd| {
+                cmd.arg(offset).arg(DUE_LIST);
+            })
+            .await?;
+        let items: Vec<Value> = self.reply(Function::Due, reply)?;
+        let mut out = Vec::with_capacity(items.len() / 2);
+        for pair in items.get(1..).unwrap_or_default().chunks(2) {
+            let [name, marks] = pair else {
+                return Err(self.reply_error(Function::Due, "an odd number of items"));
+            };
+            let name: String = self.reply(Function::Due, name.clone())?;
+            let marks: u64 = self.reply(Function::Due, marks.clone())?;
+            // A name that does not parse was never written by a queue call:
+            // skipped, like the `queues` listing does.
+            if let Ok(queue) = QueueName::parse(&name) {
+                out.push(DueQueue { queue, marks });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn settle(&self, due: &DueQueue) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        let next: i64 = self.call(Function::Peek, &due.queue, now, |_| {}).await?;
+        let at = if next < 0 {
+            -1
+        } else {
+            i64::try_from(now).unwrap_or(i64::MAX).saturating_add(next)
+        };
+        let reply = self
+            .call_key(Function::Settle, &self.shared.keys.due(), now, |cmd| {
+                cmd.arg(due.queue.as_str()).arg(due.marks).arg(at);
+            })
+            .await?;
+        self.reply::<i64>(Function::Settle, reply).map(drop)
+    }
+
+    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
+        let index = self.shared.keys.due();
+        let _waiting = self.shared.wakeups.wait_on(&format!("{index}:wake"));
+        let notified = self.shared.wakeups.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so a mark after the look still wakes us.
+        notified.as_mut().enable();
+        let first: Vec<(String, f64)> = self
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(&index)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        let now = self.shared.clock.now();
+        let mut wait = timeout;
+        if let Some((_, at)) = first.first() {
+            // Scores are whole milliseconds; a negative or huge one is
+            // taken as due now or as far off.
+            let at = if at.is_finite() && *at > 0.0 {
+                *at as u64
+            } else {
+                0
+            };
+            wait = wait.min(Duration::from_millis(at.saturating_sub(now)));
+        }
+        if !wait.is_zero() {
+            let _ = tokio::time::timeout(wait, notified).await;
+        }
+        Ok(())
+    }
+
     async fn wait_for_work(
         &self,
         queues: &[QueueName],
@@ -512,7 +678,7 @@ impl JobQueue for RedisBackend {
             .iter()
             .map(|q| {
                 let wake = self.shared.keys.queue(q).wake;
-                self.shared.wakeups.wait_on(q, &wake)
+                self.shared.wakeups.wait_on(&wake)
             })
             .collect();
         let notified = self.shared.wakeups.notified();
@@ -586,7 +752,7 @@ impl JobQueue for RedisBackend {
                 .iter()
                 .take_while(|&&i| matches!(items[i].1, Completion::Done))
                 .count();
-            let results: Vec<String> = self
+            let (due_at, results): (i64, Vec<String>) = self
                 .call(Function::Complete, &queue, now, |cmd| {
                     cmd.arg(done);
                     for &i in &idx {
@@ -602,6 +768,7 @@ impl JobQueue for RedisBackend {
             if results.len() != idx.len() {
                 return Err(self.malformed(&items[idx[0]].0.id, "complete returned a short reply"));
             }
+            self.mark(&queue, due_at, now).await;
             for (&i, result) in idx.iter().zip(&results) {
                 acks[i] = self.ack_of(&items[i].0.id, result)?;
             }
@@ -707,7 +874,11 @@ impl JobQueue for RedisBackend {
             })
             .await?;
         match result.as_str() {
-            "ok" => Ok(()),
+            "ok" => {
+                let at = i64::try_from(now).unwrap_or(i64::MAX);
+                self.mark(id.queue(), at, now).await;
+                Ok(())
+            }
             "missing" => Err(QueueError::NoSuchJob(id.clone())),
             other => Err(QueueError::WrongState {
                 id: id.clone(),
