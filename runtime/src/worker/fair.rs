@@ -38,12 +38,17 @@ pub(crate) struct TenantStanding {
 
 /// Slots of `room` for tenants in `order`, updating their `deficits` (in
 /// [`SLOT`] units, one per tenant in the same order): guaranteed minimums
-/// first, then weighted credit; a slot left by rounding goes to the tenant
-/// with the most credit (the earliest in order on a tie).
+/// first; then every tenant with room earns credit by its weight, and the
+/// slots go, `chunk` at a time, to the tenant with the most credit (the
+/// earliest in order on a tie), each slot paid for. Handing out chunks
+/// rather than single slots lets a claim take several jobs of one queue
+/// at once when many tenants share a round; the credit a chunk costs
+/// makes the split follow the weights over rounds all the same.
 pub(crate) fn tenant_shares(
     room: usize,
     order: &[TenantStanding],
     deficits: &mut [i64],
+    chunk: usize,
 ) -> Vec<usize> {
     let mut grants = vec![0usize; order.len()];
     let mut left = room;
@@ -60,19 +65,17 @@ pub(crate) fn tenant_shares(
     if total == 0 || left == 0 {
         return grants;
     }
-    let pool = i64::try_from(left).unwrap_or(i64::MAX / SLOT);
+    let pool = i64::try_from(left).unwrap_or(i64::MAX / SLOT / 4);
+    let chunk = chunk.max(1);
+    // Credit beyond a round's room would only be a burst later; debt
+    // beyond a round and a chunk, a tenant shut out for long.
+    let most = pool.saturating_mul(SLOT);
+    let least = -(pool + i64::try_from(chunk).unwrap_or(0)).saturating_mul(SLOT);
     for i in 0..order.len() {
-        if !open(i, &grants) {
-            continue;
+        if open(i, &grants) {
+            let quantum = pool.saturating_mul(SLOT) * i64::from(order[i].weight.max(1)) / total;
+            deficits[i] = deficits[i].saturating_add(quantum).clamp(least, most);
         }
-        let quantum = pool.saturating_mul(SLOT) * i64::from(order[i].weight.max(1)) / total;
-        // Credit beyond a whole round's room would only be a burst later.
-        deficits[i] = deficits[i].saturating_add(quantum).min(pool * SLOT);
-        let covered = usize::try_from(deficits[i] / SLOT).unwrap_or(0);
-        let take = covered.min(order[i].free - grants[i]).min(left);
-        grants[i] += take;
-        left -= take;
-        deficits[i] -= i64::try_from(take).unwrap_or(0) * SLOT;
     }
     while left > 0 {
         let Some(i) = (0..order.len())
@@ -81,9 +84,10 @@ pub(crate) fn tenant_shares(
         else {
             break;
         };
-        grants[i] += 1;
-        left -= 1;
-        deficits[i] -= SLOT;
+        let take = chunk.min(order[i].free - grants[i]).min(left);
+        grants[i] += take;
+        left -= take;
+        deficits[i] = (deficits[i] - i64::try_from(take).unwrap_or(0) * SLOT).max(least);
     }
     grants
 }
@@ -139,10 +143,19 @@ mod tests {
 
     /// Slots each tenant gets over `rounds` rounds of `room`.
     fn over_rounds(rounds: usize, room: usize, order: &[TenantStanding]) -> Vec<usize> {
+        in_chunks(rounds, room, order, 1)
+    }
+
+    /// [`over_rounds`], slots handed out `chunk` at a time.
+    fn in_chunks(rounds: usize, room: usize, order: &[TenantStanding], chunk: usize) -> Vec<usize> {
         let mut deficits = vec![0; order.len()];
         let mut total = vec![0; order.len()];
         for _ in 0..rounds {
-            let grants = tenant_shares(room, order, &mut deficits);
+            let grants = tenant_shares(room, order, &mut deficits, chunk);
+            assert!(
+                grants.iter().all(|&g| g == 0 || g >= chunk.min(room)),
+                "{grants:?}"
+            );
             assert_eq!(grants.iter().sum::<usize>(), room, "work-conserving");
             for (t, g) in total.iter_mut().zip(grants) {
                 *t += g;
@@ -162,6 +175,16 @@ mod tests {
     }
 
     #[test]
+    fn slots_in_chunks_follow_the_weights_to_within_a_chunk() {
+        // 100 tenants, 8 slots a round, 4 at a time: two tenants a round.
+        let many = vec![tenant(1); 100];
+        let got = in_chunks(100, 8, &many, 4);
+        assert!(got.iter().all(|&g| (4..=12).contains(&g)), "{got:?}");
+        let got = in_chunks(100, 8, &[tenant(3), tenant(1)], 4);
+        assert!((596..=604).contains(&got[0]), "{got:?}");
+    }
+
+    #[test]
     fn one_slot_a_round_still_follows_the_weights() {
         assert_eq!(over_rounds(40, 1, &[tenant(3), tenant(1)]), vec![30, 10]);
     }
@@ -175,7 +198,7 @@ mod tests {
         };
         let mut deficits = vec![0; 3];
         assert_eq!(
-            tenant_shares(6, &[full, tenant(1), tenant(1)], &mut deficits),
+            tenant_shares(6, &[full, tenant(1), tenant(1)], &mut deficits, 1),
             vec![0, 3, 3]
         );
         assert_eq!(deficits[0], 0);
@@ -190,7 +213,7 @@ mod tests {
         };
         let mut deficits = vec![0; 2];
         assert_eq!(
-            tenant_shares(16, &[capped, tenant(1)], &mut deficits),
+            tenant_shares(16, &[capped, tenant(1)], &mut deficits, 1),
             vec![2, 14]
         );
         // Credit it could not use is bounded by one round's room.
@@ -206,7 +229,7 @@ mod tests {
         };
         let mut deficits = vec![0; 2];
         // 4 owed first, then the remaining 4 split 1:99.
-        let grants = tenant_shares(8, &[tenant(99), small], &mut deficits);
+        let grants = tenant_shares(8, &[tenant(99), small], &mut deficits, 1);
         assert_eq!(grants[1], 4);
         assert_eq!(grants[0], 4);
     }

@@ -263,6 +263,7 @@ impl Worker {
                 policies: policy::Policies::default(),
                 deficits: std::collections::HashMap::new(),
                 reload: self.reload.clone(),
+                due_cache: None,
             }
             .run(async {
                 let _ = shutdown_rx.await;

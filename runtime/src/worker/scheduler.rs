@@ -30,6 +30,12 @@ pub(super) const LINGER: Duration = Duration::from_millis(5);
 /// backend may miss a wake-up; this bounds the cost of one missed).
 const WAIT_FOR_WORK: Duration = Duration::from_secs(1);
 
+/// How long a worker serving every queue claims from the due queues it
+/// read before reading the index again, while it finds work in them: one
+/// read per round would cost a round trip per batch; a queue that comes
+/// due meanwhile waits at most this long.
+const DUE_REFRESH: Duration = Duration::from_millis(10);
+
 /// Why the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
@@ -55,6 +61,8 @@ pub(super) struct Scheduler {
     /// Hot swap: serving every queue, a queue's published module is
     /// installed before its first claim.
     pub reload: Option<Reload>,
+    /// Serving every queue: the due queues last read, and when.
+    pub due_cache: Option<(tokio::time::Instant, Vec<DueQueue>)>,
 }
 
 /// Where the loop stands between claim rounds.
@@ -225,7 +233,19 @@ impl Scheduler {
                 .map(|q| (self.policies.get(q, &*self.runner, &self.metrics), None))
                 .collect());
         }
-        let mut due = self.jobs.due().await?;
+        let fresh = self
+            .due_cache
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < DUE_REFRESH)
+            .map(|(_, due)| due.clone());
+        let mut due = match fresh {
+            Some(due) => due,
+            None => {
+                let due = self.jobs.due().await?;
+                self.due_cache = Some((tokio::time::Instant::now(), due.clone()));
+                due
+            }
+        };
         due.retain(|d| self.config.tenant.as_ref().is_none_or(|t| d.queue.is_in(t)));
         if let Some(reload) = &self.reload {
             let new: Vec<QueueName> = due
@@ -323,14 +343,21 @@ impl Scheduler {
         let room = room
             .min(self.config.batch.max(1))
             .min(usize::try_from(budget).unwrap_or(usize::MAX));
-        let grants = fair::tenant_shares(room, &standing, &mut deficits);
+        // Slots go to tenants a quarter of a batch at a time: one claim
+        // call takes several jobs even when many tenants share the round.
+        let chunk = (self.config.batch / 4).max(1);
+        let grants = fair::tenant_shares(room, &standing, &mut deficits, chunk);
         let mut claims = Vec::new();
         // Queues that took their whole share and may take more:
         // (tenant, queue, how many more, whether that is a cap's).
         let mut hungry = Vec::new();
         let mut short = Vec::new();
         let mut capped = false;
-        for (ti, (t, &grant)) in tenants.iter_mut().zip(&grants).enumerate() {
+        // The first pass's claims go out at once (each its own queue's
+        // call, possibly on its own node): a round of many tenants' single
+        // jobs costs one round trip, not one per queue.
+        let mut asks = Vec::new();
+        for (ti, (t, &grant)) in tenants.iter().zip(&grants).enumerate() {
             if grant == 0 {
                 continue;
             }
@@ -344,18 +371,41 @@ impl Scheduler {
                 .collect();
             let wants = fair::shares(grant, &queues);
             for (qi, (s, &want)) in queues.iter().zip(&wants).enumerate() {
-                if want == 0 {
+                if want > 0 {
+                    asks.push((ti, qi, want, s.free));
+                }
+            }
+        }
+        let results = futures_util::future::join_all(asks.iter().map(|&(ti, qi, want, _)| {
+            let queue = &tenants[ti].queues[qi].0;
+            self.jobs
+                .claim(std::slice::from_ref(&queue.name), want, self.config.lease)
+        }))
+        .await;
+        let mut failed = None;
+        for (&(ti, qi, want, free), result) in asks.iter().zip(results) {
+            let t = &mut tenants[ti];
+            let got = match result {
+                Ok(got) => self.took(&t.queues[qi].0, got, &mut claims),
+                Err(e) => {
+                    failed.get_or_insert(e);
                     continue;
                 }
-                let got = self.claim_from(&t.queues[qi].0, want, &mut claims).await?;
-                t.got += got;
-                if got < want {
-                    short.extend(t.queues[qi].1.clone());
-                } else if s.free > want {
-                    hungry.push((ti, qi, s.free - want, s.free < usize::MAX));
-                }
-                capped |= s.free < usize::MAX && got >= s.free;
+            };
+            t.got += got;
+            if got < want {
+                short.extend(t.queues[qi].1.clone());
+            } else if free > want {
+                hungry.push((ti, qi, free - want, free < usize::MAX));
             }
+            capped |= free < usize::MAX && got >= free;
+        }
+        // Jobs claimed are ours whatever else failed; with none, the
+        // round failed.
+        if let Some(e) = failed
+            && claims.is_empty()
+        {
+            return Err(e);
         }
         let mut extra = vec![0usize; tenants.len()];
         for (ti, qi, free, cap) in hungry {
@@ -367,7 +417,19 @@ impl Scheduler {
             if left == 0 {
                 continue;
             }
-            let got = self.claim_from(&t.queues[qi].0, left, &mut claims).await?;
+            let got = match self
+                .jobs
+                .claim(
+                    std::slice::from_ref(&t.queues[qi].0.name),
+                    left,
+                    self.config.lease,
+                )
+                .await
+            {
+                Ok(got) => self.took(&t.queues[qi].0, got, &mut claims),
+                // What this round claimed is ours; the next meets the error.
+                Err(_) => break,
+            };
             t.got += got;
             extra[ti] += got;
             if got < left {
@@ -387,6 +449,11 @@ impl Scheduler {
             };
             self.deficits.insert(t.served.name.clone(), deficit);
             capped |= t.served.policy.max_share < 1.0 && t.got >= standing[ti].free;
+        }
+        // The next round reads the index again unless this one found work
+        // everywhere it looked.
+        if !short.is_empty() || claims.len() < room {
+            self.due_cache = None;
         }
         for due in &short {
             // A hint: a failure leaves the queue listed, and the next
@@ -412,29 +479,12 @@ impl Scheduler {
         })
     }
 
-    /// Claims up to `n` jobs of `queue` into `claims` (counted in flight at
-    /// once); returns how many. An error after earlier claims in the round
-    /// keeps those (they are ours now) and ends the round; the next round
-    /// meets the error again.
-    async fn claim_from(
-        &self,
-        queue: &Arc<Served>,
-        n: usize,
-        claims: &mut Vec<Held>,
-    ) -> Result<usize, QueueError> {
-        match self
-            .jobs
-            .claim(std::slice::from_ref(&queue.name), n, self.config.lease)
-            .await
-        {
-            Ok(got) => {
-                let count = got.len();
-                self.inflight.took(queue, count);
-                claims.extend(got.into_iter().map(|c: Claim| (c, queue.clone())));
-                Ok(count)
-            }
-            Err(_) if !claims.is_empty() => Ok(0),
-            Err(e) => Err(e),
-        }
+    /// Counts jobs claimed from `queue` in flight and adds them to
+    /// `claims`; how many.
+    fn took(&self, queue: &Arc<Served>, got: Vec<Claim>, claims: &mut Vec<Held>) -> usize {
+        let count = got.len();
+        self.inflight.took(queue, count);
+        claims.extend(got.into_iter().map(|c| (c, queue.clone())));
+        count
     }
 }
