@@ -107,7 +107,10 @@ impl Default for TenantSettings {
 }
 
 impl TenantSection {
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+    /// Checks the section's own values, and its shares once applied over
+    /// `base` (what it inherits): a `min_share` above an inherited
+    /// `max_share` is as wrong as one above its own.
+    fn validate(&self, key: &str, base: TenantSettings) -> Result<(), ConfigError> {
         positive(key, "weight", self.weight.map(u64::from))?;
         for (name, value) in [("min_share", self.min_share), ("max_share", self.max_share)] {
             if let Some(v) = value
@@ -119,12 +122,29 @@ impl TenantSection {
                 });
             }
         }
-        if let (Some(min), Some(max)) = (self.min_share, self.max_share)
-            && min > max
-        {
+        let TenantSettings {
+            min_share: min,
+            max_share: max,
+            ..
+        } = self.apply(base);
+        if min > max {
+            // Named by the key this section sets; the other one it inherits.
+            let (name, message) = match (self.min_share, self.max_share) {
+                (Some(_), Some(_)) => {
+                    ("min_share", format!("{min} is more than max_share ({max})"))
+                }
+                (Some(_), None) => (
+                    "min_share",
+                    format!("{min} is more than the max_share it inherits ({max})"),
+                ),
+                _ => (
+                    "max_share",
+                    format!("{max} is less than the min_share it inherits ({min})"),
+                ),
+            };
             return Err(ConfigError::Value {
-                key: format!("{key}.min_share"),
-                message: format!("{min} is more than max_share ({max})"),
+                key: format!("{key}.{name}"),
+                message,
             });
         }
         Ok(())
@@ -431,26 +451,16 @@ impl Config {
             }
             section.validate(&config_section(name))?;
         }
-        self.tenant_defaults.validate("tenant_defaults")?;
+        self.tenant_defaults
+            .validate("tenant_defaults", TenantSettings::default())?;
+        let inherited = self.tenant_defaults.apply(TenantSettings::default());
         for (name, section) in &self.tenants {
             let key = tenant_section(name);
             TenantName::new(name.as_str()).map_err(|e| ConfigError::Value {
                 key: key.clone(),
                 message: e.to_string(),
             })?;
-            section.validate(&key)?;
-            // Inherited values count too: a min_share above the default
-            // max_share is as wrong as one above its own.
-            let settings = section.apply(self.tenant_defaults.apply(TenantSettings::default()));
-            if settings.min_share > settings.max_share {
-                return Err(ConfigError::Value {
-                    key: format!("{key}.min_share"),
-                    message: format!(
-                        "{} is more than max_share ({}) it inherits",
-                        settings.min_share, settings.max_share
-                    ),
-                });
-            }
+            section.validate(&key, inherited)?;
         }
         Ok(())
     }
@@ -798,6 +808,63 @@ mod tests {
 
     fn q(name: &str) -> QueueName {
         QueueName::new(name).expect("valid")
+    }
+
+    fn refused(text: &str) -> String {
+        Config::parse(text)
+            .expect_err("an invalid config")
+            .to_string()
+    }
+
+    #[test]
+    fn tenant_settings_come_from_their_section_over_the_defaults() {
+        let config = Config::parse(
+            "[tenant_defaults]\nmax_share = 0.5\n[tenants.acme]\nweight = 3\nmin_share = 0.25\n",
+        )
+        .expect("valid");
+        let acme = TenantName::new("acme").expect("tenant");
+        let beta = TenantName::new("beta").expect("tenant");
+        assert_eq!(
+            config.tenant(&acme),
+            TenantSettings {
+                weight: 3,
+                min_share: 0.25,
+                max_share: 0.5
+            }
+        );
+        assert_eq!(
+            config.tenant(&beta),
+            TenantSettings {
+                max_share: 0.5,
+                ..TenantSettings::default()
+            }
+        );
+    }
+
+    #[test]
+    fn tenant_sections_are_checked_with_what_they_inherit() {
+        assert_eq!(
+            refused("[tenants.acme]\nmin_share = 1.5\n"),
+            "invalid config: tenants.acme.min_share: 1.5 is not a part of a worker: give a number from 0 to 1"
+        );
+        assert_eq!(
+            refused("[tenants.acme]\nweight = 0\n"),
+            "invalid config: tenants.acme.weight: must be greater than 0"
+        );
+        assert_eq!(
+            refused("[tenants.acme]\nmin_share = 0.6\nmax_share = 0.5\n"),
+            "invalid config: tenants.acme.min_share: 0.6 is more than max_share (0.5)"
+        );
+        assert_eq!(
+            refused("[tenant_defaults]\nmax_share = 0.5\n[tenants.acme]\nmin_share = 0.6\n"),
+            "invalid config: tenants.acme.min_share: 0.6 is more than the max_share it inherits (0.5)"
+        );
+        assert_eq!(
+            refused("[tenant_defaults]\nmin_share = 0.6\n[tenants.acme]\nmax_share = 0.5\n"),
+            "invalid config: tenants.acme.max_share: 0.5 is less than the min_share it inherits (0.6)"
+        );
+        assert!(refused("[tenants.Acme]\n").starts_with("invalid config: tenants.Acme: "));
+        assert!(refused("[tenants.acme]\nshare = 1\n").contains("unknown field `share`"));
     }
 
     #[test]

@@ -10,18 +10,26 @@ use runtime_tests::{TempDir, guests, runtime};
 /// Generous: a loaded 2-core machine.
 const BOUND: Duration = Duration::from_secs(60);
 
-/// The `fork` fixture installed as tenant `acme`'s handler of queue `fork`,
-/// in a handlers directory of its own.
-fn acme_handlers() -> TempDir {
+/// A handlers directory of its own with the fixture `job` (`<job>_job.wasm`)
+/// as the handler of queue `job` of each of `tenants`.
+fn tenant_handlers(job: &str, tenants: &[&str]) -> TempDir {
     let dir = TempDir::new("tenant-handlers");
-    let acme = dir.path().join("tenants").join("acme");
-    std::fs::create_dir_all(&acme).expect("create the tenant's directory");
-    std::fs::copy(
-        std::path::Path::new(guests::DIR).join("fork_job.wasm"),
-        acme.join("fork_job.wasm"),
-    )
-    .expect("copy the fixture");
+    let file = format!("{job}_job.wasm");
+    for tenant in tenants {
+        let own = dir.path().join("tenants").join(tenant);
+        std::fs::create_dir_all(&own).expect("create the tenant's directory");
+        std::fs::copy(
+            std::path::Path::new(guests::DIR).join(&file),
+            own.join(&file),
+        )
+        .expect("copy the fixture");
+    }
     dir
+}
+
+/// The `fork` fixture installed as tenant `acme`'s handler of queue `fork`.
+fn acme_handlers() -> TempDir {
+    tenant_handlers("fork", &["acme"])
 }
 
 #[test]
@@ -207,22 +215,6 @@ fn tenants_lists_each_tenants_queues_and_jobs_and_scopes_like_any_command() {
 /// The benchmarks' order payload the `noop` fixture sums.
 const ORDER: &str = r#"{"id":1,"customer":"c","items":[{"sku":"a","qty":1}]}"#;
 
-/// A handlers directory with the `noop` fixture as the handler of queue
-/// `noop` of each of `tenants`.
-fn noop_handlers(tenants: &[&str]) -> TempDir {
-    let dir = TempDir::new("tenant-handlers");
-    for tenant in tenants {
-        let own = dir.path().join("tenants").join(tenant);
-        std::fs::create_dir_all(&own).expect("create the tenant's directory");
-        std::fs::copy(
-            std::path::Path::new(guests::DIR).join("noop_job.wasm"),
-            own.join("noop_job.wasm"),
-        )
-        .expect("copy the fixture");
-    }
-    dir
-}
-
 /// `n` order lines for `runtime dispatch --file`.
 fn orders(n: usize) -> String {
     let mut lines = String::with_capacity(n * (ORDER.len() + 1));
@@ -235,7 +227,7 @@ fn orders(n: usize) -> String {
 
 #[test]
 fn a_trickle_tenants_job_starts_within_a_claim_round_of_another_tenants_flood() {
-    let handlers = noop_handlers(&["acme", "beta"]);
+    let handlers = tenant_handlers("noop", &["acme", "beta"]);
     let mut env = Env::new();
     env.handlers = handlers.path().display().to_string();
     env.dispatch_file("acme/noop", &orders(100_000), &[])
@@ -296,7 +288,7 @@ fn logged_at(line: &str) -> u64 {
 
 #[test]
 fn tenant_weights_share_three_workers_three_to_one() {
-    let handlers = noop_handlers(&["acme", "beta"]);
+    let handlers = tenant_handlers("noop", &["acme", "beta"]);
     let mut env = Env::new();
     env.handlers = handlers.path().display().to_string();
     let config = env.cache.path().join("weights.toml");

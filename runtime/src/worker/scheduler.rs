@@ -303,18 +303,17 @@ impl Scheduler {
         let concurrency = self.config.concurrency.max(1);
         // Group by tenant, in order of first appearance, then rotate.
         let mut tenants: Vec<Tenant> = Vec::new();
+        let mut place: HashMap<TenantName, usize> = HashMap::new();
         for (queue, due) in served {
-            match tenants
-                .iter_mut()
-                .find(|t| Arc::ptr_eq(&t.served, &queue.tenant))
-            {
-                Some(t) => t.queues.push((queue, due)),
-                None => tenants.push(Tenant {
+            let i = *place.entry(queue.tenant.name.clone()).or_insert_with(|| {
+                tenants.push(Tenant {
                     served: queue.tenant.clone(),
-                    queues: vec![(queue, due)],
+                    queues: Vec::new(),
                     got: 0,
-                }),
-            }
+                });
+                tenants.len() - 1
+            });
+            tenants[i].queues.push((queue, due));
         }
         if !tenants.is_empty() {
             let first = turn % tenants.len();
@@ -376,11 +375,10 @@ impl Scheduler {
                 }
             }
         }
-        let results = futures_util::future::join_all(asks.iter().map(|&(ti, qi, want, _)| {
-            let queue = &tenants[ti].queues[qi].0;
-            self.jobs
-                .claim(std::slice::from_ref(&queue.name), want, self.config.lease)
-        }))
+        let results = futures_util::future::join_all(
+            asks.iter()
+                .map(|&(ti, qi, want, _)| self.claim_from(&tenants[ti].queues[qi].0, want)),
+        )
         .await;
         let mut failed = None;
         for (&(ti, qi, want, free), result) in asks.iter().zip(results) {
@@ -417,15 +415,7 @@ impl Scheduler {
             if left == 0 {
                 continue;
             }
-            let got = match self
-                .jobs
-                .claim(
-                    std::slice::from_ref(&t.queues[qi].0.name),
-                    left,
-                    self.config.lease,
-                )
-                .await
-            {
+            let got = match self.claim_from(&t.queues[qi].0, left).await {
                 Ok(got) => self.took(&t.queues[qi].0, got, &mut claims),
                 // What this round claimed is ours; the next meets the error.
                 Err(_) => break,
@@ -455,10 +445,12 @@ impl Scheduler {
         if !short.is_empty() || claims.len() < room {
             self.due_cache = None;
         }
-        for due in &short {
-            // A hint: a failure leaves the queue listed, and the next
-            // round's claim finds it empty again.
-            if let Err(e) = self.jobs.settle(due).await {
+        // At once, like the claims. A hint: a failure leaves the queue
+        // listed, and the next round's claim finds it empty again.
+        let settled =
+            futures_util::future::join_all(short.iter().map(|d| self.jobs.settle(d))).await;
+        for (due, result) in short.iter().zip(settled) {
+            if let Err(e) = result {
                 tracing::debug!(queue = %due.queue, error = %e, "could not settle a due queue");
             }
         }
@@ -477,6 +469,13 @@ impl Scheduler {
             took_all,
             capped,
         })
+    }
+
+    /// Claims up to `n` jobs of `queue` under the worker's lease.
+    async fn claim_from(&self, queue: &Served, n: usize) -> Result<Vec<Claim>, QueueError> {
+        self.jobs
+            .claim(std::slice::from_ref(&queue.name), n, self.config.lease)
+            .await
     }
 
     /// Counts jobs claimed from `queue` in flight and adds them to

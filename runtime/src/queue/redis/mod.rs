@@ -275,10 +275,7 @@ impl RedisBackend {
 
     /// Converts a function's reply.
     fn reply<T: FromRedisValue>(&self, f: Function, reply: Value) -> Result<T, QueueError> {
-        T::from_redis_value(reply).map_err(|e| QueueError::Backend {
-            backend: self.shared.name.clone(),
-            message: format!("unexpected reply from the {f:?} function: {e}"),
-        })
+        T::from_redis_value(reply).map_err(|e| self.reply_error(f, &e.to_string()))
     }
 
     /// [`call_raw`](Self::call_raw), its reply converted.
@@ -295,35 +292,65 @@ impl RedisBackend {
 
     /// Marks `queue` due at `at` (ms) in the due index; nothing if `at` is
     /// negative (the call that returned it did not move the queue's next
-    /// work earlier). The change it follows is made: a failure here is
-    /// logged, not returned (a dispatch reported failed would be sent
-    /// again), and the index's repair makes up for it.
+    /// work earlier).
     async fn mark(&self, queue: &QueueName, at: i64, now: UnixMillis) {
-        if at < 0 {
+        if at >= 0 {
+            self.mark_all(&[(queue.clone(), at)], now).await;
+        }
+    }
+
+    /// Marks each queue due at its time (ms) in one call. The changes the
+    /// marks follow are made: a failure here is logged, not returned (a
+    /// dispatch reported failed would be sent again), and the index's
+    /// repair makes up for it.
+    async fn mark_all(&self, marks: &[(QueueName, i64)], now: UnixMillis) {
+        if marks.is_empty() {
             return;
         }
         let marked = self
             .call_key(Function::Mark, &self.shared.keys.due(), now, |cmd| {
-                cmd.arg(queue.as_str()).arg(at);
+                for (queue, at) in marks {
+                    cmd.arg(queue.as_str()).arg(*at);
+                }
             })
             .await
             .and_then(|reply| self.reply::<i64>(Function::Mark, reply));
         if let Err(e) = marked {
-            tracing::warn!(queue = %queue, error = %e, "could not mark the queue due; workers serving every queue find its jobs at their next repair of the due index");
+            let first = &marks[0].0;
+            tracing::warn!(queue = %first, queues = marks.len(), error = %e, "could not mark queues due; workers serving every queue find their jobs at their next repair of the due index");
         }
+    }
+
+    /// When `queue` may next have work (ms), from its `peek`; -1 if never.
+    async fn next_due_at(&self, queue: &QueueName, now: UnixMillis) -> Result<i64, QueueError> {
+        let next: i64 = self.call(Function::Peek, queue, now, |_| {}).await?;
+        Ok(if next < 0 {
+            -1
+        } else {
+            i64::try_from(now).unwrap_or(i64::MAX).saturating_add(next)
+        })
     }
 
     /// Marks every queue that may have work in the due index, from the
     /// queues themselves: the repair of a hint that a crash between a
     /// queue call and its mark, or data from before the index, left short.
+    /// The queues are looked at [`DUE_LIST`] at a time, at once, and each
+    /// such part marked in one call.
     async fn repair_due(&self) -> Result<(), QueueError> {
         let now = self.shared.clock.now();
-        for queue in self.queues().await? {
-            let next: i64 = self.call(Function::Peek, &queue, now, |_| {}).await?;
-            if next >= 0 {
-                let at = i64::try_from(now).unwrap_or(i64::MAX).saturating_add(next);
-                self.mark(&queue, at, now).await;
-            }
+        let queues = self.queues().await?;
+        for part in queues.chunks(DUE_LIST) {
+            let next = futures_util::future::try_join_all(
+                part.iter().map(|queue| self.next_due_at(queue, now)),
+            )
+            .await?;
+            let marks: Vec<(QueueName, i64)> = part
+                .iter()
+                .cloned()
+                .zip(next)
+                .filter(|&(_, at)| at >= 0)
+                .collect();
+            self.mark_all(&marks, now).await;
         }
         Ok(())
     }
@@ -621,12 +648,7 @@ impl JobQueue for RedisBackend {
 
     async fn settle(&self, due: &DueQueue) -> Result<(), QueueError> {
         let now = self.shared.clock.now();
-        let next: i64 = self.call(Function::Peek, &due.queue, now, |_| {}).await?;
-        let at = if next < 0 {
-            -1
-        } else {
-            i64::try_from(now).unwrap_or(i64::MAX).saturating_add(next)
-        };
+        let at = self.next_due_at(&due.queue, now).await?;
         let reply = self
             .call_key(Function::Settle, &self.shared.keys.due(), now, |cmd| {
                 cmd.arg(due.queue.as_str()).arg(due.marks).arg(at);
