@@ -195,6 +195,12 @@ pub enum QueueError {
         /// The tree's root.
         root: JobId,
     },
+    /// Removing a queue while some of its jobs run.
+    #[error("queue {queue} has jobs running; they are left, with the queue")]
+    QueueBusy {
+        /// The queue.
+        queue: QueueName,
+    },
     /// The backend itself failed (connection lost, server error).
     #[error("queue backend {backend}: {message}")]
     Backend {

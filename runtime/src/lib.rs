@@ -18,6 +18,8 @@
 //! - [`worker`]: the claim / run / ack loop with leases and graceful shutdown.
 //! - [`metrics`]: a worker's counters and histograms, in the Prometheus format.
 //! - [`retry`]: backoff between attempts.
+//! - [`tenant`]: the tenant registry: access tokens (kept as hashes), creating,
+//!   rotating, authenticating and removing tenants.
 //! - [`sync`]: the one lock helper (a panic elsewhere does not poison the rest).
 //! - [`text`]: guest text made safe to print (escapes controls and invisible characters).
 //! - [`config`]: the TOML configuration and per-queue settings.
@@ -35,6 +37,7 @@ pub mod queue;
 pub mod retry;
 pub mod sandbox;
 pub mod sync;
+pub mod tenant;
 pub mod text;
 pub mod time;
 pub mod worker;

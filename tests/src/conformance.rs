@@ -34,9 +34,10 @@ use runtime::job::{
     MAX_UNIQUE_KEY_BYTES, MaxAttempts, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
 use runtime::queue::{
-    Ack, Claim, Completion, DueQueue, JobQueue, ManualClock, ModuleStore, Page, WorkerInfo,
-    WorkerRegistry,
+    Ack, Claim, Clock as _, Completion, DueQueue, JobQueue, ManualClock, ModuleStore, Page,
+    TenantStore, WorkerInfo, WorkerRegistry,
 };
+use runtime::tenant::{self, TenantError};
 
 /// Defines the tests given and `queue_conformance!`, which generates one
 /// `#[tokio::test]` per test, each calling `$factory(clock).await` for a
@@ -75,9 +76,9 @@ pub const START: u64 = 1_767_225_600_000;
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// A backend under test: all three seams of one server.
-pub trait Server: JobQueue + WorkerRegistry + ModuleStore {}
-impl<T: JobQueue + WorkerRegistry + ModuleStore> Server for T {}
+/// A backend under test: all four seams of one server.
+pub trait Server: JobQueue + WorkerRegistry + ModuleStore + TenantStore {}
+impl<T: JobQueue + WorkerRegistry + ModuleStore + TenantStore> Server for T {}
 
 type Backend = Arc<dyn Server>;
 type Clock = Arc<ManualClock>;
@@ -98,6 +99,10 @@ fn with(queue: &str, payload: &str, options: DispatchOptions) -> NewJob {
 }
 
 /// A queue by its written name (`tenant/queue`).
+fn tenant_name(name: &str) -> runtime::TenantName {
+    runtime::TenantName::new(name).expect("valid tenant name")
+}
+
 fn written(name: &str) -> QueueName {
     QueueName::parse(name).expect("valid written queue name")
 }
@@ -996,6 +1001,109 @@ suite! {
             .await
             .expect("dispatch");
         assert!(due(&b).await.contains(&"beta/q".to_string()));
+    }
+
+    /// A tenant is registered once, with a token that only its record's
+    /// hash accepts; a new token replaces the old at once; removing the
+    /// record ends both.
+    pub async fn tenants_are_registered_with_tokens_kept_as_hashes(b: Backend, c: Clock) {
+        let store: &dyn TenantStore = &*b;
+        let (acme, beta) = (tenant_name("acme"), tenant_name("beta"));
+        let (record, token) = tenant::create(store, &acme, c.now()).await.expect("create");
+        assert!(token.expose().starts_with("rt_acme_"));
+        let who = |text: String| async move {
+            tenant::authenticate(store, &text).await.expect("authenticate")
+        };
+        assert_eq!(who(token.expose().into()).await, Some(acme.clone()));
+        assert!(matches!(
+            tenant::create(store, &acme, c.now()).await,
+            Err(TenantError::Exists(_))
+        ));
+        assert_eq!(store.tenant_record(&acme).await.expect("record"), Some(record.clone()));
+        let (_, beta_token) = tenant::create(store, &beta, c.now()).await.expect("create");
+        // Acme's secret under beta's name, and texts of no token's form.
+        let secret = token.expose().rsplit_once('_').expect("a token's form").1;
+        for wrong in [format!("rt_beta_{secret}"), String::new(), "Bearer x".into()] {
+            assert_eq!(who(wrong).await, None);
+        }
+        c.advance(Duration::from_secs(1));
+        let (rotated, new) = tenant::rotate_token(store, &acme, c.now()).await.expect("rotate");
+        assert_eq!(rotated.created_at, record.created_at);
+        assert_eq!(rotated.token_made_at, record.created_at + 1000);
+        assert_eq!(who(token.expose().into()).await, None, "the old token still works");
+        assert_eq!(who(new.expose().into()).await, Some(acme.clone()));
+        assert_eq!(who(beta_token.expose().into()).await, Some(beta.clone()));
+        let names: Vec<String> = store
+            .tenant_records()
+            .await
+            .expect("records")
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect();
+        assert_eq!(names, ["acme", "beta"]);
+        let nobody = tenant_name("nobody");
+        assert!(matches!(
+            tenant::rotate_token(store, &nobody, c.now()).await,
+            Err(TenantError::NotFound(_))
+        ));
+        assert!(store.remove_tenant(&acme).await.expect("remove"));
+        assert!(!store.remove_tenant(&acme).await.expect("remove again"));
+        assert_eq!(who(new.expose().into()).await, None);
+        assert!(matches!(
+            tenant::rotate_token(store, &acme, c.now()).await,
+            Err(TenantError::NotFound(_))
+        ));
+        assert_eq!(who(beta_token.expose().into()).await, Some(beta));
+    }
+
+    /// Removing a queue waits for its running jobs, then takes every job,
+    /// count and unique key; the queue leaves the listings, and a dispatch
+    /// there starts it anew. Other queues keep everything.
+    pub async fn a_removed_queue_leaves_nothing_and_starts_anew(b: Backend, _c: Clock) {
+        let (doomed, kept) = (written("acme/q"), written("beta/q"));
+        let unique = DispatchOptions {
+            unique_key: Some("k".into()),
+            ..Default::default()
+        };
+        let later = DispatchOptions {
+            run_at: RunAt::After(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let mut ids = Vec::new();
+        for options in [DispatchOptions::default(), unique.clone(), later] {
+            let mut job = NewJob::new(doomed.clone(), Payload::new("1").expect("payload"));
+            job.options = options;
+            ids.push(b.dispatch(job).await.expect("dispatch"));
+        }
+        b.dispatch(NewJob::new(kept.clone(), Payload::new("1").expect("payload")))
+            .await
+            .expect("dispatch");
+        let claimed = b.claim(std::slice::from_ref(&doomed), 1, LEASE).await.expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert!(matches!(
+            b.remove_queue(&doomed).await,
+            Err(QueueError::QueueBusy { .. })
+        ));
+        let counts = b.counts(&doomed).await.expect("counts");
+        assert_eq!((counts.pending, counts.scheduled, counts.running), (1, 1, 1));
+        b.complete(&claimed[0].lease, Completion::Done, String::new())
+            .await
+            .expect("complete");
+        assert_eq!(b.remove_queue(&doomed).await.expect("remove"), 2);
+        assert_eq!(b.counts(&doomed).await.expect("counts"), Default::default());
+        for id in &ids {
+            assert_eq!(b.get(id).await.expect("get"), None, "{id}");
+        }
+        assert_eq!(b.queues().await.expect("queues"), std::slice::from_ref(&kept));
+        assert_eq!(due(&b).await, ["beta/q"]);
+        assert_eq!(b.counts(&kept).await.expect("counts").pending, 1);
+        assert_eq!(b.remove_queue(&doomed).await.expect("remove again"), 0);
+        // Anew: numbered from 1, its unique key free.
+        let mut again = NewJob::new(doomed.clone(), Payload::new("2").expect("payload"));
+        again.options = unique;
+        let id = b.dispatch(again).await.expect("dispatch");
+        assert_eq!(id.to_string(), "acme/q:1");
+        assert_eq!(b.queues().await.expect("queues"), [doomed, kept]);
     }
 
     /// A published module is found by version and bytes; publishing again

@@ -160,6 +160,55 @@ impl RedisServer {
         Ok(line.trim_end().to_string())
     }
 
+    /// Sends one command and returns every string of its reply: the
+    /// members of an array of bulk strings (`KEYS`, `HKEYS`), or the one
+    /// string of a bulk reply (`HGET`; nothing for a nil).
+    pub fn strings(&self, args: &[&str]) -> std::io::Result<Vec<String>> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = format!("*{}\r\n", args.len());
+        for a in args {
+            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        stream.write_all(request.as_bytes())?;
+        let mut reader = BufReader::new(stream);
+        let bad = |what: String| std::io::Error::other(format!("{args:?}: {what}"));
+        let header = |reader: &mut BufReader<TcpStream>| -> std::io::Result<(char, i64)> {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            let kind = line.chars().next().ok_or_else(|| bad("no reply".into()))?;
+            let n = line[1..]
+                .parse()
+                .map_err(|_| bad(format!("unexpected reply {line:?}")))?;
+            Ok((kind, n))
+        };
+        let bulk =
+            |reader: &mut BufReader<TcpStream>, len: i64| -> std::io::Result<Option<String>> {
+                let Ok(len) = usize::try_from(len) else {
+                    return Ok(None);
+                };
+                let mut body = vec![0; len + 2];
+                reader.read_exact(&mut body)?;
+                body.truncate(len);
+                Ok(Some(String::from_utf8_lossy(&body).into_owned()))
+            };
+        match header(&mut reader)? {
+            ('$', len) => Ok(bulk(&mut reader, len)?.into_iter().collect()),
+            ('*', n) => {
+                let mut out = Vec::new();
+                for _ in 0..n {
+                    match header(&mut reader)? {
+                        ('$', len) => out.extend(bulk(&mut reader, len)?),
+                        other => return Err(bad(format!("not a bulk string: {other:?}"))),
+                    }
+                }
+                Ok(out)
+            }
+            other => Err(bad(format!("not strings: {other:?}"))),
+        }
+    }
+
     /// The server's count of clients blocked in a blocking command (an
     /// idle worker's `BLPOP`), from `INFO clients`.
     pub fn blocked_clients(&self) -> std::io::Result<u64> {

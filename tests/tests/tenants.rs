@@ -193,8 +193,9 @@ fn tenants_lists_each_tenants_queues_and_jobs_and_scopes_like_any_command() {
         .run(&["tenants", "show", "acme", "--json"])
         .expect_code(0)
         .json();
-    assert_eq!(shown["acme/fork"]["pending"], 2, "{shown}");
-    assert!(shown.get("beta/fork").is_none(), "{shown}");
+    assert_eq!(shown["queues"]["acme/fork"]["pending"], 2, "{shown}");
+    assert!(shown["queues"].get("beta/fork").is_none(), "{shown}");
+    assert_eq!(shown["registered"], false, "{shown}");
     let scoped = env
         .run(&["--tenant", "beta", "tenants", "--json"])
         .expect_code(0)
@@ -210,6 +211,136 @@ fn tenants_lists_each_tenants_queues_and_jobs_and_scopes_like_any_command() {
         "{}",
         refused.stderr()
     );
+}
+
+#[test]
+fn tenants_are_created_with_a_token_shown_once_rotated_and_removed_with_all_their_data() {
+    let env = Env::new();
+    let created = env.run(&["tenants", "create", "acme"]);
+    let token = created.expect_code(0).stdout().trim().to_string();
+    assert!(token.starts_with("rt_acme_"), "{token}");
+    assert!(
+        created.stderr().contains("never shown again"),
+        "{}",
+        created.stderr()
+    );
+    // Redis keeps its hash, never the token.
+    let stored = env
+        .redis
+        .strings(&["HGET", "runtime:{@tenants}", "acme"])
+        .expect("redis answers")
+        .concat();
+    assert!(
+        stored.contains("token_sha256") && !stored.contains(&token),
+        "{stored}"
+    );
+    let again = env.run(&["tenants", "create", "acme"]);
+    assert!(
+        again
+            .expect_code(2)
+            .stderr()
+            .contains("tenant acme exists already")
+    );
+    let listed = env.run(&["tenants", "--json"]).expect_code(0).json();
+    assert_eq!(listed["acme"]["registered"], true, "{listed}");
+    assert_eq!(
+        listed["acme"]["token_hint"],
+        token[token.len() - 4..],
+        "{listed}"
+    );
+    let rotated = env
+        .run(&["tenants", "rotate-token", "acme", "--json"])
+        .expect_code(0)
+        .json();
+    let new = rotated["token"].as_str().expect("a token").to_string();
+    assert!(new.starts_with("rt_acme_") && new != token, "{rotated}");
+    let shown = env
+        .run(&["tenants", "show", "acme", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(shown["token_hint"], new[new.len() - 4..], "{shown}");
+    // Scoped to another tenant, none of it applies to acme.
+    for args in [
+        &["tenants", "create", "acme"][..],
+        &["tenants", "rotate-token", "acme"],
+        &["tenants", "remove", "acme", "--yes"],
+    ] {
+        let mut scoped = vec!["--tenant", "beta"];
+        scoped.extend_from_slice(args);
+        let refused = env.run(&scoped);
+        assert!(
+            refused
+                .expect_code(2)
+                .stderr()
+                .contains("is outside tenant beta"),
+            "{args:?}: {}",
+            refused.stderr()
+        );
+    }
+    let missing = env.run(&["tenants", "rotate-token", "nobody"]);
+    assert!(
+        missing
+            .expect_code(2)
+            .stderr()
+            .contains("no tenant nobody in the registry")
+    );
+
+    // Acme's data, beside beta's and the default tenant's.
+    for queue in ["acme/fork", "acme/mail", "beta/fork", "fork"] {
+        for _ in 0..3 {
+            env.dispatch(queue, "{}", &["--unique-key", &format!("k{queue}")]);
+            env.dispatch(queue, "{}", &["--delay", "1h"]);
+        }
+    }
+    let module = std::path::Path::new(runtime_tests::guests::DIR)
+        .join("fork_job.wasm")
+        .display()
+        .to_string();
+    env.run(&["deploy", "acme/fork", &module]).expect_code(0);
+    env.run(&["deploy", "beta/fork", &module]).expect_code(0);
+    let keys = |pattern: &str| {
+        let mut keys = env
+            .redis
+            .strings(&["KEYS", pattern])
+            .expect("redis answers");
+        keys.sort();
+        keys
+    };
+    let beta_keys = keys("runtime:{beta/*");
+    assert!(keys("runtime:{acme/*").contains(&"runtime:{acme/fork}:pending".to_string()));
+    let unconfirmed = env.run(&["tenants", "remove", "acme"]);
+    assert!(unconfirmed.expect_code(2).stderr().contains("add --yes"));
+    assert_eq!(env.count("acme/fork", "pending"), 1);
+
+    let removed = env
+        .run(&["tenants", "remove", "acme", "--yes", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        removed,
+        serde_json::json!({"registered": true, "queues": 2, "jobs": 8, "modules": 1})
+    );
+    assert_eq!(
+        keys("runtime:{acme/*"),
+        Vec::<String>::new(),
+        "acme's keys are left"
+    );
+    assert_eq!(keys("runtime:{beta/*"), beta_keys, "beta's keys changed");
+    let modules = env
+        .redis
+        .strings(&["HKEYS", "runtime:{@modules}"])
+        .expect("redis answers");
+    assert_eq!(modules, ["beta/fork"]);
+    let published = keys("runtime:{@modules}:*");
+    assert!(
+        published.iter().all(|k| !k.contains("acme/")),
+        "{published:?}"
+    );
+    let tenants = env.run(&["tenants", "--json"]).expect_code(0).json();
+    let names: Vec<&String> = tenants.as_object().expect("by tenant").keys().collect();
+    assert_eq!(names, ["beta", "default"], "{tenants}");
+    assert_eq!(env.count("beta/fork", "scheduled"), 3);
+    assert_eq!(env.count("fork", "pending"), 1);
 }
 
 /// The benchmarks' order payload the `noop` fixture sums.

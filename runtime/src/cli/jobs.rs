@@ -157,7 +157,7 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 /// A stored time: any value prints (see [`runtime::time::format_millis`]).
-fn time(ms: UnixMillis) -> String {
+pub(super) fn time(ms: UnixMillis) -> String {
     runtime::time::format_millis(ms)
 }
 

@@ -80,11 +80,15 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
 
 /// Counts per queue as a JSON object keyed by the queue's name.
 pub(super) fn by_queue_json(rows: &[(QueueName, StateCounts)]) -> serde_json::Result<String> {
-    let map: serde_json::Map<String, serde_json::Value> = rows
-        .iter()
-        .map(|(q, c)| Ok((q.to_string(), serde_json::to_value(c)?)))
-        .collect::<Result<_, serde_json::Error>>()?;
-    serde_json::to_string_pretty(&map)
+    serde_json::to_string_pretty(&by_queue_value(rows))
+}
+
+/// Queue name → counts, as JSON.
+pub(super) fn by_queue_value(rows: &[(QueueName, StateCounts)]) -> serde_json::Value {
+    rows.iter()
+        .map(|(q, c)| (q.to_string(), serde_json::json!(c)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Every queue `keep` keeps, with its counts, in the backend's order.

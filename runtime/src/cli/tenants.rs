@@ -1,18 +1,20 @@
-//! `runtime tenants`: every tenant with queues, its queues and jobs per
-//! state; `runtime tenants show TENANT`: one tenant's queues.
+//! `runtime tenants`: every tenant (registered or with queues), its
+//! queues and jobs per state; `show` one tenant; `create`, `rotate-token`
+//! and `remove` for the registry.
 
 use std::collections::BTreeMap;
 
 use runtime::QueueName;
 use runtime::error::InputError;
 use runtime::job::TenantName;
-use runtime::queue::StateCounts;
+use runtime::queue::{Clock, StateCounts, SystemClock};
+use runtime::tenant::{self, TenantRecord, Token};
 use serde::Serialize;
 
 use super::{Cli, CliResult, Exit};
 
-/// Show the tenants that have queues, with their jobs per state (needs
-/// --backend).
+/// Show the tenants, registered or with queues, with their jobs per state;
+/// create, rotate the token of, or remove one (needs --backend).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -31,17 +33,58 @@ enum Action {
         #[arg(value_name = "TENANT")]
         name: TenantName,
     },
+    /// Register a tenant and print its access token (shown this once).
+    Create {
+        /// The tenant.
+        #[arg(value_name = "TENANT")]
+        name: TenantName,
+    },
+    /// Give a tenant a new token; the old one stops working at once.
+    RotateToken {
+        /// The tenant.
+        #[arg(value_name = "TENANT")]
+        name: TenantName,
+    },
+    /// Remove a tenant: its registry record, its queues with all their
+    /// jobs, its published modules.
+    Remove {
+        /// The tenant.
+        #[arg(value_name = "TENANT")]
+        name: TenantName,
+        /// Go ahead: nothing removed comes back.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
-/// One tenant's totals over its queues.
+impl Action {
+    fn tenant(&self) -> &TenantName {
+        match self {
+            Action::Show { name }
+            | Action::Create { name }
+            | Action::RotateToken { name }
+            | Action::Remove { name, .. } => name,
+        }
+    }
+}
+
+/// One tenant's totals over its queues, and its registry record.
 #[derive(Debug, Default, Serialize)]
 struct Usage {
+    registered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_hint: Option<String>,
     queues: u64,
     #[serde(flatten)]
     jobs: StateCounts,
 }
 
 impl Usage {
+    fn register(&mut self, record: &TenantRecord) {
+        self.registered = true;
+        self.token_hint = Some(record.token_hint.clone());
+    }
+
     fn add(&mut self, counts: StateCounts) {
         self.queues += 1;
         self.jobs += counts;
@@ -50,25 +93,74 @@ impl Usage {
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
-    let backend = cli.require_backend(&config, "runtime tenants").await?.jobs;
-    let only = match &args.action {
-        Some(Action::Show { name: tenant }) => {
-            if let Some(own) = cli.tenant().filter(|own| *own != tenant) {
-                return Err(InputError::OutsideTenant {
-                    name: tenant.to_string(),
-                    tenant: own.to_string(),
-                }
-                .into());
-            }
-            Some(tenant)
+    let backend = cli.require_backend(&config, "runtime tenants").await?;
+    if let Some(action) = &args.action
+        && let Some(own) = cli.tenant().filter(|own| *own != action.tenant())
+    {
+        return Err(InputError::OutsideTenant {
+            name: action.tenant().to_string(),
+            tenant: own.to_string(),
         }
-        None => cli.tenant(),
+        .into());
+    }
+    let now = SystemClock.now();
+    match &args.action {
+        Some(Action::Create { name }) => {
+            let (record, token) = tenant::create(&*backend.tenants, name, now).await?;
+            return print_token("created", &record, &token, args.json);
+        }
+        Some(Action::RotateToken { name }) => {
+            let (record, token) = tenant::rotate_token(&*backend.tenants, name, now).await?;
+            return print_token("new token for", &record, &token, args.json);
+        }
+        Some(Action::Remove { name, yes }) => {
+            if !yes {
+                anyhow::bail!(
+                    "removing tenant {name} deletes its registry record, its queues with all their jobs and its published modules, for good: add --yes to go ahead"
+                );
+            }
+            let removal = tenant::remove(&backend, name).await?;
+            if args.json {
+                outln!("{}", serde_json::to_string_pretty(&removal)?);
+            } else {
+                outln!(
+                    "removed tenant {name}: {} queues, {} jobs, {} published modules{}",
+                    removal.queues,
+                    removal.jobs,
+                    removal.modules,
+                    if removal.registered {
+                        "; its token no longer works"
+                    } else {
+                        " (it was not registered)"
+                    }
+                );
+            }
+            return Ok(Exit::Ok);
+        }
+        Some(Action::Show { .. }) | None => {}
+    }
+    let only = args.action.as_ref().map(Action::tenant).or(cli.tenant());
+    let queues =
+        super::queues::counts_of(&*backend.jobs, |q| only.is_none_or(|t| q.is_in(t))).await?;
+    let records = match only {
+        Some(t) => backend
+            .tenants
+            .tenant_record(t)
+            .await?
+            .into_iter()
+            .collect(),
+        None => backend.tenants.tenant_records().await?,
     };
-    let queues = super::queues::counts_of(&*backend, |q| only.is_none_or(|t| q.is_in(t))).await?;
     if let Some(Action::Show { name: tenant }) = &args.action {
-        return show(tenant, &queues, args.json);
+        return show(tenant, records.first(), &queues, args.json);
     }
     let mut usage: BTreeMap<TenantName, Usage> = BTreeMap::new();
+    for record in records {
+        usage
+            .entry(record.name.clone())
+            .or_default()
+            .register(&record);
+    }
     for (queue, counts) in &queues {
         usage.entry(queue.tenant()).or_default().add(*counts);
     }
@@ -84,8 +176,9 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         .unwrap_or(0)
         .max(6);
     outln!(
-        "{:<width$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+        "{:<width$}  {:>8}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
         "TENANT",
+        "TOKEN",
         "QUEUES",
         "PENDING",
         "SCHEDULED",
@@ -95,8 +188,11 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     );
     for (t, u) in &usage {
         outln!(
-            "{:<width$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+            "{:<width$}  {:>8}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
             t.as_str(),
+            u.token_hint
+                .as_ref()
+                .map_or("-".into(), |h| format!("…{h}")),
             u.queues,
             u.jobs.pending,
             u.jobs.scheduled,
@@ -106,16 +202,57 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         );
     }
     if usage.is_empty() {
-        outln!("(no tenants with queues yet)");
+        outln!("(no tenants yet: `runtime tenants create NAME` registers one)");
     }
     Ok(Exit::Ok)
 }
 
-/// One tenant's queues.
-fn show(tenant: &TenantName, queues: &[(QueueName, StateCounts)], json: bool) -> CliResult {
+/// Prints a tenant's new token: on stdout alone (or as JSON), with what
+/// to do with it on stderr.
+fn print_token(done: &str, record: &TenantRecord, token: &Token, json: bool) -> CliResult {
+    let name = &record.name;
     if json {
-        outln!("{}", super::queues::by_queue_json(queues)?);
+        let out = serde_json::json!({ "tenant": name.as_str(), "token": token.expose() });
+        outln!("{out}");
+    } else {
+        errln!("{done} tenant {name}; its token:");
+        outln!("{}", token.expose());
+    }
+    errln!(
+        "keep the token now: the registry keeps only its hash, so it is never shown again (`runtime tenants rotate-token {name}` makes a new one)"
+    );
+    Ok(Exit::Ok)
+}
+
+/// One tenant's record and queues.
+fn show(
+    tenant: &TenantName,
+    record: Option<&TenantRecord>,
+    queues: &[(QueueName, StateCounts)],
+    json: bool,
+) -> CliResult {
+    if json {
+        let out = serde_json::json!({
+            "tenant": tenant.as_str(),
+            "registered": record.is_some(),
+            "created_at": record.map(|r| r.created_at),
+            "token_made_at": record.map(|r| r.token_made_at),
+            "token_hint": record.map(|r| &r.token_hint),
+            "queues": super::queues::by_queue_value(queues),
+        });
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(Exit::Ok);
+    }
+    match record {
+        Some(r) => outln!(
+            "tenant {tenant}: registered {}; token …{} made {}",
+            super::jobs::time(r.created_at),
+            r.token_hint,
+            super::jobs::time(r.token_made_at)
+        ),
+        None => outln!(
+            "tenant {tenant}: not registered, so it has no token (`runtime tenants create {tenant}` registers it)"
+        ),
     }
     let mut total = Usage::default();
     for (queue, c) in queues {

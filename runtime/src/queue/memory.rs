@@ -14,13 +14,14 @@ use tokio::sync::Notify;
 use super::clock::millis;
 use super::{
     Ack, Claim, Clock, Completion, DueQueue, JobQueue, Lease, ModuleStore, Page, StateCounts,
-    SystemClock, WorkerInfo, WorkerRegistry, module_version,
+    SystemClock, TenantStore, WorkerInfo, WorkerRegistry, module_version,
 };
 use crate::error::QueueError;
 use crate::job::{
-    AttemptRecord, FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TreeBudget,
-    UnixMillis,
+    AttemptRecord, FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TenantName,
+    TreeBudget, UnixMillis,
 };
+use crate::tenant::TenantRecord;
 
 /// The in-memory queue backend.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct MemoryBackend {
     workers: Mutex<BTreeMap<String, (WorkerInfo, UnixMillis)>>,
     /// Published modules: version and bytes, by queue.
     modules: Mutex<Modules>,
+    /// Registered tenants.
+    tenants: Mutex<BTreeMap<TenantName, TenantRecord>>,
 }
 
 /// Published modules: version and bytes, by queue.
@@ -102,7 +105,12 @@ impl MemoryBackend {
             work: Notify::new(),
             workers: Mutex::new(BTreeMap::new()),
             modules: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    fn tenants_lock(&self) -> MutexGuard<'_, BTreeMap<TenantName, TenantRecord>> {
+        crate::sync::lock(&self.tenants)
     }
 
     fn modules_lock(&self) -> MutexGuard<'_, Modules> {
@@ -753,6 +761,52 @@ impl JobQueue for MemoryBackend {
             inner.leave_tree(root);
         }
         Ok(doomed.len() as u64)
+    }
+
+    async fn remove_queue(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        let mut inner = self.lock();
+        let Some(q) = inner.queues.get(queue) else {
+            return Ok(0);
+        };
+        if !q.running.is_empty() {
+            return Err(QueueError::QueueBusy {
+                queue: queue.clone(),
+            });
+        }
+        let Some(q) = inner.queues.remove(queue) else {
+            return Ok(0);
+        };
+        // Trees rooted here go with their roots; a follow-up here leaves
+        // its tree, wherever the root is.
+        inner.trees.retain(|root, _| root.queue() != queue);
+        for lineage in q.jobs.values().filter_map(|e| e.record.lineage.as_ref()) {
+            inner.leave_tree(&lineage.root);
+        }
+        Ok(q.jobs.len() as u64)
+    }
+}
+
+#[async_trait]
+impl TenantStore for MemoryBackend {
+    async fn write_tenant(&self, record: &TenantRecord, create: bool) -> Result<bool, QueueError> {
+        let mut tenants = self.tenants_lock();
+        if tenants.contains_key(&record.name) == create {
+            return Ok(false);
+        }
+        tenants.insert(record.name.clone(), record.clone());
+        Ok(true)
+    }
+
+    async fn tenant_record(&self, tenant: &TenantName) -> Result<Option<TenantRecord>, QueueError> {
+        Ok(self.tenants_lock().get(tenant).cloned())
+    }
+
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, QueueError> {
+        Ok(self.tenants_lock().values().cloned().collect())
+    }
+
+    async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
+        Ok(self.tenants_lock().remove(tenant).is_some())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The queue contract: [`JobQueue`] (jobs), [`WorkerRegistry`] (live
-//! workers) and [`ModuleStore`] (published handler modules), each an async
-//! trait, put together as a [`Backend`]; implemented in memory ([`memory`])
+//! workers), [`ModuleStore`] (published handler modules) and
+//! [`TenantStore`] (registered tenants), each an async trait, put together
+//! as a [`Backend`]; implemented in memory ([`memory`])
 //! and on Redis ([`redis`]). What [`JobQueue`] promises is exactly what
 //! the conformance suite of the `runtime-tests` crate checks, against every
 //! backend.
@@ -17,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QueueError;
 use crate::job::{
-    FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TreeBudget, UnixMillis,
+    FailureKind, JobId, JobRecord, JobState, Lineage, NewJob, QueueName, TenantName, TreeBudget,
+    UnixMillis,
 };
+use crate::tenant::TenantRecord;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
@@ -395,6 +398,12 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
 
     /// Remove every job of a queue that is not running; returns how many.
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError>;
+
+    /// Remove a queue with every job it holds and its counts, in bounded
+    /// chunks; returns how many jobs went. A queue with running jobs is
+    /// left whole (but for jobs removed before one started) with
+    /// [`QueueError::QueueBusy`]. Dispatching to it again starts it anew.
+    async fn remove_queue(&self, queue: &QueueName) -> Result<u64, QueueError>;
 }
 
 /// The workers registry: live worker processes as their heartbeats
@@ -437,9 +446,27 @@ pub trait ModuleStore: Send + Sync + std::fmt::Debug + 'static {
     async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError>;
 }
 
-/// A queue server's three seams, each shared: the job queue, the workers
-/// registry and the module store. A worker's claim loop sees only the job
-/// queue; heartbeats and hot swap see only theirs.
+/// The tenant registry: the records of tenants let in from outside, each
+/// with its token's hash ([`crate::tenant`] makes and checks them).
+#[async_trait]
+pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Writes `record`. With `create`, only if the tenant has no record;
+    /// otherwise only if it has one. Whether it was written.
+    async fn write_tenant(&self, record: &TenantRecord, create: bool) -> Result<bool, QueueError>;
+
+    /// One tenant's record.
+    async fn tenant_record(&self, tenant: &TenantName) -> Result<Option<TenantRecord>, QueueError>;
+
+    /// Every record, by name.
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, QueueError>;
+
+    /// Removes a tenant's record; whether there was one.
+    async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError>;
+}
+
+/// A queue server's four seams, each shared: the job queue, the workers
+/// registry, the module store and the tenant registry. A worker's claim
+/// loop sees only the job queue; heartbeats and hot swap see only theirs.
 #[derive(Debug, Clone)]
 pub struct Backend {
     /// Jobs: dispatch, claim, complete, inspect.
@@ -448,16 +475,19 @@ pub struct Backend {
     pub workers: Arc<dyn WorkerRegistry>,
     /// Published handler modules.
     pub modules: Arc<dyn ModuleStore>,
+    /// Registered tenants.
+    pub tenants: Arc<dyn TenantStore>,
 }
 
 impl Backend {
     /// The three seams of one server.
-    pub fn new<B: JobQueue + WorkerRegistry + ModuleStore>(server: B) -> Self {
+    pub fn new<B: JobQueue + WorkerRegistry + ModuleStore + TenantStore>(server: B) -> Self {
         let server = Arc::new(server);
         Backend {
             jobs: server.clone(),
             workers: server.clone(),
-            modules: server,
+            modules: server.clone(),
+            tenants: server,
         }
     }
 

@@ -237,6 +237,10 @@ impl JobQueue for Flaky {
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
         self.inner.purge(queue).await
     }
+
+    async fn remove_queue(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        self.inner.remove_queue(queue).await
+    }
 }
 
 /// A backend on a manual clock, its flaky front, and a runner.

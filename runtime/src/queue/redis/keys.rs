@@ -100,6 +100,11 @@ impl Keys {
         format!("{}{{@due}}", self.prefix)
     }
 
+    /// The tenant registry (name → record): `<prefix>{@tenants}`.
+    pub fn tenants(&self) -> String {
+        format!("{}{{@tenants}}", self.prefix)
+    }
+
     /// The published modules' index (queue → version): `<prefix>{@modules}`.
     pub fn modules(&self) -> String {
         format!("{}{{@modules}}", self.prefix)

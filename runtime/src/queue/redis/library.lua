@@ -587,6 +587,31 @@ local function purge(keys, args)
   return removed
 end
 
+-- Remove a queue whole: up to ARGV[2] jobs per call, running ones too,
+-- then (on the call that finds none left) its counts and unique keys.
+-- Returns how many jobs went, or -1 (and changes nothing) while any job
+-- runs. The caller repeats until it returns 0. Tree counts rooted here
+-- expire on their own.
+local function drop(keys, args)
+  local base = keys[1]
+  if redis.call('ZCARD', base .. ':running') > 0 then return -1 end
+  local removed = purge(keys, args)
+  if removed == 0 then
+    redis.call('DEL', base .. ':stats', base .. ':unique', base .. ':wake')
+  end
+  return removed
+end
+
+-- The tenant registry (KEYS[1], a hash: name -> record). ARGV[2] is
+-- 'create' (only if the name has no record) or 'replace' (only if it has
+-- one); ARGV[3] the name, ARGV[4] the record. Returns 1 if written.
+local function registry(keys, args)
+  local exists = redis.call('HEXISTS', keys[1], args[3]) == 1
+  if (args[2] == 'create') == exists then return 0 end
+  redis.call('HSET', keys[1], args[3], args[4])
+  return 1
+end
+
 -- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
 -- jobs = jobs the tree ever held, root included; live = follow-ups not yet
 -- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
@@ -645,3 +670,5 @@ redis.register_function(NAME .. '_retry', retry)
 redis.register_function(NAME .. '_delete', delete)
 redis.register_function(NAME .. '_purge', purge)
 redis.register_function(NAME .. '_tree', tree)
+redis.register_function(NAME .. '_drop', drop)
+redis.register_function(NAME .. '_registry', registry)

@@ -43,6 +43,8 @@ pub(super) enum Function {
     Delete,
     Purge,
     Tree,
+    Drop,
+    Registry,
 }
 
 impl Function {
@@ -62,6 +64,8 @@ impl Function {
             Function::Delete => "delete",
             Function::Purge => "purge",
             Function::Tree => "tree",
+            Function::Drop => "drop",
+            Function::Registry => "registry",
         }
     }
 

@@ -27,6 +27,7 @@
 //! | `P{@workers}`, `P{@workers}:<id>` | zset, string | live workers ([`WorkerRegistry`](super::WorkerRegistry)) |
 //! | `P{@modules}`, `P{@modules}:<q>:<version>` | hash, string | published modules ([`ModuleStore`](super::ModuleStore)) |
 //! | `P{@due}`, `P{@due}:marks`, `P{@due}:wake` | zset, hash, list | the due index: queue → when it may next have work, times marked, wake-up marker ([`JobQueue::due`]) |
+//! | `P{@tenants}`                | hash | registered tenants: name → record, JSON ([`TenantStore`](super::TenantStore)) |
 //!
 //! A record is plain strings so that a batch of jobs is read and written
 //! with one `MGET` and one `MSET`. Records written by versions before this
@@ -71,11 +72,12 @@ mod keys;
 mod library;
 mod listener;
 mod modules;
+mod tenants;
 mod workers;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::{Cmd, FromRedisValue, RedisError, Value};
@@ -111,6 +113,10 @@ const DUE_REPAIR: Duration = Duration::from_secs(30);
 /// where this one ended, so more due queues than this are all reached.
 const DUE_LIST: usize = 1000;
 
+/// How long a process trusts that a queue it registered is still in the
+/// `queues` set.
+const REGISTER_AGAIN: Duration = Duration::from_secs(30);
+
 /// The Redis queue backend. Cheap to share behind an `Arc`.
 pub struct RedisBackend {
     shared: Arc<Shared>,
@@ -122,8 +128,8 @@ struct Shared {
     name: String,
     keys: Keys,
     clock: Arc<dyn Clock>,
-    /// Queues this process has registered in the `queues` set.
-    known: Mutex<HashSet<QueueName>>,
+    /// Queues this process has registered in the `queues` set, and when.
+    known: Mutex<HashMap<QueueName, Instant>>,
     /// The wake-up listeners of the queues waited on.
     wakeups: Arc<Wakeups>,
     /// When this process last repaired the due index.
@@ -184,7 +190,7 @@ impl RedisBackend {
                 name,
                 keys: Keys::new(prefix),
                 clock,
-                known: Mutex::new(HashSet::new()),
+                known: Mutex::new(HashMap::new()),
                 wakeups: Wakeups::new(target),
                 due_repaired: Mutex::new(None),
                 due_turn: std::sync::atomic::AtomicU64::new(0),
@@ -355,9 +361,12 @@ impl RedisBackend {
         Ok(())
     }
 
-    /// Adds `queue` to the set of queues, once per process.
+    /// Adds `queue` to the set of queues, once per process every
+    /// [`REGISTER_AGAIN`] (a queue removed by another process comes back
+    /// to the set when this one dispatches there again).
     async fn register(&self, queue: &QueueName) -> Result<(), QueueError> {
-        if self.lock_known().contains(queue) {
+        let fresh = |at: &Instant| at.elapsed() < REGISTER_AGAIN;
+        if self.lock_known().get(queue).is_some_and(fresh) {
             return Ok(());
         }
         let _added: i64 = self
@@ -367,11 +376,11 @@ impl RedisBackend {
                     .arg(queue.as_str()),
             )
             .await?;
-        self.lock_known().insert(queue.clone());
+        self.lock_known().insert(queue.clone(), Instant::now());
         Ok(())
     }
 
-    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashSet<QueueName>> {
+    fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Instant>> {
         crate::sync::lock(&self.shared.known)
     }
 
@@ -944,5 +953,46 @@ impl JobQueue for RedisBackend {
                 return Ok(total);
             }
         }
+    }
+
+    async fn remove_queue(&self, queue: &QueueName) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let now = self.shared.clock.now();
+            let removed: i64 = self
+                .call(Function::Drop, queue, now, |cmd| {
+                    cmd.arg(PURGE_CHUNK);
+                })
+                .await?;
+            match u64::try_from(removed) {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(_) => {
+                    return Err(QueueError::QueueBusy {
+                        queue: queue.clone(),
+                    });
+                }
+            }
+        }
+        let due = self.shared.keys.due();
+        let _: i64 = self
+            .query(redis::cmd("ZREM").arg(&due).arg(queue.as_str()))
+            .await?;
+        let _: i64 = self
+            .query(
+                redis::cmd("HDEL")
+                    .arg(format!("{due}:marks"))
+                    .arg(queue.as_str()),
+            )
+            .await?;
+        let _: i64 = self
+            .query(
+                redis::cmd("SREM")
+                    .arg(self.shared.keys.queues())
+                    .arg(queue.as_str()),
+            )
+            .await?;
+        self.lock_known().remove(queue);
+        Ok(total)
     }
 }

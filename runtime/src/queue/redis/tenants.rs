@@ -1,0 +1,81 @@
+//! The tenant registry on Redis: one hash, `<prefix>{@tenants}`, of
+//! tenant name → record (JSON). Creating and replacing a record is one
+//! function call, so two operators racing cannot both create a tenant or
+//! bring a removed one back.
+
+use async_trait::async_trait;
+
+use super::RedisBackend;
+use super::library::Function;
+use crate::error::QueueError;
+use crate::job::TenantName;
+use crate::queue::TenantStore;
+use crate::tenant::TenantRecord;
+
+impl RedisBackend {
+    fn decode_tenant(&self, name: &str, json: &str) -> Result<TenantRecord, QueueError> {
+        serde_json::from_str(json).map_err(|e| QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: format!("the registry's record of tenant {name:?} cannot be read ({e}); remove the tenant and create it again"),
+        })
+    }
+}
+
+#[async_trait]
+impl TenantStore for RedisBackend {
+    async fn write_tenant(&self, record: &TenantRecord, create: bool) -> Result<bool, QueueError> {
+        let json = serde_json::to_string(record).map_err(|e| QueueError::Backend {
+            backend: self.shared.name.clone(),
+            message: format!("cannot encode the record of tenant {}: {e}", record.name),
+        })?;
+        let now = self.shared.clock.now();
+        let reply = self
+            .call_key(
+                Function::Registry,
+                &self.shared.keys.tenants(),
+                now,
+                |cmd| {
+                    cmd.arg(if create { "create" } else { "replace" })
+                        .arg(record.name.as_str())
+                        .arg(json);
+                },
+            )
+            .await?;
+        Ok(self.reply::<i64>(Function::Registry, reply)? == 1)
+    }
+
+    async fn tenant_record(&self, tenant: &TenantName) -> Result<Option<TenantRecord>, QueueError> {
+        let json: Option<String> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.shared.keys.tenants())
+                    .arg(tenant.as_str()),
+            )
+            .await?;
+        json.map(|j| self.decode_tenant(tenant.as_str(), &j))
+            .transpose()
+    }
+
+    async fn tenant_records(&self) -> Result<Vec<TenantRecord>, QueueError> {
+        let all: Vec<(String, String)> = self
+            .query(redis::cmd("HGETALL").arg(self.shared.keys.tenants()))
+            .await?;
+        let mut records = all
+            .iter()
+            .map(|(name, json)| self.decode_tenant(name, json))
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+
+    async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
+        let removed: i64 = self
+            .query(
+                redis::cmd("HDEL")
+                    .arg(self.shared.keys.tenants())
+                    .arg(tenant.as_str()),
+            )
+            .await?;
+        Ok(removed == 1)
+    }
+}
