@@ -83,6 +83,137 @@ pub struct TenantSection {
     /// The most of a worker's slots this tenant may hold at once, 0 to 1.
     /// Default 1.
     pub max_share: Option<f64>,
+    /// The most this tenant's queues may be given. Default: no ceiling.
+    pub ceilings: Option<Ceilings>,
+}
+
+/// The most a tenant's queues may be given (`[tenants.NAME.ceilings]`, or
+/// `[tenant_defaults.ceilings]` for every tenant, key by key). A queue
+/// section that sets more is a config error naming both keys; what a
+/// queue inherits from `[defaults]` or the built-in defaults is lowered to
+/// the ceiling (hosts outside it are dropped).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ceilings {
+    /// Linear memory per instance, MiB.
+    pub memory_mib: Option<u64>,
+    /// Wall-clock time per attempt, ms.
+    pub timeout_ms: Option<u64>,
+    /// Fuel per attempt (a queue without a fuel budget gets this one).
+    pub fuel: Option<u64>,
+    /// Output kept per attempt, KiB.
+    pub output_kib: Option<u64>,
+    /// Follow-up dispatches per attempt.
+    pub max_dispatches: Option<u32>,
+    /// HTTP connect, first-byte and between-bytes timeout, ms.
+    pub http_timeout_ms: Option<u64>,
+    /// Largest HTTP response body, KiB.
+    pub http_max_response_kib: Option<u64>,
+    /// HTTP requests per attempt.
+    pub http_max_requests: Option<u32>,
+    /// Entries a queue's `allowed_outbound_hosts` must each fall within.
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+}
+
+impl Ceilings {
+    /// The numeric ceilings by key, in the order of
+    /// [`QueueSection::ceilinged`].
+    fn numbers(&self) -> [(&'static str, Option<u64>); 8] {
+        [
+            ("memory_mib", self.memory_mib),
+            ("timeout_ms", self.timeout_ms),
+            ("fuel", self.fuel),
+            ("output_kib", self.output_kib),
+            ("max_dispatches", self.max_dispatches.map(u64::from)),
+            ("http_timeout_ms", self.http_timeout_ms),
+            ("http_max_response_kib", self.http_max_response_kib),
+            ("http_max_requests", self.http_max_requests.map(u64::from)),
+        ]
+    }
+
+    /// Whether this section sets `name`.
+    fn sets(&self, name: &str) -> bool {
+        name == "allowed_outbound_hosts" && self.allowed_outbound_hosts.is_some()
+            || self
+                .numbers()
+                .iter()
+                .any(|(n, v)| *n == name && v.is_some())
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        for (name, value) in self.numbers() {
+            positive(key, name, value)?;
+        }
+        if let Some(hosts) = &self.allowed_outbound_hosts {
+            AllowList::parse(hosts).map_err(|e| ConfigError::Value {
+                key: format!("{key}.allowed_outbound_hosts"),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// These ceilings over `base`, key by key.
+    fn over(&self, base: &Ceilings) -> Ceilings {
+        Ceilings {
+            memory_mib: self.memory_mib.or(base.memory_mib),
+            timeout_ms: self.timeout_ms.or(base.timeout_ms),
+            fuel: self.fuel.or(base.fuel),
+            output_kib: self.output_kib.or(base.output_kib),
+            max_dispatches: self.max_dispatches.or(base.max_dispatches),
+            http_timeout_ms: self.http_timeout_ms.or(base.http_timeout_ms),
+            http_max_response_kib: self.http_max_response_kib.or(base.http_max_response_kib),
+            http_max_requests: self.http_max_requests.or(base.http_max_requests),
+            allowed_outbound_hosts: self
+                .allowed_outbound_hosts
+                .clone()
+                .or_else(|| base.allowed_outbound_hosts.clone()),
+        }
+    }
+
+    /// The hosts' entries, parsed (checked by `validate`).
+    fn hosts(&self) -> Option<AllowList> {
+        self.allowed_outbound_hosts
+            .as_ref()
+            .map(|h| AllowList::parse(h).unwrap_or_default())
+    }
+
+    /// Lowers `s` to these ceilings.
+    fn hold(&self, s: &mut QueueSettings) {
+        let l = &mut s.limits;
+        if let Some(mib) = self.memory_mib {
+            l.memory = l.memory.min(mib.saturating_mul(1 << 20));
+        }
+        if let Some(ms) = self.timeout_ms {
+            l.timeout = l.timeout.min(Duration::from_millis(ms));
+        }
+        if let Some(fuel) = self.fuel {
+            l.fuel = Some(l.fuel.unwrap_or(u64::MAX).min(fuel));
+        }
+        if let Some(kib) = self.output_kib {
+            let bytes = usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+            l.output = l.output.min(bytes);
+        }
+        if let Some(n) = self.max_dispatches {
+            l.dispatches = l.dispatches.min(n);
+        }
+        let mut http = (*s.grants.http).clone();
+        if let Some(ms) = self.http_timeout_ms {
+            http.timeout = http.timeout.min(Duration::from_millis(ms));
+        }
+        if let Some(kib) = self.http_max_response_kib {
+            http.max_response = http.max_response.min(kib.saturating_mul(1024));
+        }
+        if let Some(n) = self.http_max_requests {
+            http.max_requests = http.max_requests.min(n);
+        }
+        if let Some(hosts) = self.hosts() {
+            http.allow = http.allow.within(&hosts);
+        }
+        let mut grants = (*s.grants).clone();
+        grants.http = Arc::new(http);
+        s.grants = Arc::new(grants);
+    }
 }
 
 /// One tenant's settings with every default applied.
@@ -112,6 +243,9 @@ impl TenantSection {
     /// `max_share` is as wrong as one above its own.
     fn validate(&self, key: &str, base: TenantSettings) -> Result<(), ConfigError> {
         positive(key, "weight", self.weight.map(u64::from))?;
+        if let Some(ceilings) = &self.ceilings {
+            ceilings.validate(&format!("{key}.ceilings"))?;
+        }
         for (name, value) in [("min_share", self.min_share), ("max_share", self.max_share)] {
             if let Some(v) = value
                 && !(0.0..=1.0).contains(&v)
@@ -462,6 +596,69 @@ impl Config {
             })?;
             section.validate(&key, inherited)?;
         }
+        for (name, section) in &self.queues {
+            if let Ok(queue) = QueueName::parse(name) {
+                self.check_ceilings(&queue, section)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `tenant`'s ceilings: its own over `[tenant_defaults.ceilings]`.
+    fn ceilings(&self, tenant: &TenantName) -> Ceilings {
+        let base = self.tenant_defaults.ceilings.clone().unwrap_or_default();
+        match self.own_ceilings(tenant) {
+            Some(own) => own.over(&base),
+            None => base,
+        }
+    }
+
+    fn own_ceilings(&self, tenant: &TenantName) -> Option<&Ceilings> {
+        self.tenants.get(tenant.as_str())?.ceilings.as_ref()
+    }
+
+    /// Refuses a queue section that sets more than its tenant's ceiling,
+    /// naming the queue's key and the ceiling's.
+    fn check_ceilings(&self, queue: &QueueName, section: &QueueSection) -> Result<(), ConfigError> {
+        let tenant = queue.tenant();
+        let ceilings = self.ceilings(&tenant);
+        let ceiling_key = |name: &str| match self.own_ceilings(&tenant) {
+            Some(own) if own.sets(name) => {
+                format!("{}.ceilings.{name}", tenant_section(tenant.as_str()))
+            }
+            _ => format!("tenant_defaults.ceilings.{name}"),
+        };
+        let key = |name: &str| format!("{}.{name}", queue.config_section());
+        for ((name, value), (_, ceiling)) in section.ceilinged().into_iter().zip(ceilings.numbers())
+        {
+            if let (Some(value), Some(ceiling)) = (value, ceiling)
+                && value > ceiling
+            {
+                return Err(ConfigError::Value {
+                    key: key(name),
+                    message: format!(
+                        "{value} is above tenant {tenant}'s ceiling of {ceiling} ({})",
+                        ceiling_key(name)
+                    ),
+                });
+            }
+        }
+        if let (Some(hosts), Some(ceiling)) = (&section.allowed_outbound_hosts, ceilings.hosts()) {
+            let beyond = AllowList::parse(hosts).unwrap_or_default().beyond(&ceiling);
+            if let Some(first) = beyond.first() {
+                return Err(ConfigError::Value {
+                    key: key("allowed_outbound_hosts"),
+                    message: format!(
+                        "{first} is outside tenant {tenant}'s ceiling ({} allows {})",
+                        ceiling_key("allowed_outbound_hosts"),
+                        ceilings
+                            .allowed_outbound_hosts
+                            .unwrap_or_default()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -479,10 +676,12 @@ impl Config {
     /// built-in defaults.
     pub fn queue(&self, queue: &QueueName) -> QueueSettings {
         let with_defaults = self.default_queue();
-        match self.queues.get(queue.as_str()) {
+        let mut settings = match self.queues.get(queue.as_str()) {
             Some(section) => section.apply(with_defaults, &self.sandbox),
             None => with_defaults,
-        }
+        };
+        self.ceilings(&queue.tenant()).hold(&mut settings);
+        settings
     }
 
     /// The settings of a queue without a section of its own: `[defaults]`
@@ -601,6 +800,21 @@ fn positive(section: &str, name: &str, value: Option<u64>) -> Result<(), ConfigE
 }
 
 impl QueueSection {
+    /// The keys a tenant's ceilings bound, in the order of
+    /// [`Ceilings::numbers`].
+    fn ceilinged(&self) -> [(&'static str, Option<u64>); 8] {
+        [
+            ("memory_mib", self.memory_mib),
+            ("timeout_ms", self.timeout_ms),
+            ("fuel", self.fuel),
+            ("output_kib", self.output_kib),
+            ("max_dispatches", self.max_dispatches.map(u64::from)),
+            ("http_timeout_ms", self.http_timeout_ms),
+            ("http_max_response_kib", self.http_max_response_kib),
+            ("http_max_requests", self.http_max_requests.map(u64::from)),
+        ]
+    }
+
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
         let positive = |name: &str, value: Option<u64>| positive(key, name, value);
         positive("timeout_ms", self.timeout_ms)?;
@@ -892,6 +1106,70 @@ mod tests {
             "pool fits the biggest"
         );
         assert!(!config.sandbox().fuel);
+    }
+
+    #[test]
+    fn a_queue_setting_above_its_tenants_ceiling_is_refused_naming_both() {
+        let ceilings = "[tenant_defaults.ceilings]\nmemory_mib = 64\nallowed_outbound_hosts = [\"https://*.example.com\"]\n[tenants.acme.ceilings]\ntimeout_ms = 5000\n";
+        assert_eq!(
+            refused(&format!(
+                "{ceilings}[queues.\"acme/x\"]\ntimeout_ms = 6000\n"
+            )),
+            "invalid config: queues.\"acme/x\".timeout_ms: 6000 is above tenant acme's ceiling of 5000 (tenants.acme.ceilings.timeout_ms)"
+        );
+        assert_eq!(
+            refused(&format!("{ceilings}[queues.\"beta/x\"]\nmemory_mib = 65\n")),
+            "invalid config: queues.\"beta/x\".memory_mib: 65 is above tenant beta's ceiling of 64 (tenant_defaults.ceilings.memory_mib)"
+        );
+        assert_eq!(
+            refused(&format!(
+                "{ceilings}[queues.x]\nallowed_outbound_hosts = [\"https://a.example.com\", \"https://evil.test\"]\n"
+            )),
+            "invalid config: queues.x.allowed_outbound_hosts: https://evil.test is outside tenant default's ceiling (tenant_defaults.ceilings.allowed_outbound_hosts allows https://*.example.com)"
+        );
+        let fine = Config::parse(&format!(
+            "{ceilings}[queues.\"acme/x\"]\ntimeout_ms = 5000\nmemory_mib = 64\nallowed_outbound_hosts = [\"https://a.example.com\"]\n"
+        ));
+        assert!(fine.is_ok(), "{fine:?}");
+        assert!(
+            refused("[tenants.acme.ceilings]\nfuel = 0\n")
+                .starts_with("invalid config: tenants.acme.ceilings.fuel: ")
+        );
+        assert!(
+            refused("[tenant_defaults.ceilings]\nallowed_outbound_hosts = [\"ftp://x\"]\n")
+                .starts_with("invalid config: tenant_defaults.ceilings.allowed_outbound_hosts: ")
+        );
+        assert!(
+            refused("[tenants.acme.ceilings]\nconcurrency = 1\n")
+                .contains("unknown field `concurrency`")
+        );
+    }
+
+    #[test]
+    fn what_a_tenants_queue_inherits_is_lowered_to_its_ceiling() {
+        let config = Config::parse(
+            "[defaults]\nmemory_mib = 256\nhttp_max_requests = 50\nallowed_outbound_hosts = [\"https://api.example.com\", \"https://evil.test\"]\n[tenants.acme.ceilings]\nmemory_mib = 32\nfuel = 1000\noutput_kib = 8\nmax_dispatches = 2\nhttp_max_requests = 5\nhttp_timeout_ms = 100\nhttp_max_response_kib = 4\nallowed_outbound_hosts = [\"https://*.example.com\"]\n[queues.\"acme/small\"]\nmemory_mib = 16\nfuel = 10\n",
+        )
+        .expect("config");
+        let held = config.queue(&QueueName::parse("acme/any").expect("queue"));
+        assert_eq!(held.limits.memory, 32 << 20);
+        assert_eq!(held.limits.fuel, Some(1000));
+        assert_eq!(held.limits.output, 8 << 10);
+        assert_eq!(held.limits.dispatches, 2);
+        let http = &held.grants.http;
+        assert_eq!((http.max_requests, http.max_response), (5, 4 << 10));
+        assert_eq!(http.timeout, Duration::from_millis(100));
+        assert!(http.allow.allows("https", "api.example.com", None));
+        assert!(!http.allow.allows("https", "evil.test", None));
+        let small = config.queue(&QueueName::parse("acme/small").expect("queue"));
+        assert_eq!(
+            (small.limits.memory, small.limits.fuel),
+            (16 << 20, Some(10))
+        );
+        // Other tenants keep what they inherit.
+        let beta = config.queue(&QueueName::parse("beta/any").expect("queue"));
+        assert_eq!((beta.limits.memory, beta.limits.fuel), (256 << 20, None));
+        assert!(beta.grants.http.allow.allows("https", "evil.test", None));
     }
 
     #[test]

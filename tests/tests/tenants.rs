@@ -418,6 +418,48 @@ fn logged_at(line: &str) -> u64 {
 }
 
 #[test]
+fn a_tenants_ceiling_holds_for_every_queue_it_runs_configured_or_not() {
+    let handlers = tenant_handlers("memory_bomb", &["acme", "beta"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("ceilings.toml");
+    std::fs::write(
+        &config,
+        "[defaults]\nmemory_mib = 48\n[tenants.acme.ceilings]\nmemory_mib = 16\n",
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    let one = ["--max-attempts", "1"];
+    let acme = env.dispatch("acme/memory_bomb", "{}", &one);
+    let beta = env.dispatch("beta/memory_bomb", "{}", &one);
+    let _w = env.worker(&["--all", "-c", "2", "--config", &config]);
+    let reason = |id: &str| {
+        let mut shown = serde_json::Value::Null;
+        runtime_tests::workers::eventually(BOUND, "the job to fail", || {
+            shown = env.show(id);
+            shown["state"] == "failed"
+        });
+        shown["error"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(reason(&acme), "memory limit 16 MiB exceeded");
+    assert_eq!(reason(&beta), "memory limit 48 MiB exceeded");
+    // A section asking for more than the ceiling stops the worker first.
+    std::fs::write(
+        env.cache.path().join("ceilings.toml"),
+        "[tenants.acme.ceilings]\nmemory_mib = 16\n[queues.\"acme/memory_bomb\"]\nmemory_mib = 32\n",
+    )
+    .expect("write the config");
+    let refused = env.run(&["worker", "--all", "--config", &config]);
+    assert!(
+        refused.expect_code(2).stderr().contains(
+            "queues.\"acme/memory_bomb\".memory_mib: 32 is above tenant acme's ceiling of 16 (tenants.acme.ceilings.memory_mib)"
+        ),
+        "{}",
+        refused.stderr()
+    );
+}
+
+#[test]
 fn tenant_weights_share_three_workers_three_to_one() {
     let handlers = tenant_handlers("noop", &["acme", "beta"]);
     let mut env = Env::new();

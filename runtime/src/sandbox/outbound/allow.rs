@@ -105,6 +105,27 @@ impl Entry {
     }
 }
 
+impl Entry {
+    /// Whether every request `other` allows, this entry allows too.
+    fn covers(&self, other: &Entry) -> bool {
+        if self.scheme != other.scheme || self.port != other.port {
+            return false;
+        }
+        let below = |domain: &str, name: &str| {
+            name.strip_suffix(domain)
+                .and_then(|front| front.strip_suffix('.'))
+                .is_some_and(|front| !front.is_empty())
+        };
+        match (&self.host, &other.host) {
+            (HostPattern::Below(domain), HostPattern::Name(name)) => below(domain, name),
+            (HostPattern::Below(domain), HostPattern::Below(inner)) => {
+                domain == inner || below(domain, inner)
+            }
+            (mine, theirs) => mine == theirs,
+        }
+    }
+}
+
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme.as_str())?;
@@ -143,6 +164,28 @@ impl AllowList {
             })
             .collect::<Result<_, _>>()?;
         Ok(AllowList { entries })
+    }
+
+    /// The entries of this list that `ceiling` does not cover (some
+    /// request they allow, it does not), written in their normal form.
+    pub fn beyond(&self, ceiling: &AllowList) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| !ceiling.entries.iter().any(|c| c.covers(e)))
+            .map(Entry::to_string)
+            .collect()
+    }
+
+    /// This list without the entries `ceiling` does not cover.
+    pub fn within(&self, ceiling: &AllowList) -> AllowList {
+        AllowList {
+            entries: self
+                .entries
+                .iter()
+                .filter(|e| ceiling.entries.iter().any(|c| c.covers(e)))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// Whether no request at all is allowed.
@@ -566,6 +609,49 @@ mod tests {
     fn list(entries: &[&str]) -> AllowList {
         let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
         AllowList::parse(&entries).expect("test entries parse")
+    }
+
+    #[test]
+    fn a_ceiling_covers_what_it_allows_and_nothing_more() {
+        let ceiling = list(&[
+            "https://*.example.com",
+            "http://10.0.0.1:8080",
+            "https://api.other.net",
+        ]);
+        let inside = list(&[
+            "https://a.example.com",
+            "https://*.b.example.com",
+            "https://*.example.com",
+            "http://10.0.0.1:8080",
+            "https://API.other.net.",
+        ]);
+        assert!(
+            inside.beyond(&ceiling).is_empty(),
+            "{:?}",
+            inside.beyond(&ceiling)
+        );
+        assert_eq!(inside.within(&ceiling), inside);
+        let outside = list(&[
+            "https://example.com",
+            "http://a.example.com",
+            "https://a.example.com:8443",
+            "https://*.co.example.org",
+            "https://aexample.com",
+            "http://10.0.0.1",
+            "https://*.api.other.net",
+            "https://other.net",
+        ]);
+        assert_eq!(
+            outside.beyond(&ceiling).len(),
+            8,
+            "{:?}",
+            outside.beyond(&ceiling)
+        );
+        assert!(outside.within(&ceiling).is_empty());
+        assert_eq!(
+            list(&["https://a.example.com", "https://evil.test"]).beyond(&ceiling),
+            ["https://evil.test"]
+        );
     }
 
     fn refusal(entry: &str) -> String {
