@@ -30,6 +30,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::job::{MAX_DELAY, QueueName, TenantName, config_section};
+use crate::queue::{DispatchQuota, Quotas, Rate};
 use crate::retry::Backoff;
 use crate::sandbox::outbound::allow::RequestHost;
 use crate::sandbox::outbound::{AllowList, Network};
@@ -83,6 +84,16 @@ pub struct TenantSection {
     /// The most of a worker's slots this tenant may hold at once, 0 to 1.
     /// Default 1.
     pub max_share: Option<f64>,
+    /// Jobs per second this tenant may dispatch, on average, counted
+    /// over every process (the CLI, the library, handlers' follow-ups).
+    /// Default: no limit.
+    pub dispatch_rate: Option<f64>,
+    /// Jobs it may dispatch at once: the token bucket's size. Default: the
+    /// rate rounded up, at least 1.
+    pub dispatch_burst: Option<u32>,
+    /// Most jobs waiting (pending and scheduled) in its queues; a dispatch
+    /// that would pass it is refused. Default: no limit.
+    pub max_backlog: Option<u64>,
     /// The most this tenant's queues may be given. Default: no ceiling.
     pub ceilings: Option<Ceilings>,
 }
@@ -246,6 +257,16 @@ impl TenantSection {
         if let Some(ceilings) = &self.ceilings {
             ceilings.validate(&format!("{key}.ceilings"))?;
         }
+        positive(key, "dispatch_burst", self.dispatch_burst.map(u64::from))?;
+        positive(key, "max_backlog", self.max_backlog)?;
+        if let Some(rate) = self.dispatch_rate
+            && !(rate.is_finite() && rate > 0.0)
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.dispatch_rate"),
+                message: format!("{rate} is not a rate: give jobs per second, more than 0"),
+            });
+        }
         for (name, value) in [("min_share", self.min_share), ("max_share", self.max_share)] {
             if let Some(v) = value
                 && !(0.0..=1.0).contains(&v)
@@ -282,6 +303,19 @@ impl TenantSection {
             });
         }
         Ok(())
+    }
+
+    /// This section's dispatch quotas, over `base`'s key by key.
+    fn dispatch_quota(&self, base: Option<&TenantSection>) -> DispatchQuota {
+        let per_second = self.dispatch_rate.or(base.and_then(|b| b.dispatch_rate));
+        let burst = self.dispatch_burst.or(base.and_then(|b| b.dispatch_burst));
+        DispatchQuota {
+            rate: per_second.map(|per_second| Rate {
+                per_second,
+                burst: burst.unwrap_or_else(|| default_burst(per_second)),
+            }),
+            max_backlog: self.max_backlog.or(base.and_then(|b| b.max_backlog)),
+        }
     }
 
     fn apply(&self, base: TenantSettings) -> TenantSettings {
@@ -596,12 +630,39 @@ impl Config {
             })?;
             section.validate(&key, inherited)?;
         }
+        let sections = std::iter::once(("tenant_defaults".to_string(), &self.tenant_defaults))
+            .chain(self.tenants.iter().map(|(n, s)| (tenant_section(n), s)));
+        for (key, section) in sections {
+            let base = (key != "tenant_defaults").then_some(&self.tenant_defaults);
+            if section.dispatch_burst.is_some() && section.dispatch_quota(base).rate.is_none() {
+                return Err(ConfigError::Value {
+                    key: format!("{key}.dispatch_burst"),
+                    message:
+                        "a burst without a dispatch_rate limits nothing: set dispatch_rate too"
+                            .into(),
+                });
+            }
+        }
         for (name, section) in &self.queues {
             if let Ok(queue) = QueueName::parse(name) {
                 self.check_ceilings(&queue, section)?;
             }
         }
         Ok(())
+    }
+
+    /// Every tenant's dispatch quotas (see [`crate::queue::quota`]).
+    pub fn quotas(&self) -> Quotas {
+        let defaults = self.tenant_defaults.dispatch_quota(None);
+        let tenants = self
+            .tenants
+            .iter()
+            .filter_map(|(name, section)| {
+                let name = TenantName::new(name.as_str()).ok()?;
+                Some((name, section.dispatch_quota(Some(&self.tenant_defaults))))
+            })
+            .collect();
+        Quotas { defaults, tenants }
     }
 
     /// `tenant`'s ceilings: its own over `[tenant_defaults.ceilings]`.
@@ -781,6 +842,12 @@ impl Config {
             compiler: self.sandbox.compiler.clone(),
         }
     }
+}
+
+/// A dispatch bucket's size when not given: the rate rounded up, at least 1.
+fn default_burst(per_second: f64) -> u32 {
+    // A float-to-int `as` saturates: any rate gives a size.
+    (per_second.ceil() as u32).max(1)
 }
 
 /// A tenant's section key: `tenants.acme`.
@@ -1142,6 +1209,42 @@ mod tests {
         assert!(
             refused("[tenants.acme.ceilings]\nconcurrency = 1\n")
                 .contains("unknown field `concurrency`")
+        );
+    }
+
+    #[test]
+    fn dispatch_quotas_come_from_the_tenants_section_over_the_defaults() {
+        let config = Config::parse(
+            "[tenant_defaults]\ndispatch_rate = 2.5\nmax_backlog = 1000\n[tenants.acme]\ndispatch_burst = 10\n[tenants.beta]\nmax_backlog = 5\ndispatch_rate = 100\n",
+        )
+        .expect("config");
+        let quotas = config.quotas();
+        let of = |name: &str| quotas.of(&TenantName::new(name).expect("tenant"));
+        let rate = |per_second, burst| Some(Rate { per_second, burst });
+        assert_eq!(of("acme").rate, rate(2.5, 10));
+        assert_eq!(of("acme").max_backlog, Some(1000));
+        assert_eq!(
+            of("beta").rate,
+            rate(100.0, 100),
+            "the burst is the rate rounded up"
+        );
+        assert_eq!(of("beta").max_backlog, Some(5));
+        assert_eq!(of("other").rate, rate(2.5, 3));
+        assert!(Config::default().quotas().is_unlimited());
+        assert_eq!(
+            refused("[tenants.acme]\ndispatch_burst = 10\n"),
+            "invalid config: tenants.acme.dispatch_burst: a burst without a dispatch_rate limits nothing: set dispatch_rate too"
+        );
+        for bad in ["0", "-1", "nan", "inf"] {
+            assert!(
+                refused(&format!("[tenant_defaults]\ndispatch_rate = {bad}\n"))
+                    .starts_with("invalid config: tenant_defaults.dispatch_rate: "),
+                "{bad}"
+            );
+        }
+        assert!(
+            refused("[tenants.acme]\nmax_backlog = 0\n")
+                .starts_with("invalid config: tenants.acme.max_backlog: ")
         );
     }
 

@@ -195,6 +195,45 @@ pub enum QueueError {
         /// The tree's root.
         root: JobId,
     },
+    /// A dispatch over its tenant's dispatch rate.
+    #[error(
+        "dispatch refused: tenant {tenant} is over its dispatch rate ({per_second} jobs/s, bursts of {burst}): try again in {}; nothing was dispatched",
+        crate::time::format_wait(*.retry_after)
+    )]
+    RateLimited {
+        /// The tenant.
+        tenant: crate::job::TenantName,
+        /// Its rate.
+        per_second: f64,
+        /// Its burst.
+        burst: u32,
+        /// When the dispatch would be admitted.
+        retry_after: Duration,
+    },
+    /// More jobs in one dispatch than its tenant's burst: never admitted.
+    #[error(
+        "dispatch refused: {jobs} jobs at once is more than tenant {tenant}'s dispatch_burst ({burst}): dispatch fewer at a time; nothing was dispatched"
+    )]
+    OverBurst {
+        /// The tenant.
+        tenant: crate::job::TenantName,
+        /// Jobs in the dispatch.
+        jobs: u64,
+        /// Its burst.
+        burst: u32,
+    },
+    /// A dispatch that would take its tenant's backlog over its cap.
+    #[error(
+        "dispatch refused: tenant {tenant} has {waiting} jobs waiting and may have {max} (max_backlog): let its workers catch up or delete jobs, then dispatch again; nothing was dispatched"
+    )]
+    BacklogFull {
+        /// The tenant.
+        tenant: crate::job::TenantName,
+        /// Jobs waiting (pending and scheduled) when counted.
+        waiting: u64,
+        /// Its cap.
+        max: u64,
+    },
     /// Removing a queue while some of its jobs run.
     #[error("queue {queue} has jobs running; they are left, with the queue")]
     QueueBusy {

@@ -33,9 +33,12 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime over `backend`, with handlers from `handlers_dir` and
-    /// per-queue settings from `config`.
+    /// A runtime over `backend`, with handlers from `handlers_dir`,
+    /// per-queue settings from `config`, and every dispatch through it
+    /// (handlers' follow-ups included) held to the tenants' dispatch
+    /// quotas of `config` ([`Backend::with_quotas`]).
     pub fn new(backend: Backend, handlers_dir: PathBuf, config: Config) -> Result<Self, LoadError> {
+        let backend = backend.with_quotas(config.quotas());
         let sandbox = Arc::new(Sandbox::new(&config.sandbox())?);
         let registry = Arc::new(HandlerRegistry::new(sandbox, handlers_dir, config));
         Ok(Runtime { backend, registry })

@@ -135,6 +135,13 @@ pub fn parse_delay(text: &str) -> Result<Duration, TimeError> {
     Ok(delay)
 }
 
+/// A wait for a person: `350ms`, `2s`, `1m 5s` (whole milliseconds,
+/// rounded up so a wait is never shown shorter than it is).
+pub fn format_wait(wait: Duration) -> String {
+    let ms = u64::try_from(wait.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
 /// A stored time as RFC 3339 in UTC with milliseconds
 /// (`2026-12-01T07:00:00.000Z`); past the year 9999, where the calendar
 /// form ends, the number itself. Never fails, for any value.

@@ -34,8 +34,8 @@ use runtime::job::{
     MAX_UNIQUE_KEY_BYTES, MaxAttempts, NewJob, Payload, QueueName, RunAt, TreeBudget,
 };
 use runtime::queue::{
-    Ack, Claim, Clock as _, Completion, DueQueue, JobQueue, ManualClock, ModuleStore, Page,
-    TenantStore, WorkerInfo, WorkerRegistry,
+    Ack, Admitting, Claim, Clock as _, Completion, DispatchQuota, DueQueue, JobQueue, ManualClock,
+    ModuleStore, Page, Quotas, Rate, Taken, TenantStore, WorkerInfo, WorkerRegistry,
 };
 use runtime::tenant::{self, TenantError};
 
@@ -1104,6 +1104,104 @@ suite! {
         let id = b.dispatch(again).await.expect("dispatch");
         assert_eq!(id.to_string(), "acme/q:1");
         assert_eq!(b.queues().await.expect("queues"), [doomed, kept]);
+    }
+
+    /// A tenant's dispatch bucket holds its burst, refills at its rate,
+    /// takes nothing it cannot take whole, and is the tenant's alone.
+    pub async fn dispatch_buckets_refill_at_their_rate_per_tenant(b: Backend, c: Clock) {
+        let rate = Rate {
+            per_second: 2.0,
+            burst: 3,
+        };
+        let (acme, beta) = (tenant_name("acme"), tenant_name("beta"));
+        let take = |tenant: &runtime::TenantName, jobs: u64| {
+            let (b, tenant) = (b.clone(), tenant.clone());
+            async move { b.take_dispatch(&tenant, jobs, rate).await.expect("take") }
+        };
+        let half = Taken::No {
+            wait: Duration::from_millis(500),
+        };
+        assert_eq!(take(&acme, 4).await, Taken::No { wait: Duration::from_millis(500) });
+        assert_eq!(take(&acme, 2).await, Taken::Yes);
+        assert_eq!(take(&acme, 2).await, half, "took a part of what it asked");
+        assert_eq!(take(&acme, 1).await, Taken::Yes);
+        assert_eq!(take(&acme, 1).await, half);
+        assert_eq!(take(&beta, 3).await, Taken::Yes, "beta draws on acme's bucket");
+        c.advance(Duration::from_millis(500));
+        assert_eq!(take(&acme, 1).await, Taken::Yes);
+        assert_eq!(take(&acme, 1).await, half);
+        c.advance(Duration::from_secs(60));
+        assert_eq!(take(&acme, 3).await, Taken::Yes, "filled to its burst");
+        assert_eq!(take(&acme, 1).await, half);
+        // Removing the tenant forgets its bucket.
+        b.remove_tenant(&acme).await.expect("remove");
+        assert_eq!(take(&acme, 3).await, Taken::Yes);
+    }
+
+    /// Dispatches in front of a backend with quotas: a tenant over its
+    /// rate or backlog is refused with nothing dispatched, by any of the
+    /// three ways in, and nothing of another tenant changes.
+    pub async fn quotas_refuse_a_tenants_dispatch_whole_and_leave_others_alone(b: Backend, c: Clock) {
+        let quota = |rate: Option<Rate>, max_backlog: Option<u64>| DispatchQuota { rate, max_backlog };
+        let quotas = Quotas {
+            defaults: DispatchQuota::default(),
+            tenants: [
+                (tenant_name("acme"), quota(Some(Rate { per_second: 1.0, burst: 2 }), None)),
+                (tenant_name("beta"), quota(None, Some(3))),
+            ]
+            .into(),
+        };
+        let jobs: Arc<dyn JobQueue> = b.clone();
+        let store: Arc<dyn TenantStore> = b.clone();
+        let admitting = Admitting::new(jobs, store, quotas);
+        let new = |queue: &str| NewJob::new(written(queue), Payload::new("1").expect("payload"));
+        admitting.dispatch(new("acme/q")).await.expect("within the burst");
+        let refused = admitting
+            .dispatch_many(vec![new("acme/q"), new("acme/q")])
+            .await
+            .expect_err("over the rate");
+        assert_eq!(
+            refused.to_string(),
+            "dispatch refused: tenant acme is over its dispatch rate (1 jobs/s, bursts of 2): try again in 1s; nothing was dispatched"
+        );
+        let over = admitting
+            .dispatch_many(vec![new("acme/q"), new("acme/q"), new("acme/q")])
+            .await
+            .expect_err("more than the burst");
+        assert!(over.to_string().contains("3 jobs at once is more than tenant acme's dispatch_burst (2)"), "{over}");
+        admitting.dispatch(new("acme/q")).await.expect("the token left");
+        let root = b.claim(&[written("acme/q")], 1, LEASE).await.expect("claim");
+        let lineage = Lineage::child_of(&root[0].job);
+        let follow = admitting
+            .dispatch_follow_up(new("acme/q"), lineage, ROOMY)
+            .await
+            .expect_err("a handler's follow-up, over the rate");
+        assert!(matches!(follow, QueueError::RateLimited { .. }), "{follow}");
+        assert_eq!(b.counts(&written("acme/q")).await.expect("counts").pending, 1);
+        c.advance(Duration::from_secs(1));
+        admitting.dispatch(new("acme/q")).await.expect("a token again");
+        // Beta: three waiting at most, scheduled ones counted.
+        let later = DispatchOptions {
+            run_at: RunAt::After(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        let mut delayed = new("beta/r");
+        delayed.options = later;
+        admitting.dispatch(delayed).await.expect("room");
+        admitting
+            .dispatch_many(vec![new("beta/q"), new("beta/q")])
+            .await
+            .expect("room");
+        let full = admitting.dispatch(new("beta/q")).await.expect_err("full");
+        assert_eq!(
+            full.to_string(),
+            "dispatch refused: tenant beta has 3 jobs waiting and may have 3 (max_backlog): let its workers catch up or delete jobs, then dispatch again; nothing was dispatched"
+        );
+        let beta_q = b.counts(&written("beta/q")).await.expect("counts");
+        assert_eq!(beta_q.pending, 2);
+        // Acme's and the default tenant's dispatches are not beta's.
+        admitting.dispatch(new("free")).await.expect("no quota");
+        assert_eq!(b.counts(&written("acme/q")).await.expect("counts").pending, 2);
     }
 
     /// A published module is found by version and bytes; publishing again

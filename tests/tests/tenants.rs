@@ -460,6 +460,85 @@ fn a_tenants_ceiling_holds_for_every_queue_it_runs_configured_or_not() {
 }
 
 #[test]
+fn a_tenant_over_its_dispatch_rate_or_backlog_is_refused_from_the_cli_and_from_handlers() {
+    let handlers = tenant_handlers("dispatch_flood", &["gamma"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("quotas.toml");
+    std::fs::write(
+        &config,
+        "[tenants.acme]\ndispatch_rate = 0.001\ndispatch_burst = 3\n[tenants.beta]\nmax_backlog = 2\n[tenants.gamma]\ndispatch_rate = 0.001\ndispatch_burst = 5\n",
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    let dispatch = |queue: &str| env.run(&["--config", &config, "dispatch", queue, "{}"]);
+    for _ in 0..3 {
+        dispatch("acme/q").expect_code(0);
+    }
+    let refused = dispatch("acme/q");
+    assert!(
+        refused.expect_code(2).stderr().contains(
+            "dispatch refused: tenant acme is over its dispatch rate (0.001 jobs/s, bursts of 3): try again in "
+        ),
+        "{}",
+        refused.stderr()
+    );
+    for _ in 0..2 {
+        dispatch("beta/q").expect_code(0);
+    }
+    let full = dispatch("beta/q");
+    assert!(
+        full.expect_code(2).stderr().contains(
+            "dispatch refused: tenant beta has 2 jobs waiting and may have 2 (max_backlog)"
+        ),
+        "{}",
+        full.stderr()
+    );
+    // Bulk dispatch is held the same way.
+    let bulk = env.dispatch_file("acme/q", "{}\n{}\n", &["--config", &config]);
+    assert!(
+        bulk.stderr()
+            .contains("dispatch refused: tenant acme is over its dispatch rate"),
+        "{}",
+        bulk.stderr()
+    );
+    assert_ne!(bulk.code(), 0);
+    for _ in 0..5 {
+        dispatch("q").expect_code(0);
+    }
+    assert_eq!(env.count("acme/q", "pending"), 3);
+    assert_eq!(env.count("beta/q", "pending"), 2);
+    assert_eq!(env.count("q", "pending"), 5);
+    // A handler dispatching without end: the bucket's tokens after its
+    // own dispatch, then a refusal it reads (and here returns).
+    let id = env.dispatch(
+        "gamma/dispatch_flood",
+        "{}",
+        &["--config", &config, "--max-attempts", "1"],
+    );
+    let _w = env.worker(&["--all", "--config", &config]);
+    let mut shown = serde_json::Value::Null;
+    runtime_tests::workers::eventually(BOUND, "the flood to fail", || {
+        shown = env.show(&id);
+        shown["state"] == "failed"
+    });
+    let error = shown["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(
+            "dispatch refused: tenant gamma is over its dispatch rate (0.001 jobs/s, bursts of 5)"
+        ),
+        "{shown}"
+    );
+    // Its follow-ups, whatever became of them (no handler serves them).
+    let targets = env.counts("gamma/flood-target");
+    let all: u64 = ["pending", "scheduled", "running", "failed", "done"]
+        .iter()
+        .map(|s| targets[s].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(all, 4, "{targets}");
+}
+
+#[test]
 fn tenant_weights_share_three_workers_three_to_one() {
     let handlers = tenant_handlers("noop", &["acme", "beta"]);
     let mut env = Env::new();

@@ -330,7 +330,7 @@ impl Cli {
             .or(config.prefix.as_deref())
             .unwrap_or(DEFAULT_PREFIX);
         let backend = RedisBackend::connect(url, prefix, Arc::new(SystemClock)).await?;
-        Ok(Some(Backend::new(backend)))
+        Ok(Some(Backend::new(backend).with_quotas(config.quotas())))
     }
 
     /// The queue server, for commands that make no sense without one.

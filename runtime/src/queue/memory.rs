@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 
 use super::clock::millis;
 use super::{
-    Ack, Claim, Clock, Completion, DueQueue, JobQueue, Lease, ModuleStore, Page, StateCounts,
-    SystemClock, TenantStore, WorkerInfo, WorkerRegistry, module_version,
+    Ack, Claim, Clock, Completion, DueQueue, JobQueue, Lease, ModuleStore, Page, Rate, StateCounts,
+    SystemClock, Taken, TenantStore, WorkerInfo, WorkerRegistry, module_version,
 };
 use crate::error::QueueError;
 use crate::job::{
@@ -36,6 +36,8 @@ pub struct MemoryBackend {
     modules: Mutex<Modules>,
     /// Registered tenants.
     tenants: Mutex<BTreeMap<TenantName, TenantRecord>>,
+    /// Dispatch buckets: tokens held, and when last filled.
+    buckets: Mutex<HashMap<TenantName, (f64, UnixMillis)>>,
 }
 
 /// Published modules: version and bytes, by queue.
@@ -106,6 +108,7 @@ impl MemoryBackend {
             workers: Mutex::new(BTreeMap::new()),
             modules: Mutex::new(HashMap::new()),
             tenants: Mutex::new(BTreeMap::new()),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -806,7 +809,24 @@ impl TenantStore for MemoryBackend {
     }
 
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
+        crate::sync::lock(&self.buckets).remove(tenant);
         Ok(self.tenants_lock().remove(tenant).is_some())
+    }
+
+    async fn take_dispatch(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        rate: Rate,
+    ) -> Result<Taken, QueueError> {
+        let now = self.clock.now();
+        let mut buckets = crate::sync::lock(&self.buckets);
+        let burst = f64::from(rate.burst);
+        let (tokens, at) = buckets.entry(tenant.clone()).or_insert((burst, now));
+        let (taken, left) = super::quota::take(*tokens, *at, now, jobs, rate);
+        *tokens = left;
+        *at = (*at).max(now);
+        Ok(taken)
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod clock;
 pub mod memory;
+pub mod quota;
 pub mod redis;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use crate::job::{
     UnixMillis,
 };
 use crate::tenant::TenantRecord;
+pub use quota::{Admitting, DispatchQuota, Quotas, Rate, Taken};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
@@ -460,8 +462,21 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
     /// Every record, by name.
     async fn tenant_records(&self) -> Result<Vec<TenantRecord>, QueueError>;
 
-    /// Removes a tenant's record; whether there was one.
+    /// Removes a tenant's record and its own keys (its dispatch bucket);
+    /// whether there was a record.
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError>;
+
+    /// Takes `jobs` tokens from `tenant`'s dispatch bucket, which holds
+    /// `rate.burst` at most and gains `rate.per_second`; or, if it holds
+    /// fewer, takes none and says how long until it would hold enough.
+    /// One bucket per tenant for every process sharing the server; a
+    /// bucket unused long enough to be full may be forgotten.
+    async fn take_dispatch(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        rate: Rate,
+    ) -> Result<Taken, QueueError>;
 }
 
 /// A queue server's four seams, each shared: the job queue, the workers
@@ -477,6 +492,8 @@ pub struct Backend {
     pub modules: Arc<dyn ModuleStore>,
     /// Registered tenants.
     pub tenants: Arc<dyn TenantStore>,
+    /// The job queue without dispatch quotas.
+    unlimited: Arc<dyn JobQueue>,
 }
 
 impl Backend {
@@ -487,8 +504,25 @@ impl Backend {
             jobs: server.clone(),
             workers: server.clone(),
             modules: server.clone(),
-            tenants: server,
+            tenants: server.clone(),
+            unlimited: server,
         }
+    }
+
+    /// This server with every dispatch (the library's, and handlers'
+    /// follow-ups through it) admitted within its tenant's `quotas`
+    /// ([`Admitting`]); these replace any set before.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.jobs = if quotas.is_unlimited() {
+            self.unlimited.clone()
+        } else {
+            Arc::new(Admitting::new(
+                self.unlimited.clone(),
+                self.tenants.clone(),
+                quotas,
+            ))
+        };
+        self
     }
 
     /// A fresh embedded in-memory server.

@@ -105,6 +105,12 @@ impl Keys {
         format!("{}{{@tenants}}", self.prefix)
     }
 
+    /// A tenant's own keys (dispatch bucket): `<prefix>{@t/<tenant>}`, a
+    /// slot of its own, apart from its queues'.
+    pub fn tenant(&self, tenant: &crate::job::TenantName) -> String {
+        format!("{}{{@t/{tenant}}}", self.prefix)
+    }
+
     /// The published modules' index (queue → version): `<prefix>{@modules}`.
     pub fn modules(&self) -> String {
         format!("{}{{@modules}}", self.prefix)

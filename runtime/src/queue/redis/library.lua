@@ -612,6 +612,34 @@ local function registry(keys, args)
   return 1
 end
 
+-- A tenant's dispatch bucket (KEYS[1], a hash: tokens, at ms). ARGV: now,
+-- jobs, rate per second, burst. Takes `jobs` tokens if it holds them
+-- (returns {1, 0}); else takes none and returns {0, ms until it would}.
+-- The same rule as the in-memory backend's (quota.rs `take`). Expires
+-- once it would be full again.
+local function bucket(keys, args)
+  local now, jobs = tonumber(args[1]), tonumber(args[2])
+  local rate, burst = tonumber(args[3]), tonumber(args[4])
+  local state = redis.call('HMGET', keys[1], 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  if now > at then
+    tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
+    at = now
+  end
+  local taken = 0
+  local wait = 0
+  if tokens >= jobs then
+    tokens = tokens - jobs
+    taken = 1
+  else
+    wait = math.ceil((jobs - tokens) / rate * 1000)
+  end
+  redis.call('HSET', keys[1], 'tokens', string.format('%.6f', tokens), 'at', at)
+  redis.call('PEXPIRE', keys[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+  return {taken, wait}
+end
+
 -- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
 -- jobs = jobs the tree ever held, root included; live = follow-ups not yet
 -- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
@@ -672,3 +700,4 @@ redis.register_function(NAME .. '_purge', purge)
 redis.register_function(NAME .. '_tree', tree)
 redis.register_function(NAME .. '_drop', drop)
 redis.register_function(NAME .. '_registry', registry)
+redis.register_function(NAME .. '_bucket', bucket)

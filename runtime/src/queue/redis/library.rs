@@ -45,6 +45,7 @@ pub(super) enum Function {
     Tree,
     Drop,
     Registry,
+    Bucket,
 }
 
 impl Function {
@@ -66,6 +67,7 @@ impl Function {
             Function::Tree => "tree",
             Function::Drop => "drop",
             Function::Registry => "registry",
+            Function::Bucket => "bucket",
         }
     }
 

@@ -28,6 +28,7 @@
 //! | `P{@modules}`, `P{@modules}:<q>:<version>` | hash, string | published modules ([`ModuleStore`](super::ModuleStore)) |
 //! | `P{@due}`, `P{@due}:marks`, `P{@due}:wake` | zset, hash, list | the due index: queue → when it may next have work, times marked, wake-up marker ([`JobQueue::due`]) |
 //! | `P{@tenants}`                | hash | registered tenants: name → record, JSON ([`TenantStore`](super::TenantStore)) |
+//! | `P{@t/<tenant>}:bucket`      | hash | a tenant's dispatch bucket: `tokens`, `at` ([`TenantStore::take_dispatch`](super::TenantStore::take_dispatch)); expires once full |
 //!
 //! A record is plain strings so that a batch of jobs is read and written
 //! with one `MGET` and one `MSET`. Records written by versions before this

@@ -3,13 +3,15 @@
 //! function call, so two operators racing cannot both create a tenant or
 //! bring a removed one back.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use super::RedisBackend;
 use super::library::Function;
 use crate::error::QueueError;
 use crate::job::TenantName;
-use crate::queue::TenantStore;
+use crate::queue::{Rate, Taken, TenantStore};
 use crate::tenant::TenantRecord;
 
 impl RedisBackend {
@@ -68,7 +70,32 @@ impl TenantStore for RedisBackend {
         Ok(records)
     }
 
+    async fn take_dispatch(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        rate: Rate,
+    ) -> Result<Taken, QueueError> {
+        let now = self.shared.clock.now();
+        let key = format!("{}:bucket", self.shared.keys.tenant(tenant));
+        let reply = self
+            .call_key(Function::Bucket, &key, now, |cmd| {
+                cmd.arg(jobs).arg(rate.per_second).arg(rate.burst);
+            })
+            .await?;
+        let (taken, wait): (i64, u64) = self.reply(Function::Bucket, reply)?;
+        Ok(if taken == 1 {
+            Taken::Yes
+        } else {
+            Taken::No {
+                wait: Duration::from_millis(wait),
+            }
+        })
+    }
+
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
+        let bucket = format!("{}:bucket", self.shared.keys.tenant(tenant));
+        let _: i64 = self.query(redis::cmd("DEL").arg(bucket)).await?;
         let removed: i64 = self
             .query(
                 redis::cmd("HDEL")
