@@ -813,7 +813,11 @@ impl Config {
                 .sandbox
                 .max_wasm_stack_kib
                 .map_or(defaults.max_wasm_stack, |k| k.saturating_mul(1024)),
-            fuel: sections().any(|s| s.fuel.is_some()),
+            // Metered when any queue or tenant ceiling sets a budget.
+            fuel: sections().any(|s| s.fuel.is_some())
+                || std::iter::once(&self.tenant_defaults)
+                    .chain(self.tenants.values())
+                    .any(|t| t.ceilings.as_ref().is_some_and(|c| c.fuel.is_some())),
             cache_dir: self.cache_dir.clone(),
             max_module_size: self
                 .sandbox

@@ -87,6 +87,12 @@ pub struct TenantRecord {
 }
 
 impl TenantRecord {
+    /// Its token's SHA-256, hex: not a secret, and what a write that
+    /// replaces the record checks it replaces.
+    pub fn token_hash(&self) -> &str {
+        &self.token_hash
+    }
+
     fn new(name: &TenantName, created_at: UnixMillis, token: &Token, now: UnixMillis) -> Self {
         TenantRecord {
             name: name.clone(),
@@ -123,15 +129,21 @@ pub enum TenantError {
         "no tenant {0} in the registry (create it with `runtime tenants create {0}`; `runtime tenants` lists them)"
     )]
     NotFound(TenantName),
+    /// The tenant's record changed while its token was being rotated.
+    #[error(
+        "tenant {0} was changed meanwhile (its token rotated, or it was removed): see `runtime tenants show {0}`, then rotate again if you still mean to"
+    )]
+    Changed(TenantName),
     /// Removing a tenant while some of its jobs run.
     #[error(
-        "tenant {tenant} has jobs running in queue {queue}: its other data is removed; stop the workers serving it or wait for its jobs to end, then remove it again"
+        "tenant {tenant} has jobs running in {}: its other data is removed; stop the workers serving it or wait for its jobs to end, then remove it again",
+        in_queues(.queues)
     )]
     Running {
         /// The tenant.
         tenant: TenantName,
-        /// A queue with running jobs.
-        queue: QueueName,
+        /// Its queues with running jobs.
+        queues: Vec<QueueName>,
     },
     /// The operating system's random source failed.
     #[error("no random bytes for a token: {0}")]
@@ -150,7 +162,7 @@ pub async fn create(
 ) -> Result<(TenantRecord, Token), TenantError> {
     let token = Token::generate(tenant)?;
     let record = TenantRecord::new(tenant, now, &token, now);
-    if !store.write_tenant(&record, true).await? {
+    if !store.write_tenant(&record, None).await? {
         return Err(TenantError::Exists(tenant.clone()));
     }
     Ok((record, token))
@@ -168,8 +180,8 @@ pub async fn rotate_token(
         .ok_or_else(|| TenantError::NotFound(tenant.clone()))?;
     let token = Token::generate(tenant)?;
     let record = TenantRecord::new(tenant, old.created_at, &token, now);
-    if !store.write_tenant(&record, false).await? {
-        return Err(TenantError::NotFound(tenant.clone()));
+    if !store.write_tenant(&record, Some(&old)).await? {
+        return Err(TenantError::Changed(tenant.clone()));
     }
     Ok((record, token))
 }
@@ -219,24 +231,40 @@ pub async fn remove(backend: &Backend, tenant: &TenantName) -> Result<Removal, T
         .into_iter()
         .filter(|q| q.is_in(tenant))
         .collect();
-    let mut busy = None;
+    let mut busy = Vec::new();
     for queue in &queues {
         match backend.jobs.remove_queue(queue).await {
             Ok(jobs) => {
                 removal.queues += 1;
                 removal.jobs += jobs;
-                removal.modules += u64::from(backend.modules.withdraw_module(queue).await?);
             }
-            Err(QueueError::QueueBusy { .. }) => busy = Some(queue.clone()),
+            Err(QueueError::QueueBusy { .. }) => busy.push(queue.clone()),
             Err(e) => return Err(e.into()),
         }
     }
-    match busy {
-        Some(queue) => Err(TenantError::Running {
+    // Every published module of the tenant, its queues' with jobs or not
+    // (a busy queue keeps its own, to finish its jobs with).
+    for queue in backend.modules.published().await? {
+        if queue.is_in(tenant) && !busy.contains(&queue) {
+            removal.modules += u64::from(backend.modules.withdraw_module(&queue).await?);
+        }
+    }
+    if busy.is_empty() {
+        Ok(removal)
+    } else {
+        Err(TenantError::Running {
             tenant: tenant.clone(),
-            queue,
-        }),
-        None => Ok(removal),
+            queues: busy,
+        })
+    }
+}
+
+/// `queue a` or `queues a, b`.
+fn in_queues(queues: &[QueueName]) -> String {
+    let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();
+    match names.as_slice() {
+        [one] => format!("queue {one}"),
+        _ => format!("queues {}", names.join(", ")),
     }
 }
 

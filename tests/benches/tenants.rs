@@ -16,6 +16,11 @@
 //!     a worker serving every queue, and by one serving every queue with
 //!     the jobs spread over 100 tenants; jobs/s and the ratio to the first.
 //!     Three rounds, alternating; medians.
+//! (c) what dispatch quotas cost: dispatches into one tenant's queue with
+//!     no quota and with a dispatch rate and a backlog cap too high to
+//!     refuse anything (so every dispatch takes its tokens and checks the
+//!     backlog): single jobs from 16 tasks at once, and batches of 1,000;
+//!     jobs/s and the ratio. Three rounds, alternating; medians.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use runtime::config::Config;
 use runtime::job::{NewJob, Payload, QueueName};
-use runtime::queue::SystemClock;
 use runtime::queue::redis::RedisBackend;
+use runtime::queue::{DispatchQuota, Quotas, Rate, SystemClock};
 use runtime::worker::JobEvent;
 use runtime::{Backend, JobQueue, Runtime, WorkerConfig};
 use runtime_tests::redis::RedisServer;
@@ -133,6 +138,42 @@ fn main() {
             "    worker --all, {TENANTS} tenants:             {spread:.0} jobs/s ({:.2}x)",
             spread / named
         );
+
+        let mut rates: Vec<[(f64, f64); 2]> = Vec::new();
+        for round in 0..ROUNDS {
+            let mut r = [(0.0, 0.0); 2];
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for i in order {
+                r[i] = bench
+                    .dispatching(&format!("dispatch{round}{i}:"), i == 1, n / 3)
+                    .await;
+            }
+            println!(
+                "    round {}: single {:.0} / {:.0}, batches {:.0} / {:.0} jobs/s (no quota / quotas)",
+                round + 1,
+                r[0].0,
+                r[1].0,
+                r[0].1,
+                r[1].1
+            );
+            rates.push(r);
+        }
+        let median = |i: usize, single: bool| {
+            let mut v: Vec<f64> = rates
+                .iter()
+                .map(|r| if single { r[i].0 } else { r[i].1 })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!("(c) dispatches, median of {ROUNDS} rounds:");
+        for (what, single) in [("single jobs, 16 at once", true), ("batches of 1,000", false)] {
+            let (free, held) = (median(0, single), median(1, single));
+            println!(
+                "    {what:<24} no quota {free:.0} jobs/s, with quotas {held:.0} jobs/s ({:.2}x)",
+                held / free
+            );
+        }
     });
 }
 
@@ -163,6 +204,44 @@ struct Bench {
 }
 
 impl Bench {
+    /// Jobs/s of `single` single dispatches from 16 tasks, then of as many
+    /// in batches of 1,000, into `acme/noop` under `prefix`; with `quotas`,
+    /// through a rate and a backlog cap that refuse nothing.
+    async fn dispatching(&self, prefix: &str, quotas: bool, single: usize) -> (f64, f64) {
+        let mut backend = Backend::new(self.connect(prefix).await);
+        if quotas {
+            backend = backend.with_quotas(Quotas {
+                defaults: DispatchQuota {
+                    rate: Some(Rate {
+                        per_second: 1e9,
+                        burst: 1_000_000,
+                    }),
+                    max_backlog: Some(u64::MAX / 2),
+                },
+                tenants: Default::default(),
+            });
+        }
+        let queue = q("acme/noop");
+        let job = || NewJob::new(queue.clone(), Payload::new(ORDER).expect("payload"));
+        let tasks = 16;
+        let per = single / tasks;
+        let started = Instant::now();
+        futures_util::future::join_all((0..tasks).map(|_| async {
+            for _ in 0..per {
+                backend.jobs.dispatch(job()).await.expect("dispatch");
+            }
+        }))
+        .await;
+        let one = (per * tasks) as f64 / started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        for _ in 0..single / 1000 {
+            let batch = (0..1000).map(|_| job()).collect();
+            backend.jobs.dispatch_many(batch).await.expect("dispatch");
+        }
+        let many = (single / 1000 * 1000) as f64 / started.elapsed().as_secs_f64();
+        (one, many)
+    }
+
     async fn connect(&self, prefix: &str) -> RedisBackend {
         RedisBackend::connect(&self.url, prefix, Arc::new(SystemClock))
             .await

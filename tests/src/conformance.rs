@@ -1033,6 +1033,12 @@ suite! {
         assert_eq!(who(token.expose().into()).await, None, "the old token still works");
         assert_eq!(who(new.expose().into()).await, Some(acme.clone()));
         assert_eq!(who(beta_token.expose().into()).await, Some(beta.clone()));
+        // A rotation that read the record before another rotation replaced
+        // it writes nothing.
+        let late = tenant::create(&runtime::queue::MemoryBackend::default(), &acme, c.now()).await.expect("a record").0;
+        assert!(!store.write_tenant(&late, Some(&record)).await.expect("write"));
+        assert!(!store.write_tenant(&late, None).await.expect("write"));
+        assert_eq!(who(new.expose().into()).await, Some(acme.clone()));
         let names: Vec<String> = store
             .tenant_records()
             .await
@@ -1057,8 +1063,9 @@ suite! {
     }
 
     /// Removing a queue waits for its running jobs, then takes every job,
-    /// count and unique key; the queue leaves the listings, and a dispatch
-    /// there starts it anew. Other queues keep everything.
+    /// count and unique key (all but its last job number); the queue leaves
+    /// the listings, and a dispatch there starts it again. Other queues
+    /// keep everything.
     pub async fn a_removed_queue_leaves_nothing_and_starts_anew(b: Backend, _c: Clock) {
         let (doomed, kept) = (written("acme/q"), written("beta/q"));
         let unique = DispatchOptions {
@@ -1098,11 +1105,12 @@ suite! {
         assert_eq!(due(&b).await, ["beta/q"]);
         assert_eq!(b.counts(&kept).await.expect("counts").pending, 1);
         assert_eq!(b.remove_queue(&doomed).await.expect("remove again"), 0);
-        // Anew: numbered from 1, its unique key free.
+        // Anew: its unique key free, numbered on from before, so no id is
+        // given twice.
         let mut again = NewJob::new(doomed.clone(), Payload::new("2").expect("payload"));
         again.options = unique;
         let id = b.dispatch(again).await.expect("dispatch");
-        assert_eq!(id.to_string(), "acme/q:1");
+        assert_eq!(id.to_string(), "acme/q:4");
         assert_eq!(b.queues().await.expect("queues"), [doomed, kept]);
     }
 
@@ -1148,6 +1156,8 @@ suite! {
             tenants: [
                 (tenant_name("acme"), quota(Some(Rate { per_second: 1.0, burst: 2 }), None)),
                 (tenant_name("beta"), quota(None, Some(3))),
+                (tenant_name("gamma"), quota(Some(Rate { per_second: 1.0, burst: 1 }), Some(2))),
+                (tenant_name("delta"), quota(None, Some(10))),
             ]
             .into(),
         };
@@ -1202,6 +1212,27 @@ suite! {
         // Acme's and the default tenant's dispatches are not beta's.
         admitting.dispatch(new("free")).await.expect("no quota");
         assert_eq!(b.counts(&written("acme/q")).await.expect("counts").pending, 2);
+        // A batch refused for one tenant keeps nothing it took for another
+        // (acme's tokens) or for the refused one (gamma's backlog).
+        c.advance(Duration::from_secs(2));
+        admitting.dispatch(new("gamma/q")).await.expect("gamma's token");
+        let mixed = admitting
+            .dispatch_many(vec![new("acme/q"), new("acme/q"), new("gamma/q")])
+            .await
+            .expect_err("gamma is over its rate");
+        assert!(mixed.to_string().contains("tenant gamma is over its dispatch rate"), "{mixed}");
+        admitting
+            .dispatch_many(vec![new("acme/q"), new("acme/q")])
+            .await
+            .expect("acme's two tokens, given back");
+        c.advance(Duration::from_secs(1));
+        admitting.dispatch(new("gamma/q")).await.expect("room in gamma's backlog, given back");
+        assert_eq!(b.counts(&written("acme/q")).await.expect("counts").pending, 4);
+        assert_eq!(b.counts(&written("gamma/q")).await.expect("counts").pending, 2);
+        // Forty dispatches at once into a backlog of ten: ten get in.
+        let at_once = futures_util::future::join_all((0..40).map(|_| admitting.dispatch(new("delta/q")))).await;
+        assert_eq!(at_once.iter().filter(|r| r.is_ok()).count(), 10);
+        assert_eq!(b.counts(&written("delta/q")).await.expect("counts").pending, 10);
     }
 
     /// A published module is found by version and bytes; publishing again

@@ -514,3 +514,26 @@ fn strings(value: &redis::Value) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// A queue removed by one process and dispatched to again by another that
+/// listed it a moment before is listed again at once, not after that
+/// process's next periodic listing.
+#[tokio::test]
+async fn a_queue_removed_elsewhere_is_listed_again_by_its_next_dispatch() {
+    let (a, b) = (
+        connect(&server().url(), "again:").await,
+        connect(&server().url(), "again:").await,
+    );
+    let queue = q("back");
+    a.dispatch(job("back")).await.expect("dispatch");
+    assert_eq!(
+        b.queues().await.expect("queues"),
+        std::slice::from_ref(&queue)
+    );
+    assert_eq!(b.remove_queue(&queue).await.expect("remove"), 1);
+    assert_eq!(a.queues().await.expect("queues"), []);
+    let id = a.dispatch(job("back")).await.expect("dispatch again");
+    assert_eq!(a.queues().await.expect("queues"), [queue]);
+    // Numbered on from before: an id is never given twice.
+    assert_eq!(id.to_string(), "back:2");
+}

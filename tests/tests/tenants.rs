@@ -297,6 +297,8 @@ fn tenants_are_created_with_a_token_shown_once_rotated_and_removed_with_all_thei
         .display()
         .to_string();
     env.run(&["deploy", "acme/fork", &module]).expect_code(0);
+    // A queue with a module and never a job.
+    env.run(&["deploy", "acme/idle", &module]).expect_code(0);
     env.run(&["deploy", "beta/fork", &module]).expect_code(0);
     let keys = |pattern: &str| {
         let mut keys = env
@@ -318,13 +320,22 @@ fn tenants_are_created_with_a_token_shown_once_rotated_and_removed_with_all_thei
         .json();
     assert_eq!(
         removed,
-        serde_json::json!({"registered": true, "queues": 2, "jobs": 8, "modules": 1})
+        serde_json::json!({"registered": true, "queues": 2, "jobs": 8, "modules": 2})
     );
+    // Nothing of acme's but each queue's last job number, so that no job
+    // id is ever given twice.
     assert_eq!(
         keys("runtime:{acme/*"),
-        Vec::<String>::new(),
+        ["runtime:{acme/fork}:stats", "runtime:{acme/mail}:stats"],
         "acme's keys are left"
     );
+    for queue in ["fork", "mail"] {
+        let stats = env
+            .redis
+            .strings(&["HKEYS", &format!("runtime:{{acme/{queue}}}:stats")])
+            .expect("redis answers");
+        assert_eq!(stats, ["seq"]);
+    }
     assert_eq!(keys("runtime:{beta/*"), beta_keys, "beta's keys changed");
     let modules = env
         .redis
@@ -457,6 +468,24 @@ fn a_tenants_ceiling_holds_for_every_queue_it_runs_configured_or_not() {
         "{}",
         refused.stderr()
     );
+}
+
+#[test]
+fn a_fuel_ceiling_meters_a_tenants_queues_when_no_queue_sets_fuel() {
+    let handlers = tenant_handlers("spin", &["acme"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("fuel.toml");
+    std::fs::write(&config, "[tenants.acme.ceilings]\nfuel = 1000000\n").expect("write the config");
+    let config = config.display().to_string();
+    let id = env.dispatch("acme/spin", "{}", &["--max-attempts", "1"]);
+    let _w = env.worker(&["--all", "--config", &config]);
+    let mut shown = serde_json::Value::Null;
+    runtime_tests::workers::eventually(BOUND, "the job to fail", || {
+        shown = env.show(&id);
+        shown["state"] == "failed"
+    });
+    assert_eq!(shown["error"], "fuel budget 1000000 exhausted", "{shown}");
 }
 
 #[test]

@@ -131,7 +131,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
                     if removal.registered {
                         "; its token no longer works"
                     } else {
-                        " (it was not registered)"
+                        "; it had no registration left"
                     }
                 );
             }

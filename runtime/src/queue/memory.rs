@@ -48,6 +48,9 @@ struct Inner {
     queues: BTreeMap<QueueName, Queue>,
     /// The counts of job trees with follow-ups not yet done, by root.
     trees: HashMap<JobId, Tree>,
+    /// The last job number of each removed queue: a queue dispatched to
+    /// again goes on from it, so no job id is ever given twice.
+    removed: HashMap<QueueName, u64>,
 }
 
 /// A job tree's count.
@@ -320,7 +323,13 @@ impl Inner {
     /// Enqueues a checked job, or returns the live job holding its unique
     /// key.
     fn dispatch(&mut self, job: NewJob, now: UnixMillis, lineage: Option<Lineage>) -> JobId {
-        let q = self.queues.entry(job.queue.clone()).or_default();
+        let q = self
+            .queues
+            .entry(job.queue.clone())
+            .or_insert_with(|| Queue {
+                last_seq: self.removed.remove(&job.queue).unwrap_or(0),
+                ..Queue::default()
+            });
         if let Some(key) = &job.options.unique_key
             && let Some(&seq) = q.unique.get(key)
         {
@@ -782,6 +791,7 @@ impl JobQueue for MemoryBackend {
         // Trees rooted here go with their roots; a follow-up here leaves
         // its tree, wherever the root is.
         inner.trees.retain(|root, _| root.queue() != queue);
+        inner.removed.insert(queue.clone(), q.last_seq);
         for lineage in q.jobs.values().filter_map(|e| e.record.lineage.as_ref()) {
             inner.leave_tree(&lineage.root);
         }
@@ -791,9 +801,14 @@ impl JobQueue for MemoryBackend {
 
 #[async_trait]
 impl TenantStore for MemoryBackend {
-    async fn write_tenant(&self, record: &TenantRecord, create: bool) -> Result<bool, QueueError> {
+    async fn write_tenant(
+        &self,
+        record: &TenantRecord,
+        replacing: Option<&TenantRecord>,
+    ) -> Result<bool, QueueError> {
         let mut tenants = self.tenants_lock();
-        if tenants.contains_key(&record.name) == create {
+        let stored = tenants.get(&record.name).map(TenantRecord::token_hash);
+        if stored != replacing.map(TenantRecord::token_hash) {
             return Ok(false);
         }
         tenants.insert(record.name.clone(), record.clone());
@@ -827,6 +842,18 @@ impl TenantStore for MemoryBackend {
         *tokens = left;
         *at = (*at).max(now);
         Ok(taken)
+    }
+
+    async fn refund_dispatch(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        rate: Rate,
+    ) -> Result<(), QueueError> {
+        if let Some((tokens, _)) = crate::sync::lock(&self.buckets).get_mut(tenant) {
+            *tokens = (*tokens + jobs as f64).min(f64::from(rate.burst));
+        }
+        Ok(())
     }
 }
 
@@ -881,5 +908,11 @@ impl ModuleStore for MemoryBackend {
 
     async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError> {
         Ok(self.modules_lock().remove(queue).is_some())
+    }
+
+    async fn published(&self) -> Result<Vec<QueueName>, QueueError> {
+        let mut queues: Vec<QueueName> = self.modules_lock().keys().cloned().collect();
+        queues.sort();
+        Ok(queues)
     }
 }

@@ -446,15 +446,23 @@ pub trait ModuleStore: Send + Sync + std::fmt::Debug + 'static {
     /// Withdraws the published module of `queue`, so workers go back to
     /// its module file; whether there was one.
     async fn withdraw_module(&self, queue: &QueueName) -> Result<bool, QueueError>;
+
+    /// The queues with a published module, sorted.
+    async fn published(&self) -> Result<Vec<QueueName>, QueueError>;
 }
 
 /// The tenant registry: the records of tenants let in from outside, each
 /// with its token's hash ([`crate::tenant`] makes and checks them).
 #[async_trait]
 pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
-    /// Writes `record`. With `create`, only if the tenant has no record;
-    /// otherwise only if it has one. Whether it was written.
-    async fn write_tenant(&self, record: &TenantRecord, create: bool) -> Result<bool, QueueError>;
+    /// Writes `record`: if `replacing` is `None`, only if the tenant has
+    /// no record; otherwise only if its record has `replacing`'s token (no
+    /// rotation or removal came between). Whether it was written.
+    async fn write_tenant(
+        &self,
+        record: &TenantRecord,
+        replacing: Option<&TenantRecord>,
+    ) -> Result<bool, QueueError>;
 
     /// One tenant's record.
     async fn tenant_record(&self, tenant: &TenantName) -> Result<Option<TenantRecord>, QueueError>;
@@ -477,6 +485,15 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
         jobs: u64,
         rate: Rate,
     ) -> Result<Taken, QueueError>;
+
+    /// Gives back `jobs` tokens taken from `tenant`'s bucket for a dispatch
+    /// that then did not happen (never above `rate.burst`).
+    async fn refund_dispatch(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        rate: Rate,
+    ) -> Result<(), QueueError>;
 }
 
 /// A queue server's four seams, each shared: the job queue, the workers
@@ -492,8 +509,6 @@ pub struct Backend {
     pub modules: Arc<dyn ModuleStore>,
     /// Registered tenants.
     pub tenants: Arc<dyn TenantStore>,
-    /// The job queue without dispatch quotas.
-    unlimited: Arc<dyn JobQueue>,
 }
 
 impl Backend {
@@ -504,24 +519,18 @@ impl Backend {
             jobs: server.clone(),
             workers: server.clone(),
             modules: server.clone(),
-            tenants: server.clone(),
-            unlimited: server,
+            tenants: server,
         }
     }
 
     /// This server with every dispatch (the library's, and handlers'
     /// follow-ups through it) admitted within its tenant's `quotas`
-    /// ([`Admitting`]); these replace any set before.
+    /// ([`Admitting`] around `jobs`, whatever it is). Each call adds its
+    /// quotas to those already there; without any, it changes nothing.
     pub fn with_quotas(mut self, quotas: Quotas) -> Self {
-        self.jobs = if quotas.is_unlimited() {
-            self.unlimited.clone()
-        } else {
-            Arc::new(Admitting::new(
-                self.unlimited.clone(),
-                self.tenants.clone(),
-                quotas,
-            ))
-        };
+        if !quotas.is_unlimited() {
+            self.jobs = Arc::new(Admitting::new(self.jobs, self.tenants.clone(), quotas));
+        }
         self
     }
 

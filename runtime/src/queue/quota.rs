@@ -6,13 +6,16 @@
 //! - **Dispatch rate**: a token bucket per tenant, kept by the backend
 //!   ([`TenantStore::take_dispatch`]; on Redis in the tenant's slot,
 //!   `<prefix>{@t/<tenant>}:bucket`), so every process dispatching for a
-//!   tenant draws on one bucket. A refused dispatch takes no tokens.
+//!   tenant draws on one bucket. A refused dispatch keeps no tokens: those
+//!   taken for it (a batch's earlier tenants, or a dispatch the queue then
+//!   failed) are given back.
 //! - **Backlog**: the jobs waiting in a tenant's queues (pending and
 //!   scheduled). Counted from the queues' own counts at most once a
-//!   [`BACKLOG_FRESH`] per tenant per process, plus what this process
-//!   dispatched since, so one process never overshoots and a fleet
-//!   overshoots by at most what the others dispatched in that time (which
-//!   the dispatch rate bounds, when set).
+//!   [`BACKLOG_FRESH`] per tenant per process (one count at a time), plus
+//!   what this process dispatched since and has admitted but not yet
+//!   dispatched, all under one lock: one process never overshoots, and a
+//!   fleet overshoots by at most what the other processes dispatched since
+//!   their last count (which the dispatch rate bounds, when set).
 //!
 //! Everything else passes straight through.
 
@@ -104,11 +107,37 @@ pub(crate) fn take(tokens: f64, at: u64, now: u64, jobs: u64, rate: Rate) -> (Ta
 /// The longest wait a refusal names: a year.
 const MAX_WAIT_S: f64 = 365.0 * 24.0 * 3600.0;
 
-/// A tenant's backlog as last counted.
+/// What one process knows of a tenant's backlog.
 #[derive(Debug, Clone, Copy)]
-struct Counted {
+struct Backlog {
+    /// When it was last counted.
     at: Instant,
-    jobs: u64,
+    /// The jobs waiting then.
+    counted: u64,
+    /// `done` when that count began: what was dispatched after is not in it.
+    done_at_count: u64,
+    /// Jobs this process has dispatched, ever.
+    done: u64,
+    /// Jobs admitted and not yet dispatched (or refused).
+    reserved: u64,
+}
+
+impl Backlog {
+    /// The most jobs that can be waiting, as far as this process knows.
+    fn waiting(&self) -> u64 {
+        self.counted
+            .saturating_add(self.done - self.done_at_count)
+            .saturating_add(self.reserved)
+    }
+}
+
+/// What [`Admitting::admit`] took for a dispatch: given back if it fails.
+#[derive(Debug, Default)]
+struct Admitted {
+    /// Backlog reserved, by tenant.
+    reserved: Vec<(TenantName, u64)>,
+    /// Tokens taken, by tenant.
+    tokens: Vec<(TenantName, u64, Rate)>,
 }
 
 /// A job queue that admits dispatches within their tenants' quotas.
@@ -117,7 +146,10 @@ pub struct Admitting {
     inner: Arc<dyn JobQueue>,
     store: Arc<dyn TenantStore>,
     quotas: Quotas,
-    backlog: Mutex<HashMap<TenantName, Counted>>,
+    backlog: Mutex<HashMap<TenantName, Backlog>>,
+    /// Held while counting a backlog, so one count serves every dispatch
+    /// waiting for it.
+    counting: tokio::sync::Mutex<()>,
 }
 
 impl Admitting {
@@ -128,38 +160,52 @@ impl Admitting {
             store,
             quotas,
             backlog: Mutex::new(HashMap::new()),
+            counting: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Admits `jobs` new jobs of each tenant of `batch`, or refuses them
-    /// all (before any tokens are taken when a backlog is full).
-    async fn admit(&self, batch: &[&NewJob]) -> Result<(), QueueError> {
+    /// Admits the jobs of `batch`, taking their tenants' tokens and
+    /// reserving their backlog, or refuses them all, taking nothing.
+    async fn admit(&self, batch: &[&NewJob]) -> Result<Admitted, QueueError> {
         let mut per_tenant: BTreeMap<TenantName, u64> = BTreeMap::new();
         for job in batch {
             *per_tenant.entry(job.queue.tenant()).or_default() += 1;
         }
         for (tenant, &jobs) in &per_tenant {
-            let quota = self.quotas.of(tenant);
-            if let Some(max) = quota.max_backlog {
-                let waiting = self.backlog_of(tenant).await?;
-                if waiting.saturating_add(jobs) > max {
-                    return Err(QueueError::BacklogFull {
-                        tenant: tenant.clone(),
-                        waiting,
-                        max,
-                    });
-                }
+            if let Some(rate) = self.quotas.of(tenant).rate
+                && jobs > u64::from(rate.burst)
+            {
+                return Err(QueueError::OverBurst {
+                    tenant: tenant.clone(),
+                    jobs,
+                    burst: rate.burst,
+                });
             }
         }
-        for (tenant, &jobs) in &per_tenant {
+        let mut admitted = Admitted::default();
+        let refused = match self.take(&per_tenant, &mut admitted).await {
+            Ok(()) => return Ok(admitted),
+            Err(e) => e,
+        };
+        self.give_back(admitted).await;
+        Err(refused)
+    }
+
+    /// Reserves each tenant's backlog, then takes its tokens, noting what
+    /// it took in `admitted`; stops at the first refusal.
+    async fn take(
+        &self,
+        per_tenant: &BTreeMap<TenantName, u64>,
+        admitted: &mut Admitted,
+    ) -> Result<(), QueueError> {
+        for (tenant, &jobs) in per_tenant {
+            if let Some(max) = self.quotas.of(tenant).max_backlog {
+                self.reserve(tenant, jobs, max).await?;
+                admitted.reserved.push((tenant.clone(), jobs));
+            }
+        }
+        for (tenant, &jobs) in per_tenant {
             if let Some(rate) = self.quotas.of(tenant).rate {
-                if jobs > u64::from(rate.burst) {
-                    return Err(QueueError::OverBurst {
-                        tenant: tenant.clone(),
-                        jobs,
-                        burst: rate.burst,
-                    });
-                }
                 if let Taken::No { wait } = self.store.take_dispatch(tenant, jobs, rate).await? {
                     return Err(QueueError::RateLimited {
                         tenant: tenant.clone(),
@@ -168,18 +214,52 @@ impl Admitting {
                         retry_after: wait,
                     });
                 }
+                admitted.tokens.push((tenant.clone(), jobs, rate));
             }
         }
         Ok(())
     }
 
-    /// The jobs waiting in `tenant`'s queues: counted again once
-    /// [`BACKLOG_FRESH`] old.
-    async fn backlog_of(&self, tenant: &TenantName) -> Result<u64, QueueError> {
-        let known = crate::sync::lock(&self.backlog).get(tenant).copied();
-        if let Some(c) = known.filter(|c| c.at.elapsed() < BACKLOG_FRESH) {
-            return Ok(c.jobs);
+    /// Gives back what `admitted` took, for a dispatch that did not happen.
+    /// Tokens that cannot be given back (the server unreachable) stay
+    /// taken: the bucket refills at its rate anyway.
+    async fn give_back(&self, admitted: Admitted) {
+        self.settle_reserved(&admitted, false);
+        for (tenant, jobs, rate) in &admitted.tokens {
+            let _ = self.store.refund_dispatch(tenant, *jobs, *rate).await;
         }
+    }
+
+    /// Ends `admitted`'s reservations: the jobs are waiting now if
+    /// `dispatched`, else they never were.
+    fn settle_reserved(&self, admitted: &Admitted, dispatched: bool) {
+        let mut known = crate::sync::lock(&self.backlog);
+        for (tenant, jobs) in &admitted.reserved {
+            if let Some(b) = known.get_mut(tenant) {
+                b.reserved = b.reserved.saturating_sub(*jobs);
+                if dispatched {
+                    b.done += jobs;
+                }
+            }
+        }
+    }
+
+    /// Reserves room for `jobs` more in `tenant`'s backlog of at most
+    /// `max`, counting it first if not counted in the last
+    /// [`BACKLOG_FRESH`].
+    async fn reserve(&self, tenant: &TenantName, jobs: u64, max: u64) -> Result<(), QueueError> {
+        if let Some(reserved) = self.reserve_counted(tenant, jobs, max) {
+            return reserved;
+        }
+        let _counting = self.counting.lock().await;
+        let done_at_count = {
+            if let Some(reserved) = self.reserve_counted(tenant, jobs, max) {
+                return reserved;
+            }
+            crate::sync::lock(&self.backlog)
+                .get(tenant)
+                .map_or(0, |b| b.done)
+        };
         let at = Instant::now();
         let queues: Vec<QueueName> = self
             .inner
@@ -190,15 +270,72 @@ impl Admitting {
             .collect();
         let counts =
             futures_util::future::try_join_all(queues.iter().map(|q| self.inner.counts(q))).await?;
-        let jobs = counts.iter().map(|c| c.pending + c.scheduled).sum();
-        crate::sync::lock(&self.backlog).insert(tenant.clone(), Counted { at, jobs });
-        Ok(jobs)
+        let counted = counts.iter().map(|c| c.pending + c.scheduled).sum();
+        let mut known = crate::sync::lock(&self.backlog);
+        let b = known.entry(tenant.clone()).or_insert(Backlog {
+            at,
+            counted,
+            done_at_count,
+            done: done_at_count,
+            reserved: 0,
+        });
+        b.at = at;
+        b.counted = counted;
+        b.done_at_count = done_at_count;
+        Self::reserve_in(b, tenant, jobs, max)
     }
 
-    /// Counts `jobs` more jobs of `tenant` waiting, until the next count.
-    fn added(&self, tenant: &TenantName, jobs: usize) {
-        if let Some(c) = crate::sync::lock(&self.backlog).get_mut(tenant) {
-            c.jobs = c.jobs.saturating_add(jobs as u64);
+    /// [`Self::reserve_in`] on `tenant`'s backlog if counted recently
+    /// enough; `None` if not.
+    fn reserve_counted(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        max: u64,
+    ) -> Option<Result<(), QueueError>> {
+        let mut known = crate::sync::lock(&self.backlog);
+        let b = known
+            .get_mut(tenant)
+            .filter(|b| b.at.elapsed() < BACKLOG_FRESH)?;
+        Some(Self::reserve_in(b, tenant, jobs, max))
+    }
+
+    /// Reserves room for `jobs` more in `b`, `tenant`'s backlog, if that
+    /// stays within `max`.
+    fn reserve_in(
+        b: &mut Backlog,
+        tenant: &TenantName,
+        jobs: u64,
+        max: u64,
+    ) -> Result<(), QueueError> {
+        let waiting = b.waiting();
+        if waiting.saturating_add(jobs) > max {
+            return Err(QueueError::BacklogFull {
+                tenant: tenant.clone(),
+                waiting,
+                max,
+            });
+        }
+        b.reserved += jobs;
+        Ok(())
+    }
+
+    /// Runs `dispatch` for jobs `admitted`, giving back what they took if
+    /// it fails.
+    async fn dispatched<T>(
+        &self,
+        admitted: Admitted,
+        dispatch: impl std::future::Future<Output = Result<T, QueueError>>,
+    ) -> Result<T, QueueError> {
+        match dispatch.await {
+            Ok(ids) => {
+                self.settle_reserved(&admitted, true);
+                Ok(ids)
+            }
+            Err(e) => {
+                self.give_back(admitted).await;
+                Err(e)
+            }
         }
     }
 }
@@ -209,23 +346,13 @@ impl JobQueue for Admitting {
         self.inner.settings_warnings().await
     }
     async fn dispatch(&self, job: NewJob) -> Result<JobId, QueueError> {
-        self.admit(&[&job]).await?;
-        let tenant = job.queue.tenant();
-        let id = self.inner.dispatch(job).await?;
-        self.added(&tenant, 1);
-        Ok(id)
+        let admitted = self.admit(&[&job]).await?;
+        self.dispatched(admitted, self.inner.dispatch(job)).await
     }
     async fn dispatch_many(&self, jobs: Vec<NewJob>) -> Result<Vec<JobId>, QueueError> {
-        self.admit(&jobs.iter().collect::<Vec<_>>()).await?;
-        let mut per_tenant: BTreeMap<TenantName, usize> = BTreeMap::new();
-        for job in &jobs {
-            *per_tenant.entry(job.queue.tenant()).or_default() += 1;
-        }
-        let ids = self.inner.dispatch_many(jobs).await?;
-        for (tenant, n) in &per_tenant {
-            self.added(tenant, *n);
-        }
-        Ok(ids)
+        let admitted = self.admit(&jobs.iter().collect::<Vec<_>>()).await?;
+        self.dispatched(admitted, self.inner.dispatch_many(jobs))
+            .await
     }
     async fn dispatch_follow_up(
         &self,
@@ -233,11 +360,9 @@ impl JobQueue for Admitting {
         lineage: Lineage,
         budget: TreeBudget,
     ) -> Result<JobId, QueueError> {
-        self.admit(&[&job]).await?;
-        let tenant = job.queue.tenant();
-        let id = self.inner.dispatch_follow_up(job, lineage, budget).await?;
-        self.added(&tenant, 1);
-        Ok(id)
+        let admitted = self.admit(&[&job]).await?;
+        let dispatch = self.inner.dispatch_follow_up(job, lineage, budget);
+        self.dispatched(admitted, dispatch).await
     }
     async fn leave_tree(&self, lineage: &Lineage) -> Result<(), QueueError> {
         self.inner.leave_tree(lineage).await

@@ -4,15 +4,17 @@
 -- registered as NAME .. '_' .. <function>, so two versions of the runtime
 -- sharing a server each call their own.
 --
--- Every function but `tree` gets one key, the queue's base <prefix>{<queue>},
--- and names the queue's other keys from it (all in its cluster slot):
+-- The job functions get one key, the queue's base <prefix>{<queue>}, and
+-- name the queue's other keys from it (all in its cluster slot); `tree`,
+-- `registry` and `bucket` get the one key they keep. A queue's keys:
 --   <base>:pending    zset, score -priority, member zero-padded seq (FIFO
 --                     within a priority: equal scores sort by member)
 --   <base>:scheduled  zset, score due time (ms)
 --   <base>:running    zset, score lease expiry (ms)
 --   <base>:failed     zset, score time of failure (ms)
 --   <base>:unique     hash, unique key -> seq of the live job holding it
---   <base>:stats      hash: seq (last job number), done (jobs finished)
+--   <base>:stats      hash: seq (last job number), done (jobs finished),
+--                     on (set by the first dispatch since it was new)
 --   <base>:wake       list: a marker wakes one blocked worker
 -- and a job's record, as plain strings so a batch of jobs is read (MGET)
 -- and written (MSET) in one command, not one per job:
@@ -233,7 +235,8 @@ end
 -- Enqueue jobs: ARGV[2..] in groups of six (record part d, priority, max
 -- attempts, has unique key '0'/'1', unique key, run at ms). Returns {the
 -- time to mark the queue due at or -1, {seq, 1} per new job or {seq, 0}
--- for the live job holding the unique key, enqueued in its place}.
+-- for the live job holding the unique key, enqueued in its place, 1 if the
+-- queue is new (never used, or removed: its stats have no `on` field)}.
 local function dispatch(keys, args)
   local base, now_s = keys[1], args[1]
   local now = tonumber(now_s)
@@ -241,6 +244,7 @@ local function dispatch(keys, args)
   local unique, stats = base .. ':unique', base .. ':stats'
   local records, pending, scheduled = {}, {}, {}
   local out = {}
+  local anew = redis.call('HSETNX', stats, 'on', 1)
   for i = 2, #args, 6 do
     local d, priority, max = args[i], args[i + 1], args[i + 2]
     local keyed, ukey, run_at = args[i + 3] == '1', args[i + 4], args[i + 5]
@@ -273,7 +277,7 @@ local function dispatch(keys, args)
   batched('ZADD', base .. ':pending', pending)
   batched('ZADD', base .. ':scheduled', scheduled)
   wake(base)
-  return {moved(base, now, before), out}
+  return {moved(base, now, before), out, anew}
 end
 
 -- Take up to ARGV[2] pending jobs under leases expiring at ARGV[3], after
@@ -587,27 +591,37 @@ local function purge(keys, args)
   return removed
 end
 
--- Remove a queue whole: up to ARGV[2] jobs per call, running ones too,
--- then (on the call that finds none left) its counts and unique keys.
--- Returns how many jobs went, or -1 (and changes nothing) while any job
--- runs. The caller repeats until it returns 0. Tree counts rooted here
--- expire on their own.
+-- Remove a queue whole: up to ARGV[2] jobs per call (pending, scheduled
+-- and failed ones), then, on the call that finds none left, its counts and
+-- unique keys. Its last job number stays (the `seq` field of its stats),
+-- so a queue dispatched to again never gives an id twice, and a tree count
+-- rooted here (left to expire) is never taken for a new root's. Returns
+-- how many jobs went, or -1 (and changes nothing) while any job runs. The
+-- caller repeats until it returns 0.
 local function drop(keys, args)
   local base = keys[1]
   if redis.call('ZCARD', base .. ':running') > 0 then return -1 end
   local removed = purge(keys, args)
   if removed == 0 then
-    redis.call('DEL', base .. ':stats', base .. ':unique', base .. ':wake')
+    local stats = base .. ':stats'
+    local seq = redis.call('HGET', stats, 'seq')
+    redis.call('DEL', stats, base .. ':unique', base .. ':wake')
+    if seq then redis.call('HSET', stats, 'seq', seq) end
   end
   return removed
 end
 
--- The tenant registry (KEYS[1], a hash: name -> record). ARGV[2] is
--- 'create' (only if the name has no record) or 'replace' (only if it has
--- one); ARGV[3] the name, ARGV[4] the record. Returns 1 if written.
+-- The tenant registry (KEYS[1], a hash: name -> record, JSON). ARGV[2] is
+-- 'create' (only if the name has no record) or the token_sha256 of the
+-- record to replace (only if the stored one has it); ARGV[3] the name,
+-- ARGV[4] the record. Returns 1 if written.
 local function registry(keys, args)
-  local exists = redis.call('HEXISTS', keys[1], args[3]) == 1
-  if (args[2] == 'create') == exists then return 0 end
+  local stored = redis.call('HGET', keys[1], args[3])
+  if args[2] == 'create' then
+    if stored then return 0 end
+  elseif not stored or cjson.decode(stored).token_sha256 ~= args[2] then
+    return 0
+  end
   redis.call('HSET', keys[1], args[3], args[4])
   return 1
 end
@@ -615,8 +629,12 @@ end
 -- A tenant's dispatch bucket (KEYS[1], a hash: tokens, at ms). ARGV: now,
 -- jobs, rate per second, burst. Takes `jobs` tokens if it holds them
 -- (returns {1, 0}); else takes none and returns {0, ms until it would}.
--- The same rule as the in-memory backend's (quota.rs `take`). Expires
--- once it would be full again.
+-- A negative `jobs` gives tokens back (never above the burst). The same
+-- rule as the in-memory backend's (quota.rs `take`), waits capped at a
+-- year. Expires once it would be full again, and never within a minute, so
+-- a bucket is not forgotten while its owner's clock and the server's
+-- disagree.
+local YEAR_MS = 31536000000
 local function bucket(keys, args)
   local now, jobs = tonumber(args[1]), tonumber(args[2])
   local rate, burst = tonumber(args[3]), tonumber(args[4])
@@ -629,14 +647,18 @@ local function bucket(keys, args)
   end
   local taken = 0
   local wait = 0
-  if tokens >= jobs then
+  if jobs < 0 then
+    tokens = math.min(burst, tokens - jobs)
+    taken = 1
+  elseif tokens >= jobs then
     tokens = tokens - jobs
     taken = 1
   else
-    wait = math.ceil((jobs - tokens) / rate * 1000)
+    wait = math.min(YEAR_MS, math.ceil((jobs - tokens) / rate * 1000))
   end
   redis.call('HSET', keys[1], 'tokens', string.format('%.6f', tokens), 'at', at)
-  redis.call('PEXPIRE', keys[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+  local full = math.min(YEAR_MS, math.ceil((burst - tokens) / rate * 1000))
+  redis.call('PEXPIRE', keys[1], math.max(full, 0) + 60000)
   return {taken, wait}
 end
 

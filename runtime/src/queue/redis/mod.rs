@@ -28,7 +28,7 @@
 //! | `P{@modules}`, `P{@modules}:<q>:<version>` | hash, string | published modules ([`ModuleStore`](super::ModuleStore)) |
 //! | `P{@due}`, `P{@due}:marks`, `P{@due}:wake` | zset, hash, list | the due index: queue → when it may next have work, times marked, wake-up marker ([`JobQueue::due`]) |
 //! | `P{@tenants}`                | hash | registered tenants: name → record, JSON ([`TenantStore`](super::TenantStore)) |
-//! | `P{@t/<tenant>}:bucket`      | hash | a tenant's dispatch bucket: `tokens`, `at` ([`TenantStore::take_dispatch`](super::TenantStore::take_dispatch)); expires once full |
+//! | `P{@t/<tenant>}:bucket`      | hash | a tenant's dispatch bucket: `tokens`, `at` ([`TenantStore::take_dispatch`](super::TenantStore::take_dispatch)); expires a minute after it would be full |
 //!
 //! A record is plain strings so that a batch of jobs is read and written
 //! with one `MGET` and one `MSET`. Records written by versions before this
@@ -365,9 +365,11 @@ impl RedisBackend {
     /// Adds `queue` to the set of queues, once per process every
     /// [`REGISTER_AGAIN`] (a queue removed by another process comes back
     /// to the set when this one dispatches there again).
-    async fn register(&self, queue: &QueueName) -> Result<(), QueueError> {
+    /// With `again`, adds it whatever this process last did: the queue's
+    /// dispatch found it new (removed, or never used).
+    async fn register(&self, queue: &QueueName, again: bool) -> Result<(), QueueError> {
         let fresh = |at: &Instant| at.elapsed() < REGISTER_AGAIN;
-        if self.lock_known().get(queue).is_some_and(fresh) {
+        if !again && self.lock_known().get(queue).is_some_and(fresh) {
             return Ok(());
         }
         let _added: i64 = self
@@ -395,8 +397,8 @@ impl RedisBackend {
         lineage: Option<&Lineage>,
         now: UnixMillis,
     ) -> Result<Vec<(JobId, bool)>, QueueError> {
-        self.register(queue).await?;
-        let (due_at, seqs): (i64, Vec<(u64, u8)>) = self
+        self.register(queue, false).await?;
+        let (due_at, seqs, anew): (i64, Vec<(u64, u8)>, u8) = self
             .call(Function::Dispatch, queue, now, |cmd| {
                 for job in jobs {
                     let run_at = job.options.run_at.due(now);
@@ -415,6 +417,10 @@ impl RedisBackend {
                 backend: self.shared.name.clone(),
                 message: "the dispatch function returned a short reply".into(),
             });
+        }
+        if anew == 1 {
+            // Removed by another process since this one listed it.
+            self.register(queue, true).await?;
         }
         self.mark(queue, due_at, now).await;
         Ok(seqs

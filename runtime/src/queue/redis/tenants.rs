@@ -25,7 +25,11 @@ impl RedisBackend {
 
 #[async_trait]
 impl TenantStore for RedisBackend {
-    async fn write_tenant(&self, record: &TenantRecord, create: bool) -> Result<bool, QueueError> {
+    async fn write_tenant(
+        &self,
+        record: &TenantRecord,
+        replacing: Option<&TenantRecord>,
+    ) -> Result<bool, QueueError> {
         let json = serde_json::to_string(record).map_err(|e| QueueError::Backend {
             backend: self.shared.name.clone(),
             message: format!("cannot encode the record of tenant {}: {e}", record.name),
@@ -37,7 +41,7 @@ impl TenantStore for RedisBackend {
                 &self.shared.keys.tenants(),
                 now,
                 |cmd| {
-                    cmd.arg(if create { "create" } else { "replace" })
+                    cmd.arg(replacing.map_or("create", TenantRecord::token_hash))
                         .arg(record.name.as_str())
                         .arg(json);
                 },
@@ -91,6 +95,24 @@ impl TenantStore for RedisBackend {
                 wait: Duration::from_millis(wait),
             }
         })
+    }
+
+    async fn refund_dispatch(
+        &self,
+        tenant: &TenantName,
+        jobs: u64,
+        rate: Rate,
+    ) -> Result<(), QueueError> {
+        let now = self.shared.clock.now();
+        let key = format!("{}:bucket", self.shared.keys.tenant(tenant));
+        let refund = -i64::try_from(jobs).unwrap_or(i64::MAX);
+        let reply = self
+            .call_key(Function::Bucket, &key, now, |cmd| {
+                cmd.arg(refund).arg(rate.per_second).arg(rate.burst);
+            })
+            .await?;
+        let _: (i64, u64) = self.reply(Function::Bucket, reply)?;
+        Ok(())
     }
 
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
