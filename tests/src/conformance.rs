@@ -1235,6 +1235,34 @@ suite! {
         assert_eq!(b.counts(&written("delta/q")).await.expect("counts").pending, 10);
     }
 
+    /// A tenant's jobs in flight are shared by its holders (workers) up to
+    /// its cap, given back one by one, and a holder whose time passes (a
+    /// worker that died) holds nothing; tenants are apart.
+    pub async fn in_flight_slots_are_capped_per_tenant_and_freed_when_a_holder_lapses(b: Backend, c: Clock) {
+        let (acme, beta) = (tenant_name("acme"), tenant_name("beta"));
+        let at = |ms: u64| c.now() + ms;
+        assert_eq!(b.take_flight(&acme, "w1", 3, 4, at(1_000)).await.expect("take"), 3);
+        assert_eq!(b.take_flight(&acme, "w2", 3, 4, at(5_000)).await.expect("take"), 1);
+        assert_eq!(b.take_flight(&acme, "w3", 1, 4, at(5_000)).await.expect("take"), 0);
+        assert_eq!(b.take_flight(&beta, "w1", 5, 2, at(1_000)).await.expect("take"), 2);
+        assert_eq!(b.in_flight(&acme).await.expect("count"), 4);
+        b.give_flight(&acme, "w1", 2).await.expect("give");
+        assert_eq!(b.in_flight(&acme).await.expect("count"), 2);
+        assert_eq!(b.take_flight(&acme, "w2", 5, 4, at(5_000)).await.expect("take"), 2);
+        // Giving back more than it holds gives back what it holds.
+        b.give_flight(&acme, "w3", 9).await.expect("give");
+        assert_eq!(b.in_flight(&acme).await.expect("count"), 4);
+        // w1 keeps its one job past its first time; w2 lapses.
+        b.hold_flight(&acme, "w1", at(10_000)).await.expect("hold");
+        c.advance(Duration::from_secs(6));
+        assert_eq!(b.in_flight(&acme).await.expect("count"), 1);
+        assert_eq!(b.in_flight(&beta).await.expect("count"), 0, "beta's holder lapsed too");
+        assert_eq!(b.take_flight(&acme, "w3", 10, 4, at(5_000)).await.expect("take"), 3);
+        b.give_flight(&acme, "w1", 1).await.expect("give");
+        b.give_flight(&acme, "w3", 3).await.expect("give");
+        assert_eq!(b.in_flight(&acme).await.expect("count"), 0);
+    }
+
     /// A published module is found by version and bytes; publishing again
     /// replaces it; withdrawing removes it.
     pub async fn published_modules_replace_and_withdraw(b: Backend, _c: Clock) {

@@ -38,7 +38,14 @@ pub struct MemoryBackend {
     tenants: Mutex<BTreeMap<TenantName, TenantRecord>>,
     /// Dispatch buckets: tokens held, and when last filled.
     buckets: Mutex<HashMap<TenantName, (f64, UnixMillis)>>,
+    /// Tenants' jobs in flight: by tenant, by holder, how many and until
+    /// when.
+    flights: Mutex<HashMap<TenantName, Holders>>,
 }
+
+/// One tenant's holders of jobs in flight: how many each holds, and until
+/// when.
+type Holders = HashMap<String, (u64, UnixMillis)>;
 
 /// Published modules: version and bytes, by queue.
 type Modules = HashMap<QueueName, (String, Arc<Vec<u8>>)>;
@@ -112,6 +119,7 @@ impl MemoryBackend {
             modules: Mutex::new(HashMap::new()),
             tenants: Mutex::new(BTreeMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
@@ -799,6 +807,22 @@ impl JobQueue for MemoryBackend {
     }
 }
 
+impl MemoryBackend {
+    /// `f` on `tenant`'s holders of jobs in flight, those whose time
+    /// passed dropped first.
+    fn with_flights<T>(&self, tenant: &TenantName, f: impl FnOnce(&mut Holders) -> T) -> T {
+        let now = self.clock.now();
+        let mut all = crate::sync::lock(&self.flights);
+        let holders = all.entry(tenant.clone()).or_default();
+        holders.retain(|_, (n, until)| *n > 0 && *until > now);
+        let out = f(holders);
+        if holders.is_empty() {
+            all.remove(tenant);
+        }
+        out
+    }
+}
+
 #[async_trait]
 impl TenantStore for MemoryBackend {
     async fn write_tenant(
@@ -825,6 +849,7 @@ impl TenantStore for MemoryBackend {
 
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
         crate::sync::lock(&self.buckets).remove(tenant);
+        crate::sync::lock(&self.flights).remove(tenant);
         Ok(self.tenants_lock().remove(tenant).is_some())
     }
 
@@ -842,6 +867,60 @@ impl TenantStore for MemoryBackend {
         *tokens = left;
         *at = (*at).max(now);
         Ok(taken)
+    }
+
+    async fn take_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        want: u64,
+        max: u64,
+        until: UnixMillis,
+    ) -> Result<u64, QueueError> {
+        Ok(self.with_flights(tenant, |holders| {
+            let total: u64 = holders.values().map(|(n, _)| n).sum();
+            let granted = want.min(max.saturating_sub(total));
+            if granted > 0 {
+                let mine = holders.entry(holder.to_string()).or_insert((0, until));
+                *mine = (mine.0 + granted, mine.1.max(until));
+            }
+            granted
+        }))
+    }
+
+    async fn give_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        n: u64,
+    ) -> Result<(), QueueError> {
+        self.with_flights(tenant, |holders| {
+            if let Some(mine) = holders.get_mut(holder) {
+                mine.0 = mine.0.saturating_sub(n);
+                if mine.0 == 0 {
+                    holders.remove(holder);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    async fn hold_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        until: UnixMillis,
+    ) -> Result<(), QueueError> {
+        self.with_flights(tenant, |holders| {
+            if let Some(mine) = holders.get_mut(holder) {
+                mine.1 = mine.1.max(until);
+            }
+        });
+        Ok(())
+    }
+
+    async fn in_flight(&self, tenant: &TenantName) -> Result<u64, QueueError> {
+        Ok(self.with_flights(tenant, |holders| holders.values().map(|(n, _)| n).sum()))
     }
 
     async fn refund_dispatch(

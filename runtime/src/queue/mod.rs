@@ -486,6 +486,39 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
         rate: Rate,
     ) -> Result<Taken, QueueError>;
 
+    /// Lets `holder` (one worker) have up to `want` more of `tenant`'s jobs
+    /// in flight, keeping the tenant's total over every holder within
+    /// `max`; the holder keeps them until `until` unless it holds them
+    /// again ([`TenantStore::hold_flight`]). Returns how many it may have.
+    async fn take_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        want: u64,
+        max: u64,
+        until: UnixMillis,
+    ) -> Result<u64, QueueError>;
+
+    /// `holder` has `n` fewer of `tenant`'s jobs in flight.
+    async fn give_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        n: u64,
+    ) -> Result<(), QueueError>;
+
+    /// `holder` keeps what it has of `tenant`'s jobs in flight until
+    /// `until`.
+    async fn hold_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        until: UnixMillis,
+    ) -> Result<(), QueueError>;
+
+    /// `tenant`'s jobs in flight over every live holder.
+    async fn in_flight(&self, tenant: &TenantName) -> Result<u64, QueueError>;
+
     /// Gives back `jobs` tokens taken from `tenant`'s bucket for a dispatch
     /// that then did not happen (never above `rate.burst`).
     async fn refund_dispatch(
@@ -509,6 +542,8 @@ pub struct Backend {
     pub modules: Arc<dyn ModuleStore>,
     /// Registered tenants.
     pub tenants: Arc<dyn TenantStore>,
+    /// With quotas applied, `jobs` as it was before them.
+    before_quotas: Option<Arc<dyn JobQueue>>,
 }
 
 impl Backend {
@@ -520,16 +555,23 @@ impl Backend {
             workers: server.clone(),
             modules: server.clone(),
             tenants: server,
+            before_quotas: None,
         }
     }
 
     /// This server with every dispatch (the library's, and handlers'
     /// follow-ups through it) admitted within its tenant's `quotas`
-    /// ([`Admitting`] around `jobs`, whatever it is). Each call adds its
-    /// quotas to those already there; without any, it changes nothing.
+    /// ([`Admitting`] around `jobs`, whatever wraps it). Quotas applied
+    /// before are replaced, not added to: a backend passed through two
+    /// layers that each apply the configuration's quotas takes each
+    /// dispatch's tokens once.
     pub fn with_quotas(mut self, quotas: Quotas) -> Self {
-        if !quotas.is_unlimited() {
-            self.jobs = Arc::new(Admitting::new(self.jobs, self.tenants.clone(), quotas));
+        let under = self.before_quotas.take().unwrap_or(self.jobs);
+        if quotas.is_unlimited() {
+            self.jobs = under;
+        } else {
+            self.jobs = Arc::new(Admitting::new(under.clone(), self.tenants.clone(), quotas));
+            self.before_quotas = Some(under);
         }
         self
     }

@@ -443,6 +443,38 @@ mod tests {
         burst: 3,
     };
 
+    #[tokio::test]
+    async fn quotas_applied_twice_take_each_dispatch_once() {
+        let quotas = Quotas {
+            defaults: DispatchQuota {
+                rate: Some(Rate {
+                    per_second: 0.001,
+                    burst: 2,
+                }),
+                max_backlog: None,
+            },
+            tenants: BTreeMap::new(),
+        };
+        let backend = crate::Backend::memory()
+            .with_quotas(quotas.clone())
+            .with_quotas(quotas);
+        let job = || {
+            let queue = QueueName::new("q").expect("queue name");
+            NewJob::new(queue, crate::job::Payload::new("1").expect("payload"))
+        };
+        backend.jobs.dispatch(job()).await.expect("the first token");
+        backend
+            .jobs
+            .dispatch(job())
+            .await
+            .expect("the second token");
+        let refused = backend.jobs.dispatch(job()).await;
+        assert!(
+            matches!(refused, Err(QueueError::RateLimited { .. })),
+            "{refused:?}"
+        );
+    }
+
     #[test]
     fn the_bucket_takes_what_it_holds_and_names_the_wait_for_the_rest() {
         // Full: three at once, then none.

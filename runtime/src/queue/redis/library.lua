@@ -662,6 +662,57 @@ local function bucket(keys, args)
   return {taken, wait}
 end
 
+-- A tenant's jobs in flight across the fleet (KEYS[1], a hash: holder ->
+-- 'jobs|expires ms'; a holder is one worker). ARGV: now, then what to do:
+--   take holder want max expires: grants up to `want` more to `holder`,
+--     keeping the tenant's total within `max`; returns {granted, total}.
+--   give holder n: `holder` has `n` fewer; returns {0, total}.
+--   hold holder expires: `holder` keeps what it has until `expires`.
+--   count: returns {0, total}.
+-- A holder whose time passed (a worker that died) holds nothing: its
+-- jobs' leases have expired as well. The key expires a minute after its
+-- last holder would.
+local function flight(keys, args)
+  local key, now, op, holder = keys[1], tonumber(args[1]), args[2], args[3]
+  local all = redis.call('HGETALL', key)
+  local total, mine, mine_until = 0, 0, 0
+  for i = 1, #all, 2 do
+    local n, at = string.match(all[i + 1], '^(%d+)|(%d+)$')
+    n, at = tonumber(n), tonumber(at)
+    if not n or at <= now then
+      redis.call('HDEL', key, all[i])
+    else
+      total = total + n
+      if all[i] == holder then mine, mine_until = n, at end
+    end
+  end
+  local function keep(n, expires)
+    if n <= 0 then
+      redis.call('HDEL', key, holder)
+      return
+    end
+    redis.call('HSET', key, holder, n .. '|' .. expires)
+    local ttl = expires - now + 60000
+    if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  end
+  if op == 'take' then
+    local want, max = tonumber(args[4]), tonumber(args[5])
+    local granted = math.max(0, math.min(want, max - total))
+    if granted > 0 then
+      keep(mine + granted, math.max(mine_until, tonumber(args[6])))
+    end
+    return {granted, total + granted}
+  elseif op == 'give' then
+    local n = math.min(mine, tonumber(args[4]))
+    keep(mine - n, mine_until)
+    return {0, total - n}
+  elseif op == 'hold' then
+    if mine > 0 then keep(mine, math.max(mine_until, tonumber(args[4]))) end
+    return {0, total}
+  end
+  return {0, total}
+end
+
 -- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
 -- jobs = jobs the tree ever held, root included; live = follow-ups not yet
 -- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
@@ -723,3 +774,4 @@ redis.register_function(NAME .. '_tree', tree)
 redis.register_function(NAME .. '_drop', drop)
 redis.register_function(NAME .. '_registry', registry)
 redis.register_function(NAME .. '_bucket', bucket)
+redis.register_function(NAME .. '_flight', flight)

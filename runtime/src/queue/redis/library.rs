@@ -46,6 +46,7 @@ pub(super) enum Function {
     Drop,
     Registry,
     Bucket,
+    Flight,
 }
 
 impl Function {
@@ -68,6 +69,7 @@ impl Function {
             Function::Drop => "drop",
             Function::Registry => "registry",
             Function::Bucket => "bucket",
+            Function::Flight => "flight",
         }
     }
 

@@ -10,11 +10,24 @@ use async_trait::async_trait;
 use super::RedisBackend;
 use super::library::Function;
 use crate::error::QueueError;
-use crate::job::TenantName;
+use crate::job::{TenantName, UnixMillis};
 use crate::queue::{Rate, Taken, TenantStore};
 use crate::tenant::TenantRecord;
 
 impl RedisBackend {
+    /// Calls the `flight` function on `tenant`'s ledger with `args`;
+    /// returns what it granted and the tenant's total.
+    async fn flight(
+        &self,
+        tenant: &TenantName,
+        args: impl FnOnce(&mut redis::Cmd),
+    ) -> Result<(u64, u64), QueueError> {
+        let now = self.shared.clock.now();
+        let key = format!("{}:flight", self.shared.keys.tenant(tenant));
+        let reply = self.call_key(Function::Flight, &key, now, args).await?;
+        self.reply(Function::Flight, reply)
+    }
+
     fn decode_tenant(&self, name: &str, json: &str) -> Result<TenantRecord, QueueError> {
         serde_json::from_str(json).map_err(|e| QueueError::Backend {
             backend: self.shared.name.clone(),
@@ -97,6 +110,57 @@ impl TenantStore for RedisBackend {
         })
     }
 
+    async fn take_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        want: u64,
+        max: u64,
+        until: UnixMillis,
+    ) -> Result<u64, QueueError> {
+        let (granted, _) = self
+            .flight(tenant, |cmd| {
+                cmd.arg("take").arg(holder).arg(want).arg(max).arg(until);
+            })
+            .await?;
+        Ok(granted)
+    }
+
+    async fn give_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        n: u64,
+    ) -> Result<(), QueueError> {
+        self.flight(tenant, |cmd| {
+            cmd.arg("give").arg(holder).arg(n);
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn hold_flight(
+        &self,
+        tenant: &TenantName,
+        holder: &str,
+        until: UnixMillis,
+    ) -> Result<(), QueueError> {
+        self.flight(tenant, |cmd| {
+            cmd.arg("hold").arg(holder).arg(until);
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn in_flight(&self, tenant: &TenantName) -> Result<u64, QueueError> {
+        let (_, total) = self
+            .flight(tenant, |cmd| {
+                cmd.arg("count");
+            })
+            .await?;
+        Ok(total)
+    }
+
     async fn refund_dispatch(
         &self,
         tenant: &TenantName,
@@ -116,8 +180,14 @@ impl TenantStore for RedisBackend {
     }
 
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
-        let bucket = format!("{}:bucket", self.shared.keys.tenant(tenant));
-        let _: i64 = self.query(redis::cmd("DEL").arg(bucket)).await?;
+        let base = self.shared.keys.tenant(tenant);
+        let _: i64 = self
+            .query(
+                redis::cmd("DEL")
+                    .arg(format!("{base}:bucket"))
+                    .arg(format!("{base}:flight")),
+            )
+            .await?;
         let removed: i64 = self
             .query(
                 redis::cmd("HDEL")
