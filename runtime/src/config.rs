@@ -94,6 +94,9 @@ pub struct TenantSection {
     /// Most jobs waiting (pending and scheduled) in its queues; a dispatch
     /// that would pass it is refused. Default: no limit.
     pub max_backlog: Option<u64>,
+    /// Most of its jobs running at once over every worker of the fleet;
+    /// past it, its jobs wait. Default: no limit.
+    pub max_in_flight: Option<u64>,
     /// The most this tenant's queues may be given. Default: no ceiling.
     pub ceilings: Option<Ceilings>,
 }
@@ -236,6 +239,8 @@ pub struct TenantSettings {
     pub min_share: f64,
     /// The most of a worker's slots it may hold.
     pub max_share: f64,
+    /// Most of its jobs running at once over the whole fleet.
+    pub max_in_flight: Option<u64>,
 }
 
 impl Default for TenantSettings {
@@ -244,6 +249,7 @@ impl Default for TenantSettings {
             weight: 1,
             min_share: 0.0,
             max_share: 1.0,
+            max_in_flight: None,
         }
     }
 }
@@ -259,6 +265,7 @@ impl TenantSection {
         }
         positive(key, "dispatch_burst", self.dispatch_burst.map(u64::from))?;
         positive(key, "max_backlog", self.max_backlog)?;
+        positive(key, "max_in_flight", self.max_in_flight)?;
         if let Some(rate) = self.dispatch_rate
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -323,6 +330,7 @@ impl TenantSection {
             weight: self.weight.unwrap_or(base.weight),
             min_share: self.min_share.unwrap_or(base.min_share),
             max_share: self.max_share.unwrap_or(base.max_share),
+            max_in_flight: self.max_in_flight.or(base.max_in_flight),
         }
     }
 }
@@ -1104,7 +1112,7 @@ mod tests {
     #[test]
     fn tenant_settings_come_from_their_section_over_the_defaults() {
         let config = Config::parse(
-            "[tenant_defaults]\nmax_share = 0.5\n[tenants.acme]\nweight = 3\nmin_share = 0.25\n",
+            "[tenant_defaults]\nmax_share = 0.5\n[tenants.acme]\nweight = 3\nmin_share = 0.25\nmax_in_flight = 7\n",
         )
         .expect("valid");
         let acme = TenantName::new("acme").expect("tenant");
@@ -1114,7 +1122,8 @@ mod tests {
             TenantSettings {
                 weight: 3,
                 min_share: 0.25,
-                max_share: 0.5
+                max_share: 0.5,
+                max_in_flight: Some(7),
             }
         );
         assert_eq!(

@@ -488,6 +488,97 @@ fn a_fuel_ceiling_meters_a_tenants_queues_when_no_queue_sets_fuel() {
     assert_eq!(shown["error"], "fuel budget 1000000 exhausted", "{shown}");
 }
 
+/// The most attempts of `ids` that ran at once, from their recorded
+/// start and end times (attempts that never ended are left out).
+fn most_at_once(env: &Env, ids: &[String]) -> usize {
+    let mut edges: Vec<(u64, i32)> = Vec::new();
+    for id in ids {
+        let shown = env.show(id);
+        for attempt in shown["history"].as_array().into_iter().flatten() {
+            if let (Some(start), Some(end)) =
+                (attempt["started_at"].as_u64(), attempt["ended_at"].as_u64())
+            {
+                edges.push((start, 1));
+                edges.push((end, -1));
+            }
+        }
+    }
+    // An end at the same millisecond as a start comes first: the slot was
+    // given back before the next job was claimed.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[test]
+fn a_tenants_in_flight_cap_holds_across_three_workers_and_a_killed_workers_slots_come_back() {
+    let handlers = tenant_handlers("nap", &["acme", "beta"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("flight.toml");
+    std::fs::write(&config, "[tenant_defaults]\nmax_in_flight = 2\n").expect("write the config");
+    let config = config.display().to_string();
+    let ids: Vec<String> = (0..12)
+        .map(|_| {
+            env.dispatch(
+                "acme/nap",
+                r#"{"ms": 150, "fail": true}"#,
+                &["--max-attempts", "1"],
+            )
+        })
+        .collect();
+    let workers: Vec<_> = (0..3)
+        .map(|_| env.worker(&["--all", "-c", "4", "--config", &config]))
+        .collect();
+    runtime_tests::workers::eventually(BOUND, "acme's jobs to end", || {
+        env.count("acme/nap", "failed") == 12
+    });
+    assert_eq!(
+        most_at_once(&env, &ids),
+        2,
+        "twelve 150 ms jobs, twelve slots, a cap of 2"
+    );
+    drop(workers);
+
+    // A worker killed with beta's two slots: they come back when its hold
+    // lapses (its lease), and a job waiting for one runs.
+    let mut first = env.worker(&["--all", "--lease", "1s", "--config", &config]);
+    for _ in 0..2 {
+        env.dispatch("beta/nap", r#"{"ms": 600000}"#, &["--max-attempts", "1"]);
+    }
+    runtime_tests::workers::eventually(BOUND, "beta's long jobs to run", || {
+        env.count("beta/nap", "running") == 2
+    });
+    first.kill();
+    let killed_at = now_ms();
+    let short = env.dispatch(
+        "beta/nap",
+        r#"{"ms": 10, "fail": true}"#,
+        &["--max-attempts", "1"],
+    );
+    let _second = env.worker(&["--all", "--lease", "1s", "--config", &config]);
+    let mut shown = serde_json::Value::Null;
+    runtime_tests::workers::eventually(BOUND, "the short job to run", || {
+        shown = env.show(&short);
+        shown["state"] == "failed"
+    });
+    // The killed worker renewed its hold at most a third of its lease
+    // before it died, so the hold lapsed at least 667 ms after.
+    let started = shown["history"][0]["started_at"].as_u64().expect("a start");
+    assert!(
+        started >= killed_at + 600,
+        "the short job started {} ms after the kill, before the dead worker's slots lapsed",
+        started.saturating_sub(killed_at)
+    );
+    runtime_tests::workers::eventually(BOUND, "the long jobs to fail", || {
+        env.count("beta/nap", "failed") == 3
+    });
+}
+
 #[test]
 fn a_tenant_over_its_dispatch_rate_or_backlog_is_refused_from_the_cli_and_from_handlers() {
     let handlers = tenant_handlers("dispatch_flood", &["gamma"]);
@@ -601,4 +692,12 @@ fn tenant_weights_share_three_workers_three_to_one() {
         done.0,
         done.1
     );
+}
+
+/// Now, in ms since the Unix epoch (the clock the workers record by).
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a time after 1970");
+    u64::try_from(since.as_millis()).expect("ms fit")
 }

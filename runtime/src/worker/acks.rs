@@ -5,11 +5,12 @@
 //! (events). A slot never waits for its ack: its room was given back when
 //! the attempt ended (see [`super::inflight::InFlight`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::job::{JobRecord, Lineage};
+use crate::job::{JobRecord, Lineage, TenantName};
 use crate::queue::clock::millis;
 use crate::queue::{Ack, AttemptEnd, Clock, Completion, JobQueue, Lease};
 use crate::sandbox::RunReport;
@@ -41,6 +42,9 @@ pub(super) struct Recorder {
     pub clock: Arc<dyn Clock>,
     pub inflight: Arc<InFlight>,
     pub events: Option<mpsc::UnboundedSender<JobEvent>>,
+    /// Tenants' slots in flight across the fleet, given back as their
+    /// jobs' attempts are recorded.
+    pub flight: Option<Arc<super::flight::Flight>>,
 }
 
 /// Records attempts until every sender is gone; returns the counts of
@@ -91,6 +95,17 @@ pub(super) async fn run(
             let jobs = &*recorder.jobs;
             futures_util::future::join_all(done_follow_ups.iter().map(|l| jobs.leave_tree(l)))
                 .await;
+        }
+        if let Some(flight) = &recorder.flight {
+            let mut per_tenant: HashMap<TenantName, usize> = HashMap::new();
+            for (a, _) in &ended {
+                if a.served.tenant.policy.max_in_flight.is_some() {
+                    *per_tenant.entry(a.served.tenant.name.clone()).or_default() += 1;
+                }
+            }
+            for (tenant, n) in per_tenant {
+                flight.give(&tenant, n).await;
+            }
         }
         for (a, ack) in ended {
             let end = AttemptEnd::of(ack, a.report.is_none());

@@ -11,6 +11,7 @@
 
 mod acks;
 mod fair;
+mod flight;
 mod heartbeat;
 mod inflight;
 mod outage;
@@ -33,7 +34,9 @@ use crate::error::QueueError;
 use crate::handlers::HandlerRegistry;
 use crate::job::{JobRecord, QueueName, TenantName};
 use crate::metrics::Metrics;
-use crate::queue::{Ack, AttemptEnd, Backend, Clock, JobQueue, SystemClock, WorkerRegistry};
+use crate::queue::{
+    Ack, AttemptEnd, Backend, Clock, JobQueue, SystemClock, TenantStore, WorkerRegistry,
+};
 use crate::sandbox::{Capabilities, RunReport};
 
 pub use policy::QueuePolicy;
@@ -157,6 +160,9 @@ pub struct Worker {
     reload: Option<reload::Reload>,
     /// Where heartbeats go (with `config.heartbeat`).
     registry: Option<Arc<dyn WorkerRegistry>>,
+    /// Where tenants' jobs in flight are counted across the fleet (their
+    /// `max_in_flight`).
+    tenants: Option<Arc<dyn TenantStore>>,
 }
 
 impl Worker {
@@ -174,6 +180,7 @@ impl Worker {
             deployments: Arc::default(),
         });
         worker.registry = Some(backend.workers);
+        worker.tenants = Some(backend.tenants);
         worker
     }
 
@@ -189,6 +196,7 @@ impl Worker {
             clock: Arc::new(SystemClock),
             reload: None,
             registry: None,
+            tenants: None,
         }
     }
 
@@ -220,6 +228,16 @@ impl Worker {
         let concurrency = self.config.concurrency.max(1);
         let inflight = Arc::new(inflight::InFlight::default());
         let ready = Arc::new(inflight::Ready::default());
+        let flight = self.tenants.as_ref().map(|store| {
+            let holder = heartbeat::identity(Vec::new(), concurrency).id;
+            Arc::new(flight::Flight::new(
+                store.clone(),
+                self.clock.clone(),
+                holder,
+                self.config.lease,
+            ))
+        });
+        let renewing = flight.clone().map(|f| tokio::spawn(flight::run(f)));
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(acks::run(
             acks::Recorder {
@@ -227,6 +245,7 @@ impl Worker {
                 clock: self.clock.clone(),
                 inflight: inflight.clone(),
                 events: self.events.clone(),
+                flight: flight.clone(),
             },
             acks_rx,
         ));
@@ -264,6 +283,7 @@ impl Worker {
                 deficits: std::collections::HashMap::new(),
                 reload: self.reload.clone(),
                 due_cache: None,
+                flight: flight.clone(),
             }
             .run(async {
                 let _ = shutdown_rx.await;
@@ -297,6 +317,12 @@ impl Worker {
         while slots.join_next().await.is_some() {}
         let mut stats = recorder.await.unwrap_or_default();
         stats.claimed = claimed;
+        if let Some(task) = renewing {
+            task.abort();
+        }
+        if let Some(flight) = &flight {
+            flight.release_all().await;
+        }
         beside.stop().await;
         Ok(stats)
     }

@@ -63,6 +63,9 @@ pub(super) struct Scheduler {
     pub reload: Option<Reload>,
     /// Serving every queue: the due queues last read, and when.
     pub due_cache: Option<(tokio::time::Instant, Vec<DueQueue>)>,
+    /// Tenants' slots in flight across the fleet, for those with a
+    /// `max_in_flight`.
+    pub flight: Option<Arc<super::flight::Flight>>,
 }
 
 /// Where the loop stands between claim rounds.
@@ -323,7 +326,7 @@ impl Scheduler {
             let first = turn % t.queues.len();
             t.queues.rotate_left(first);
         }
-        let standing: Vec<fair::TenantStanding> = tenants
+        let mut standing: Vec<fair::TenantStanding> = tenants
             .iter()
             .map(|t| fair::TenantStanding {
                 weight: t.served.policy.weight,
@@ -342,6 +345,9 @@ impl Scheduler {
         let room = room
             .min(self.config.batch.max(1))
             .min(usize::try_from(budget).unwrap_or(usize::MAX));
+        // Tenants capped across the fleet claim no more than the slots
+        // they get from their ledger this round.
+        let taken = self.take_flight(&tenants, &mut standing, room).await;
         // Slots go to tenants a quarter of a batch at a time: one claim
         // call takes several jobs even when many tenants share the round.
         let chunk = (self.config.batch / 4).max(1);
@@ -403,6 +409,7 @@ impl Scheduler {
         if let Some(e) = failed
             && claims.is_empty()
         {
+            self.give_flight(&tenants, &taken).await;
             return Err(e);
         }
         let mut extra = vec![0usize; tenants.len()];
@@ -427,6 +434,7 @@ impl Scheduler {
             }
             capped |= cap && got >= free;
         }
+        self.give_flight(&tenants, &taken).await;
         // A tenant that ran out of work keeps no credit; one that took
         // more than its share in the second pass pays for it.
         self.deficits.clear();
@@ -469,6 +477,51 @@ impl Scheduler {
             took_all,
             capped,
         })
+    }
+
+    /// Takes slots from the ledgers of the tenants with a `max_in_flight`
+    /// (all at once), as many as each could claim this round, and lowers
+    /// their standing to what they got; what each got.
+    async fn take_flight(
+        &self,
+        tenants: &[Tenant],
+        standing: &mut [fair::TenantStanding],
+        room: usize,
+    ) -> Vec<usize> {
+        let mut taken = vec![0; tenants.len()];
+        let Some(flight) = &self.flight else {
+            return taken;
+        };
+        let asks: Vec<(usize, u64)> = tenants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| Some((i, t.served.policy.max_in_flight?)))
+            .filter(|&(i, _)| standing[i].free > 0)
+            .collect();
+        let got = futures_util::future::join_all(asks.iter().map(|&(i, max)| {
+            flight.take(&tenants[i].served.name, standing[i].free.min(room), max)
+        }))
+        .await;
+        for (&(i, _), got) in asks.iter().zip(got) {
+            standing[i].free = got;
+            standing[i].owed = standing[i].owed.min(got);
+            taken[i] = got;
+        }
+        taken
+    }
+
+    /// Gives back the slots `taken` this round that the tenants did not
+    /// claim jobs for.
+    async fn give_flight(&self, tenants: &[Tenant], taken: &[usize]) {
+        let Some(flight) = &self.flight else {
+            return;
+        };
+        let unused = tenants
+            .iter()
+            .zip(taken)
+            .filter(|&(t, &n)| n > t.got)
+            .map(|(t, &n)| flight.give(&t.served.name, n - t.got));
+        futures_util::future::join_all(unused).await;
     }
 
     /// Claims up to `n` jobs of `queue` under the worker's lease.

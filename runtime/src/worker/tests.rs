@@ -532,6 +532,7 @@ async fn serving_every_queue_holds_each_tenants_ceiling_and_minimum() {
         weight: 1,
         min_share,
         max_share,
+        max_in_flight: None,
     };
     fake.tenants.insert(tenant("acme"), settings(0.0, 0.25));
     fake.tenants.insert(tenant("beta"), settings(0.5, 1.0));

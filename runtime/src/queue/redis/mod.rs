@@ -29,6 +29,7 @@
 //! | `P{@due}`, `P{@due}:marks`, `P{@due}:wake` | zset, hash, list | the due index: queue → when it may next have work, times marked, wake-up marker ([`JobQueue::due`]) |
 //! | `P{@tenants}`                | hash | registered tenants: name → record, JSON ([`TenantStore`](super::TenantStore)) |
 //! | `P{@t/<tenant>}:bucket`      | hash | a tenant's dispatch bucket: `tokens`, `at` ([`TenantStore::take_dispatch`](super::TenantStore::take_dispatch)); expires a minute after it would be full |
+//! | `P{@t/<tenant>}:flight`      | hash | a tenant's jobs in flight: holder (worker) → `jobs|expires ms` ([`TenantStore::take_flight`](super::TenantStore::take_flight)); a holder past its time holds nothing |
 //!
 //! A record is plain strings so that a batch of jobs is read and written
 //! with one `MGET` and one `MSET`. Records written by versions before this
