@@ -384,8 +384,10 @@ fn a_trickle_tenants_job_starts_within_a_claim_round_of_another_tenants_flood() 
     w.wait_for_log("job=beta/noop:1 ", BOUND);
     let log = w.log();
     // Acme's jobs that ended after beta's was in the queue and before it
-    // ended: those already running or claimed, and about one claim
-    // round's worth (8); behind the flood it would be 100,000.
+    // ended: those already running or claimed, and the rounds until the
+    // worker reads the due index again (at most every 10 ms while it finds
+    // work: some hundreds of noop jobs on a fast machine); behind the
+    // flood it would be 100,000.
     let mut between = 0;
     for line in log.lines() {
         if line.contains("job=beta/noop:1 ") {
@@ -397,7 +399,7 @@ fn a_trickle_tenants_job_starts_within_a_claim_round_of_another_tenants_flood() 
     }
     eprintln!("acme jobs ended between beta's dispatch and its end: {between}");
     assert!(
-        between <= 100,
+        between <= 1_000,
         "{between} of acme's jobs ended before beta's single job"
     );
     assert!(

@@ -347,7 +347,7 @@ impl Scheduler {
             .min(usize::try_from(budget).unwrap_or(usize::MAX));
         // Tenants capped across the fleet claim no more than the slots
         // they get from their ledger this round.
-        let taken = self.take_flight(&tenants, &mut standing, room).await;
+        let (taken, fleet_full) = self.take_flight(&tenants, &mut standing, room).await;
         // Slots go to tenants a quarter of a batch at a time: one claim
         // call takes several jobs even when many tenants share the round.
         let chunk = (self.config.batch / 4).max(1);
@@ -357,7 +357,9 @@ impl Scheduler {
         // (tenant, queue, how many more, whether that is a cap's).
         let mut hungry = Vec::new();
         let mut short = Vec::new();
-        let mut capped = false;
+        // A tenant held back by its cap across the fleet is looked at
+        // again when an attempt here ends (or the wait for work times out).
+        let mut capped = fleet_full;
         // The first pass's claims go out at once (each its own queue's
         // call, possibly on its own node): a round of many tenants' single
         // jobs costs one round trip, not one per queue.
@@ -481,16 +483,17 @@ impl Scheduler {
 
     /// Takes slots from the ledgers of the tenants with a `max_in_flight`
     /// (all at once), as many as each could claim this round, and lowers
-    /// their standing to what they got; what each got.
+    /// their standing to what they got; what each got, and whether any got
+    /// less than it asked for.
     async fn take_flight(
         &self,
         tenants: &[Tenant],
         standing: &mut [fair::TenantStanding],
         room: usize,
-    ) -> Vec<usize> {
+    ) -> (Vec<usize>, bool) {
         let mut taken = vec![0; tenants.len()];
         let Some(flight) = &self.flight else {
-            return taken;
+            return (taken, false);
         };
         let asks: Vec<(usize, u64)> = tenants
             .iter()
@@ -502,12 +505,14 @@ impl Scheduler {
             flight.take(&tenants[i].served.name, standing[i].free.min(room), max)
         }))
         .await;
+        let mut short = false;
         for (&(i, _), got) in asks.iter().zip(got) {
+            short |= got < standing[i].free.min(room);
             standing[i].free = got;
             standing[i].owed = standing[i].owed.min(got);
             taken[i] = got;
         }
-        taken
+        (taken, short)
     }
 
     /// Gives back the slots `taken` this round that the tenants did not
