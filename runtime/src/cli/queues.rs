@@ -2,7 +2,6 @@
 
 use runtime::QueueName;
 use runtime::queue::StateCounts;
-use runtime::{JobQueue, QueueError};
 
 use super::{Cli, CliResult, Exit, QueueArg};
 
@@ -41,7 +40,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         return Ok(Exit::Ok);
     }
-    let rows = counts_of(&*backend, |q| cli.lists(q)).await?;
+    let rows = runtime::queue::counts_of(&*backend, |q| cli.lists(q)).await?;
     if args.json {
         outln!("{}", by_queue_json(&rows)?);
         return Ok(Exit::Ok);
@@ -89,17 +88,4 @@ pub(super) fn by_queue_value(rows: &[(QueueName, StateCounts)]) -> serde_json::V
         .map(|(q, c)| (q.to_string(), serde_json::json!(c)))
         .collect::<serde_json::Map<_, _>>()
         .into()
-}
-
-/// Every queue `keep` keeps, with its counts, in the backend's order.
-pub(super) async fn counts_of(
-    backend: &dyn JobQueue,
-    keep: impl Fn(&QueueName) -> bool,
-) -> Result<Vec<(QueueName, StateCounts)>, QueueError> {
-    let mut rows = Vec::new();
-    for queue in backend.queues().await?.into_iter().filter(|q| keep(q)) {
-        let counts = backend.counts(&queue).await?;
-        rows.push((queue, counts));
-    }
-    Ok(rows)
 }

@@ -141,7 +141,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     }
     let only = args.action.as_ref().map(Action::tenant).or(cli.tenant());
     let queues =
-        super::queues::counts_of(&*backend.jobs, |q| only.is_none_or(|t| q.is_in(t))).await?;
+        runtime::queue::counts_of(&*backend.jobs, |q| only.is_none_or(|t| q.is_in(t))).await?;
     let records = match only {
         Some(t) => backend
             .tenants

@@ -194,6 +194,22 @@ pub struct WorkerInfo {
     pub beat_at: UnixMillis,
 }
 
+/// Every queue of `jobs` that `keep` keeps, with its counts, in the
+/// backend's order; the counts asked for all at once.
+pub async fn counts_of(
+    jobs: &dyn JobQueue,
+    keep: impl Fn(&QueueName) -> bool,
+) -> Result<Vec<(QueueName, StateCounts)>, QueueError> {
+    let queues: Vec<QueueName> = jobs
+        .queues()
+        .await?
+        .into_iter()
+        .filter(|q| keep(q))
+        .collect();
+    let counts = futures_util::future::try_join_all(queues.iter().map(|q| jobs.counts(q))).await?;
+    Ok(queues.into_iter().zip(counts).collect())
+}
+
 /// The version of a published module: the SHA-256 of its bytes, in hex.
 pub fn module_version(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -403,8 +419,10 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
 
     /// Remove a queue with every job it holds and its counts, in bounded
     /// chunks; returns how many jobs went. A queue with running jobs is
-    /// left whole (but for jobs removed before one started) with
-    /// [`QueueError::QueueBusy`]. Dispatching to it again starts it anew.
+    /// refused with [`QueueError::QueueBusy`] (jobs removed before one
+    /// started stay removed). Only its last job number stays: dispatching
+    /// to it again lists it again and numbers on from there, so no id is
+    /// given twice.
     async fn remove_queue(&self, queue: &QueueName) -> Result<u64, QueueError>;
 }
 

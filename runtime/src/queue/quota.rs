@@ -261,16 +261,11 @@ impl Admitting {
                 .map_or(0, |b| b.done)
         };
         let at = Instant::now();
-        let queues: Vec<QueueName> = self
-            .inner
-            .queues()
+        let counted = super::counts_of(&*self.inner, |q| q.is_in(tenant))
             .await?
-            .into_iter()
-            .filter(|q| q.is_in(tenant))
-            .collect();
-        let counts =
-            futures_util::future::try_join_all(queues.iter().map(|q| self.inner.counts(q))).await?;
-        let counted = counts.iter().map(|c| c.pending + c.scheduled).sum();
+            .iter()
+            .map(|(_, c)| c.pending + c.scheduled)
+            .sum();
         let mut known = crate::sync::lock(&self.backlog);
         let b = known.entry(tenant.clone()).or_insert(Backlog {
             at,

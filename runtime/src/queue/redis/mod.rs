@@ -16,7 +16,7 @@
 //! | `P{q}:running`               | zset | score lease expiry (ms)                 |
 //! | `P{q}:failed`                | zset | score time of failure (ms)              |
 //! | `P{q}:unique`                | hash | unique key -> seq of the live job       |
-//! | `P{q}:stats`                 | hash | `seq` (last job number), `done`         |
+//! | `P{q}:stats`                 | hash | `seq` (last job number; kept when the queue is removed), `done`, `on` (set by the first dispatch since it was new) |
 //! | `P{q}:wake`                  | list | wake-up marker for blocked workers      |
 //! | `P{q}:job:<seq>`             | string | what never changes: payload, times, tree, unique key (encoded by the host) |
 //! | `P{q}:job:<seq>:m`           | string | what changes: `state\|attempts\|token\|lease\|run_at\|started\|priority\|max\|flags` |
@@ -382,6 +382,18 @@ impl RedisBackend {
             .await?;
         self.lock_known().insert(queue.clone(), Instant::now());
         Ok(())
+    }
+
+    /// The queue names `cmd` replies with, sorted; names this version
+    /// cannot read are left out.
+    async fn queue_names(&self, cmd: &redis::Cmd) -> Result<Vec<QueueName>, QueueError> {
+        let names: Vec<String> = self.query(cmd).await?;
+        let mut queues: Vec<QueueName> = names
+            .into_iter()
+            .filter_map(|n| QueueName::parse(&n).ok())
+            .collect();
+        queues.sort();
+        Ok(queues)
     }
 
     fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<QueueName, Instant>> {
@@ -894,15 +906,8 @@ impl JobQueue for RedisBackend {
     }
 
     async fn queues(&self) -> Result<Vec<QueueName>, QueueError> {
-        let names: Vec<String> = self
-            .query(redis::cmd("SMEMBERS").arg(self.shared.keys.queues()))
-            .await?;
-        let mut queues: Vec<QueueName> = names
-            .into_iter()
-            .filter_map(|n| QueueName::parse(&n).ok())
-            .collect();
-        queues.sort();
-        Ok(queues)
+        self.queue_names(redis::cmd("SMEMBERS").arg(self.shared.keys.queues()))
+            .await
     }
 
     async fn retry(&self, id: &JobId) -> Result<(), QueueError> {

@@ -94,14 +94,7 @@ impl ModuleStore for RedisBackend {
     }
 
     async fn published(&self) -> Result<Vec<QueueName>, QueueError> {
-        let names: Vec<String> = self
-            .query(redis::cmd("HKEYS").arg(self.shared.keys.modules()))
-            .await?;
-        let mut queues: Vec<QueueName> = names
-            .into_iter()
-            .filter_map(|n| QueueName::parse(&n).ok())
-            .collect();
-        queues.sort();
-        Ok(queues)
+        self.queue_names(redis::cmd("HKEYS").arg(self.shared.keys.modules()))
+            .await
     }
 }
