@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::job::{MAX_DELAY, QueueName, TenantName, config_section};
-use crate::queue::{DispatchQuota, Quotas, Rate};
+use crate::queue::{DispatchQuota, Quotas, Rate, RunTimeBudget};
 use crate::retry::Backoff;
 use crate::sandbox::outbound::allow::RequestHost;
 use crate::sandbox::outbound::{AllowList, Network};
@@ -97,6 +97,13 @@ pub struct TenantSection {
     /// Most of its jobs running at once over every worker of the fleet;
     /// past it, its jobs wait. Default: no limit.
     pub max_in_flight: Option<u64>,
+    /// Seconds of run time its attempts may take in each period, summed
+    /// over every worker; past it, its jobs wait for the next period.
+    /// Default: no limit.
+    pub cpu_budget_s: Option<f64>,
+    /// The period of `cpu_budget_s`, seconds; periods start at multiples
+    /// of it since the Unix epoch. Default 3600.
+    pub cpu_period_s: Option<u64>,
     /// The most this tenant's queues may be given. Default: no ceiling.
     pub ceilings: Option<Ceilings>,
 }
@@ -241,7 +248,21 @@ pub struct TenantSettings {
     pub max_share: f64,
     /// Most of its jobs running at once over the whole fleet.
     pub max_in_flight: Option<u64>,
+    /// Run time its attempts may take per period, ms.
+    pub cpu_budget_ms: Option<u64>,
+    /// That period, ms.
+    pub cpu_period_ms: u64,
 }
+
+/// The period of a tenant's run-time budget unless set: an hour.
+const CPU_PERIOD_MS: u64 = 3_600_000;
+
+/// The longest period of a run-time budget: a year, in seconds.
+const MAX_CPU_PERIOD_S: u64 = 366 * 24 * 3600;
+
+/// The largest run-time budget, seconds: far beyond any fleet's year, and
+/// its ms well within range.
+const MAX_CPU_BUDGET_S: f64 = 1e12;
 
 impl Default for TenantSettings {
     fn default() -> Self {
@@ -250,7 +271,19 @@ impl Default for TenantSettings {
             min_share: 0.0,
             max_share: 1.0,
             max_in_flight: None,
+            cpu_budget_ms: None,
+            cpu_period_ms: CPU_PERIOD_MS,
         }
+    }
+}
+
+impl TenantSettings {
+    /// Its run-time budget, if it has one.
+    pub fn run_time(&self) -> Option<RunTimeBudget> {
+        Some(RunTimeBudget {
+            budget_ms: self.cpu_budget_ms?,
+            period_ms: self.cpu_period_ms,
+        })
     }
 }
 
@@ -266,6 +299,25 @@ impl TenantSection {
         positive(key, "dispatch_burst", self.dispatch_burst.map(u64::from))?;
         positive(key, "max_backlog", self.max_backlog)?;
         positive(key, "max_in_flight", self.max_in_flight)?;
+        positive(key, "cpu_period_s", self.cpu_period_s)?;
+        if let Some(s) = self.cpu_budget_s
+            && !(0.001..=MAX_CPU_BUDGET_S).contains(&s)
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.cpu_budget_s"),
+                message: format!(
+                    "{s} is not a budget: give seconds of run time per period, from 0.001 to {MAX_CPU_BUDGET_S}"
+                ),
+            });
+        }
+        if let Some(s) = self.cpu_period_s
+            && s > MAX_CPU_PERIOD_S
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.cpu_period_s"),
+                message: format!("{s} is longer than a year ({MAX_CPU_PERIOD_S} s)"),
+            });
+        }
         if let Some(rate) = self.dispatch_rate
             && !(rate.is_finite() && rate > 0.0)
         {
@@ -331,6 +383,14 @@ impl TenantSection {
             min_share: self.min_share.unwrap_or(base.min_share),
             max_share: self.max_share.unwrap_or(base.max_share),
             max_in_flight: self.max_in_flight.or(base.max_in_flight),
+            // Validated: whole ms of a budget within a year's worth.
+            cpu_budget_ms: self
+                .cpu_budget_s
+                .map(|s| (s * 1000.0).round() as u64)
+                .or(base.cpu_budget_ms),
+            cpu_period_ms: self
+                .cpu_period_s
+                .map_or(base.cpu_period_ms, |s| s.saturating_mul(1000)),
         }
     }
 }
@@ -1112,7 +1172,7 @@ mod tests {
     #[test]
     fn tenant_settings_come_from_their_section_over_the_defaults() {
         let config = Config::parse(
-            "[tenant_defaults]\nmax_share = 0.5\n[tenants.acme]\nweight = 3\nmin_share = 0.25\nmax_in_flight = 7\n",
+            "[tenant_defaults]\nmax_share = 0.5\ncpu_period_s = 60\n[tenants.acme]\nweight = 3\nmin_share = 0.25\nmax_in_flight = 7\ncpu_budget_s = 1.5\n",
         )
         .expect("valid");
         let acme = TenantName::new("acme").expect("tenant");
@@ -1124,12 +1184,23 @@ mod tests {
                 min_share: 0.25,
                 max_share: 0.5,
                 max_in_flight: Some(7),
+                cpu_budget_ms: Some(1500),
+                cpu_period_ms: 60_000,
             }
         );
+        assert_eq!(
+            config.tenant(&acme).run_time(),
+            Some(RunTimeBudget {
+                budget_ms: 1500,
+                period_ms: 60_000
+            })
+        );
+        assert_eq!(config.tenant(&beta).run_time(), None);
         assert_eq!(
             config.tenant(&beta),
             TenantSettings {
                 max_share: 0.5,
+                cpu_period_ms: 60_000,
                 ..TenantSettings::default()
             }
         );
@@ -1156,6 +1227,14 @@ mod tests {
         assert_eq!(
             refused("[tenant_defaults]\nmin_share = 0.6\n[tenants.acme]\nmax_share = 0.5\n"),
             "invalid config: tenants.acme.max_share: 0.5 is less than the min_share it inherits (0.6)"
+        );
+        assert_eq!(
+            refused("[tenants.acme]\ncpu_budget_s = -1\n"),
+            "invalid config: tenants.acme.cpu_budget_s: -1 is not a budget: give seconds of run time per period, from 0.001 to 1000000000000"
+        );
+        assert_eq!(
+            refused("[tenant_defaults]\ncpu_period_s = 0\n"),
+            "invalid config: tenant_defaults.cpu_period_s: must be greater than 0"
         );
         assert!(refused("[tenants.Acme]\n").starts_with("invalid config: tenants.Acme: "));
         assert!(refused("[tenants.acme]\nshare = 1\n").contains("unknown field `share`"));

@@ -1263,6 +1263,31 @@ suite! {
         assert_eq!(b.in_flight(&acme).await.expect("count"), 0);
     }
 
+    /// A tenant's attempt run time adds up within a period over every
+    /// caller, starts again in the next, is read without changing it, goes
+    /// to the latest period from a caller whose clock is behind, and goes
+    /// with the tenant; tenants are apart.
+    pub async fn run_time_adds_up_per_tenant_and_period(b: Backend, c: Clock) {
+        let (acme, beta) = (tenant_name("acme"), tenant_name("beta"));
+        let hour = 3_600_000;
+        let this = c.now() - c.now() % hour;
+        assert_eq!(b.charge_run_time(&acme, this, hour, 0).await.expect("read"), 0);
+        assert_eq!(b.charge_run_time(&acme, this, hour, 250).await.expect("charge"), 250);
+        assert_eq!(b.charge_run_time(&acme, this, hour, 100).await.expect("charge"), 350);
+        assert_eq!(b.charge_run_time(&beta, this, hour, 7).await.expect("charge"), 7);
+        assert_eq!(b.charge_run_time(&acme, this, hour, 0).await.expect("read"), 350);
+        let next = this + hour;
+        c.advance(Duration::from_millis(hour));
+        assert_eq!(b.charge_run_time(&acme, next, hour, 0).await.expect("read"), 0);
+        assert_eq!(b.charge_run_time(&acme, next, hour, 40).await.expect("charge"), 40);
+        // A worker whose clock is behind still reads and adds to the latest.
+        assert_eq!(b.charge_run_time(&acme, this, hour, 2).await.expect("charge"), 42);
+        assert_eq!(b.charge_run_time(&acme, next, hour, 0).await.expect("read"), 42);
+        b.remove_tenant(&acme).await.expect("remove");
+        assert_eq!(b.charge_run_time(&acme, next, hour, 0).await.expect("read"), 0);
+        assert_eq!(b.charge_run_time(&beta, this, hour, 0).await.expect("read"), 7);
+    }
+
     /// A published module is found by version and bytes; publishing again
     /// replaces it; withdrawing removes it.
     pub async fn published_modules_replace_and_withdraw(b: Backend, _c: Clock) {

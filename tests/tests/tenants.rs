@@ -2,6 +2,7 @@
 //! queue is served from its own handlers directory, and a handler's
 //! dispatch stays inside its tenant whatever queue name it writes.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use runtime_tests::workers::Env;
@@ -702,4 +703,74 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("a time after 1970");
     u64::try_from(since.as_millis()).expect("ms fit")
+}
+
+/// When each of `ids`' attempts started.
+fn starts(env: &Env, ids: &[String]) -> Vec<u64> {
+    ids.iter()
+        .flat_map(|id| {
+            let shown = env.show(id);
+            shown["history"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["started_at"].as_u64())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The most of `starts` in any one period of `period` ms since the epoch,
+/// and in how many periods they fell.
+fn most_per_period(starts: &[u64], period: u64) -> (usize, usize) {
+    let mut per: HashMap<u64, usize> = HashMap::new();
+    for s in starts {
+        *per.entry(s / period).or_default() += 1;
+    }
+    (per.values().copied().max().unwrap_or(0), per.len())
+}
+
+#[test]
+fn a_tenant_past_its_run_time_budget_waits_for_the_next_period_while_another_runs() {
+    let handlers = tenant_handlers("nap", &["acme", "beta"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("budget.toml");
+    std::fs::write(
+        &config,
+        "[tenants.acme]\ncpu_budget_s = 0.5\ncpu_period_s = 2\n",
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    let nap = |tenant: &str, ms: u64, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                env.dispatch(
+                    &format!("{tenant}/nap"),
+                    &format!(r#"{{"ms": {ms}, "fail": true}}"#),
+                    &["--max-attempts", "1"],
+                )
+            })
+            .collect()
+    };
+    let acme = nap("acme", 300, 12);
+    let beta = nap("beta", 50, 16);
+    let _worker = env.worker(&["--all", "-c", "2", "--config", &config]);
+    runtime_tests::workers::eventually(BOUND, "every job to end", || {
+        env.count("acme/nap", "failed") == 12 && env.count("beta/nap", "failed") == 16
+    });
+    // Two 300 ms attempts pass 0.5 s; two more may start in the slots they
+    // free while their run time is being added. Unbudgeted, two slots
+    // start a dozen of them in 2 s.
+    let (most, periods) = most_per_period(&starts(&env, &acme), 2_000);
+    assert!(
+        most <= 4,
+        "{most} of acme's attempts started in one 2 s period"
+    );
+    assert!(periods >= 3, "acme's 12 attempts fell in {periods} periods");
+    let (most, _) = most_per_period(&starts(&env, &beta), 2_000);
+    assert!(
+        most >= 5,
+        "beta, with no budget, started at most {most} attempts a period"
+    );
 }

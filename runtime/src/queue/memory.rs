@@ -41,6 +41,9 @@ pub struct MemoryBackend {
     /// Tenants' jobs in flight: by tenant, by holder, how many and until
     /// when.
     flights: Mutex<HashMap<TenantName, Holders>>,
+    /// Tenants' attempt run time: the period it is counted in (its start),
+    /// and ms.
+    run_times: Mutex<HashMap<TenantName, (UnixMillis, u64)>>,
 }
 
 /// One tenant's holders of jobs in flight: how many each holds, and until
@@ -120,6 +123,7 @@ impl MemoryBackend {
             tenants: Mutex::new(BTreeMap::new()),
             buckets: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
+            run_times: Mutex::new(HashMap::new()),
         }
     }
 
@@ -850,6 +854,7 @@ impl TenantStore for MemoryBackend {
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
         crate::sync::lock(&self.buckets).remove(tenant);
         crate::sync::lock(&self.flights).remove(tenant);
+        crate::sync::lock(&self.run_times).remove(tenant);
         Ok(self.tenants_lock().remove(tenant).is_some())
     }
 
@@ -933,6 +938,22 @@ impl TenantStore for MemoryBackend {
             *tokens = (*tokens + jobs as f64).min(f64::from(rate.burst));
         }
         Ok(())
+    }
+
+    async fn charge_run_time(
+        &self,
+        tenant: &TenantName,
+        period: UnixMillis,
+        _period_ms: u64,
+        ms: u64,
+    ) -> Result<u64, QueueError> {
+        let mut all = crate::sync::lock(&self.run_times);
+        let (held, used) = all.get(tenant).copied().unwrap_or((0, 0));
+        let used = if period > held { 0 } else { used };
+        if ms > 0 {
+            all.insert(tenant.clone(), (period.max(held), used.saturating_add(ms)));
+        }
+        Ok(used.saturating_add(ms))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::job::{
     UnixMillis,
 };
 use crate::tenant::TenantRecord;
-pub use quota::{Admitting, DispatchQuota, Quotas, Rate, Taken};
+pub use quota::{Admitting, DispatchQuota, Quotas, Rate, RunTimeBudget, Taken};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryBackend;
@@ -351,10 +351,15 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Wait until some queue, of any tenant, may have runnable work, or
-    /// `timeout` passes. May return early.
-    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
-        let queues = self.queues().await?;
+    /// Wait until some queue, of any tenant, other than those `passing`
+    /// over, may have runnable work, or `timeout` passes. May return early.
+    async fn wait_for_due(
+        &self,
+        passing: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        let mut queues = self.queues().await?;
+        queues.retain(|q| !passing.contains(q));
         self.wait_for_work(&queues, timeout).await
     }
 
@@ -545,6 +550,19 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
         jobs: u64,
         rate: Rate,
     ) -> Result<(), QueueError>;
+
+    /// Adds `ms` to `tenant`'s attempt run time in the period of
+    /// `period_ms` that began at `period`, and returns its run time in
+    /// that period over every worker (`ms` 0 only reads it). A later
+    /// period starts from nothing; a caller whose clock is behind adds to
+    /// the latest period. Kept a period at most once it is over.
+    async fn charge_run_time(
+        &self,
+        tenant: &TenantName,
+        period: UnixMillis,
+        period_ms: u64,
+        ms: u64,
+    ) -> Result<u64, QueueError>;
 }
 
 /// A queue server's four seams, each shared: the job queue, the workers

@@ -41,6 +41,26 @@ pub struct Rate {
     pub burst: u32,
 }
 
+/// A tenant's budget of run time: the run time of its attempts (wall
+/// clock, from the instance's start to the attempt's end), summed over
+/// every worker, may reach `budget_ms` in each period of `period_ms`
+/// (periods start at multiples of it since the Unix epoch); past it, the
+/// tenant's jobs wait for the next period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunTimeBudget {
+    /// Run time per period, ms.
+    pub budget_ms: u64,
+    /// The period, ms (at least 1).
+    pub period_ms: u64,
+}
+
+impl RunTimeBudget {
+    /// When the period holding `now` began.
+    pub fn period_at(&self, now: u64) -> u64 {
+        now - now % self.period_ms.max(1)
+    }
+}
+
 /// One tenant's dispatch quotas; `None` is no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DispatchQuota {
@@ -383,8 +403,12 @@ impl JobQueue for Admitting {
     async fn settle(&self, due: &DueQueue) -> Result<(), QueueError> {
         self.inner.settle(due).await
     }
-    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
-        self.inner.wait_for_due(timeout).await
+    async fn wait_for_due(
+        &self,
+        passing: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner.wait_for_due(passing, timeout).await
     }
     async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
         self.inner.renew(lease, extend).await

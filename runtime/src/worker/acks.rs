@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::job::{JobRecord, Lineage, TenantName};
 use crate::queue::clock::millis;
-use crate::queue::{Ack, AttemptEnd, Clock, Completion, JobQueue, Lease};
+use crate::queue::{Ack, AttemptEnd, Clock, Completion, JobQueue, Lease, RunTimeBudget};
 use crate::sandbox::RunReport;
 
 use super::inflight::InFlight;
@@ -45,6 +45,9 @@ pub(super) struct Recorder {
     /// Tenants' slots in flight across the fleet, given back as their
     /// jobs' attempts are recorded.
     pub flight: Option<Arc<super::flight::Flight>>,
+    /// Tenants' run-time budgets, charged with their attempts' run time
+    /// as the attempts are recorded.
+    pub budgets: Option<Arc<super::budget::Budgets>>,
 }
 
 /// Records attempts until every sender is gone; returns the counts of
@@ -106,6 +109,21 @@ pub(super) async fn run(
             for (tenant, n) in per_tenant {
                 flight.give(&tenant, n).await;
             }
+        }
+        if let Some(budgets) = &recorder.budgets {
+            let mut per_tenant: HashMap<TenantName, (RunTimeBudget, u64)> = HashMap::new();
+            for (a, _) in &ended {
+                let tenant = &a.served.tenant;
+                if let (Some(budget), Some(report)) = (tenant.policy.run_time(), &a.report) {
+                    let ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX);
+                    let entry = per_tenant.entry(tenant.name.clone()).or_insert((budget, 0));
+                    entry.1 = entry.1.saturating_add(ms);
+                }
+            }
+            let charges = per_tenant
+                .iter()
+                .map(|(tenant, &(budget, ms))| budgets.charge(tenant, budget, ms));
+            futures_util::future::join_all(charges).await;
         }
         for (a, ack) in ended {
             let end = AttemptEnd::of(ack, a.report.is_none());

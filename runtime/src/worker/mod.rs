@@ -10,6 +10,7 @@
 //! attempt.
 
 mod acks;
+mod budget;
 mod fair;
 mod flight;
 mod heartbeat;
@@ -238,6 +239,10 @@ impl Worker {
             ))
         });
         let renewing = flight.clone().map(|f| tokio::spawn(flight::run(f)));
+        let budgets = self
+            .tenants
+            .as_ref()
+            .map(|store| Arc::new(budget::Budgets::new(store.clone(), self.clock.clone())));
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(acks::run(
             acks::Recorder {
@@ -246,6 +251,7 @@ impl Worker {
                 inflight: inflight.clone(),
                 events: self.events.clone(),
                 flight: flight.clone(),
+                budgets: budgets.clone(),
             },
             acks_rx,
         ));
@@ -284,6 +290,7 @@ impl Worker {
                 reload: self.reload.clone(),
                 due_cache: None,
                 flight: flight.clone(),
+                budgets,
             }
             .run(async {
                 let _ = shutdown_rx.await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::error::QueueError;
 use crate::job::{QueueName, TenantName};
 use crate::metrics::Metrics;
-use crate::queue::{Claim, DueQueue, JobQueue};
+use crate::queue::{Claim, DueQueue, JobQueue, RunTimeBudget};
 
 use super::fair;
 use super::inflight::{Held, InFlight, Ready};
@@ -66,6 +66,8 @@ pub(super) struct Scheduler {
     /// Tenants' slots in flight across the fleet, for those with a
     /// `max_in_flight`.
     pub flight: Option<Arc<super::flight::Flight>>,
+    /// Tenants' run-time budgets, for those with a `cpu_budget_s`.
+    pub budgets: Option<Arc<super::budget::Budgets>>,
 }
 
 /// Where the loop stands between claim rounds.
@@ -88,6 +90,11 @@ struct LoopState {
     /// Whether the last round had any queue to serve; discovering, none
     /// means waiting for any queue to come due.
     served: bool,
+    /// Queues of tenants the last round held back across the fleet (their
+    /// `max_in_flight` full, or their run-time budget spent): not waited
+    /// on, since their work is there but not theirs to run yet; looked at
+    /// again when an attempt here ends, or after [`WAIT_FOR_WORK`].
+    held: Vec<QueueName>,
     /// How many attempts had ended when the loop last looked.
     ended_seen: u64,
     /// Backoff while the backend is unreachable.
@@ -107,6 +114,8 @@ struct Round {
     open: Vec<QueueName>,
     /// Whether it had any queue to serve.
     served: bool,
+    /// Queues of tenants held back across the fleet.
+    held: Vec<QueueName>,
     claims: Vec<Held>,
     /// Whether it got all the room it asked for (the queues may have more).
     took_all: bool,
@@ -129,6 +138,7 @@ impl Scheduler {
             lingered: false,
             open: Vec::new(),
             served: false,
+            held: Vec::new(),
             ended_seen: 0,
             outage: Outage::default(),
         };
@@ -164,6 +174,7 @@ impl Scheduler {
                         st.capped = round.capped;
                         st.open = round.open;
                         st.served = round.served;
+                        st.held = round.held;
                         let claimed = round.claims.len();
                         st.claimed += claimed as u64;
                         self.ready.push(round.claims);
@@ -190,7 +201,7 @@ impl Scheduler {
             // any queue coming due is.
             let waiting = room > 0
                 && !st.hungry
-                && (!st.open.is_empty() || (self.discovers() && !st.served))
+                && (!st.open.is_empty() || !st.held.is_empty() || (self.discovers() && !st.served))
                 && pause.is_none();
             tokio::select! {
                 () = &mut shutdown => return (End::Shutdown, st.claimed),
@@ -199,7 +210,7 @@ impl Scheduler {
                 () = tokio::time::sleep(LINGER), if lingering => st.lingered = true,
                 // Only queues with room are worth waiting on; with none, a
                 // job ending makes room.
-                waited = self.wait(&st.open), if waiting => {
+                waited = self.wait(&st.open, &st.held), if waiting => {
                     match waited {
                         Ok(()) => st.lingered = true,
                         Err(e) => tokio::time::sleep(st.outage.failed(&e)).await,
@@ -210,10 +221,11 @@ impl Scheduler {
         }
     }
 
-    /// Waits for work in `open` queues or, discovering, in any queue.
-    async fn wait(&self, open: &[QueueName]) -> Result<(), QueueError> {
+    /// Waits for work in `open` queues or, discovering, in any queue but
+    /// the `held` ones.
+    async fn wait(&self, open: &[QueueName], held: &[QueueName]) -> Result<(), QueueError> {
         if self.discovers() {
-            self.jobs.wait_for_due(WAIT_FOR_WORK).await
+            self.jobs.wait_for_due(held, WAIT_FOR_WORK).await
         } else {
             self.jobs.wait_for_work(open, WAIT_FOR_WORK).await
         }
@@ -345,9 +357,13 @@ impl Scheduler {
         let room = room
             .min(self.config.batch.max(1))
             .min(usize::try_from(budget).unwrap_or(usize::MAX));
-        // Tenants capped across the fleet claim no more than the slots
-        // they get from their ledger this round.
-        let (taken, fleet_full) = self.take_flight(&tenants, &mut standing, room).await;
+        // Tenants whose run-time budget is spent claim nothing; those
+        // capped across the fleet claim no more than the slots they get
+        // from their ledger this round.
+        let mut held = self.spent(&tenants, &mut standing).await;
+        let taken = self
+            .take_flight(&tenants, &mut standing, room, &mut held)
+            .await;
         // Slots go to tenants a quarter of a batch at a time: one claim
         // call takes several jobs even when many tenants share the round.
         let chunk = (self.config.batch / 4).max(1);
@@ -359,7 +375,7 @@ impl Scheduler {
         let mut short = Vec::new();
         // A tenant held back by its cap across the fleet is looked at
         // again when an attempt here ends (or the wait for work times out).
-        let mut capped = fleet_full;
+        let mut capped = held.contains(&true);
         // The first pass's claims go out at once (each its own queue's
         // call, possibly on its own node): a round of many tenants' single
         // jobs costs one round trip, not one per queue.
@@ -467,13 +483,22 @@ impl Scheduler {
         let took_all = claims.len() >= room;
         let open = tenants
             .iter()
-            .filter(|t| t.served.free(concurrency) > 0)
-            .flat_map(|t| &t.queues)
+            .zip(&held)
+            .filter(|(t, held)| !**held && t.served.free(concurrency) > 0)
+            .flat_map(|(t, _)| &t.queues)
             .filter(|(q, _)| q.free() > 0)
+            .map(|(q, _)| q.name.clone())
+            .collect();
+        let held = tenants
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| **held)
+            .flat_map(|(t, _)| &t.queues)
             .map(|(q, _)| q.name.clone())
             .collect();
         Ok(Round {
             open,
+            held,
             served: !tenants.is_empty(),
             claims,
             took_all,
@@ -481,19 +506,48 @@ impl Scheduler {
         })
     }
 
+    /// Which tenants have spent their run-time budget this period; their
+    /// standing drops to nothing.
+    async fn spent(&self, tenants: &[Tenant], standing: &mut [fair::TenantStanding]) -> Vec<bool> {
+        let mut spent = vec![false; tenants.len()];
+        let Some(budgets) = &self.budgets else {
+            return spent;
+        };
+        let asks: Vec<(usize, RunTimeBudget)> = tenants
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| standing[i].free > 0)
+            .filter_map(|(i, t)| Some((i, t.served.policy.run_time()?)))
+            .collect();
+        let answers = futures_util::future::join_all(
+            asks.iter()
+                .map(|&(i, budget)| budgets.spent(&tenants[i].served.name, budget)),
+        )
+        .await;
+        for (&(i, _), is_spent) in asks.iter().zip(answers) {
+            if is_spent {
+                spent[i] = true;
+                standing[i].free = 0;
+                standing[i].owed = 0;
+            }
+        }
+        spent
+    }
+
     /// Takes slots from the ledgers of the tenants with a `max_in_flight`
     /// (all at once), as many as each could claim this round, and lowers
-    /// their standing to what they got; what each got, and whether any got
-    /// less than it asked for.
+    /// their standing to what they got; returns what each got, and marks
+    /// `held` those that got less than they asked for.
     async fn take_flight(
         &self,
         tenants: &[Tenant],
         standing: &mut [fair::TenantStanding],
         room: usize,
-    ) -> (Vec<usize>, bool) {
+        held: &mut [bool],
+    ) -> Vec<usize> {
         let mut taken = vec![0; tenants.len()];
         let Some(flight) = &self.flight else {
-            return (taken, false);
+            return taken;
         };
         let asks: Vec<(usize, u64)> = tenants
             .iter()
@@ -505,14 +559,13 @@ impl Scheduler {
             flight.take(&tenants[i].served.name, standing[i].free.min(room), max)
         }))
         .await;
-        let mut short = false;
         for (&(i, _), got) in asks.iter().zip(got) {
-            short |= got < standing[i].free.min(room);
+            held[i] |= got < standing[i].free.min(room);
             standing[i].free = got;
             standing[i].owed = standing[i].owed.min(got);
             taken[i] = got;
         }
-        (taken, short)
+        taken
     }
 
     /// Gives back the slots `taken` this round that the tenants did not

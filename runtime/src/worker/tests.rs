@@ -83,7 +83,7 @@ impl Runner for Fake {
         Some(RunReport {
             outcome: RunOutcome::Done,
             log: String::new(),
-            elapsed: Duration::ZERO,
+            elapsed: Duration::from_millis(payload["ms"].as_u64().unwrap_or(0)),
         })
     }
 }
@@ -99,6 +99,8 @@ struct Flaky {
     claims: Mutex<Vec<(Instant, Option<usize>)>>,
     claimed: Notify,
     renewals: AtomicUsize,
+    /// Waits for any queue to come due.
+    waits: AtomicUsize,
 }
 
 impl Flaky {
@@ -110,6 +112,7 @@ impl Flaky {
             claims: Mutex::new(Vec::new()),
             claimed: Notify::new(),
             renewals: AtomicUsize::new(0),
+            waits: AtomicUsize::new(0),
         }
     }
 
@@ -188,9 +191,18 @@ impl JobQueue for Flaky {
         self.check()?;
         self.inner.settle(due).await
     }
-    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
+    async fn wait_for_due(
+        &self,
+        passing: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
         self.check()?;
-        self.inner.wait_for_due(timeout).await
+        // A loop whose waits all end at once would hold paused time still:
+        // past a thousand it is slowed, so a test fails rather than hangs.
+        if self.waits.fetch_add(1, Ordering::SeqCst) > 1_000 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.inner.wait_for_due(passing, timeout).await
     }
     async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
         self.check()?;
@@ -532,7 +544,7 @@ async fn serving_every_queue_holds_each_tenants_ceiling_and_minimum() {
         weight: 1,
         min_share,
         max_share,
-        max_in_flight: None,
+        ..TenantSettings::default()
     };
     fake.tenants.insert(tenant("acme"), settings(0.0, 0.25));
     fake.tenants.insert(tenant("beta"), settings(0.5, 1.0));
@@ -558,4 +570,101 @@ async fn serving_every_queue_holds_each_tenants_ceiling_and_minimum() {
         .filter(|n| n.is_in(&tenant("beta")))
         .count();
     assert!(beta >= 4, "beta is owed half of the first 8: {order:?}");
+}
+
+/// Jobs of `tenant` that started, in the order they did.
+fn started_of(rig: &Rig, tenant: &str) -> usize {
+    let tenant = TenantName::new(tenant).expect("tenant name");
+    let order = rig.runner.order.lock().expect("lock");
+    order.iter().filter(|q| q.is_in(&tenant)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_held_at_its_cap_across_the_fleet_is_waited_for_not_polled() {
+    let acme = TenantName::new("acme").expect("tenant name");
+    let mut fake = Fake::default();
+    fake.tenants.insert(
+        acme.clone(),
+        TenantSettings {
+            max_in_flight: Some(1),
+            ..TenantSettings::default()
+        },
+    );
+    let rig = Rig::new(fake);
+    rig.dispatch("acme/q", r#"{"ms":10}"#, 5).await;
+    // Another worker holds acme's one slot.
+    let far = rig.clock.now() + 3_600_000;
+    let took = rig.inner.take_flight(&acme, "elsewhere", 1, 1, far).await;
+    assert_eq!(took.expect("take"), 1);
+    let mut worker = rig.worker(WorkerConfig {
+        concurrency: 4,
+        ..config(&[])
+    });
+    worker.tenants = Some(rig.inner.clone());
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let waits = rig.jobs.waits.load(Ordering::SeqCst);
+    assert!(
+        waits <= 20,
+        "{waits} waits in 10 s: a held tenant's due queue must not end each wait at once"
+    );
+    assert_eq!(started_of(&rig, "acme"), 0, "the slot is another worker's");
+    rig.inner
+        .give_flight(&acme, "elsewhere", 1)
+        .await
+        .expect("give");
+    let stats = run.await.expect("the loop").expect("worker");
+    assert_eq!(stats.done, 5, "{stats:?}");
+    let most = rig.runner.most.lock().expect("lock").clone();
+    assert_eq!(most[&q("acme/q")], 1, "a cap of one across the fleet");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_past_its_run_time_budget_waits_for_the_next_period_while_others_run() {
+    let acme = TenantName::new("acme").expect("tenant name");
+    let mut fake = Fake::default();
+    fake.tenants.insert(
+        acme.clone(),
+        TenantSettings {
+            cpu_budget_ms: Some(50),
+            cpu_period_ms: 1_000,
+            ..TenantSettings::default()
+        },
+    );
+    let rig = Rig::new(fake);
+    rig.dispatch("acme/q", r#"{"ms":30}"#, 6).await;
+    let mut worker = rig.worker(WorkerConfig {
+        concurrency: 1,
+        ..config(&[])
+    });
+    worker.tenants = Some(rig.inner.clone());
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    // The backend's clock stands still: one period until it is moved.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // 30 ms each against 50: the second passes the budget; a third may
+    // have started while the second's run time was being added.
+    let first = started_of(&rig, "acme");
+    assert!((2..=3).contains(&first), "{first} of acme's jobs started");
+    rig.dispatch("beta/q", r#"{"ms":30}"#, 4).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(started_of(&rig, "beta"), 4, "beta has no budget to spend");
+    assert_eq!(
+        started_of(&rig, "acme"),
+        first,
+        "acme waits for its next period"
+    );
+    let waits = rig.jobs.waits.load(Ordering::SeqCst);
+    assert!(waits <= 40, "{waits} waits in 20 s");
+    let used = rig
+        .inner
+        .charge_run_time(&acme, rig.clock.now() - rig.clock.now() % 1_000, 1_000, 0)
+        .await
+        .expect("run time");
+    assert_eq!(used, 30 * first as u64, "each attempt's run time counted");
+    for _ in 0..3 {
+        rig.clock.advance(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let stats = run.await.expect("the loop").expect("worker");
+    assert_eq!(stats.done, 10, "{stats:?}");
 }

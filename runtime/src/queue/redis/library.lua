@@ -713,6 +713,25 @@ local function flight(keys, args)
   return {0, total}
 end
 
+-- A tenant's attempt run time (KEYS[1], <prefix>{@t/<tenant>}:runtime, a
+-- hash: period = when the period it counts began, ms = run time in it).
+-- ARGV[2] the caller's period's start, ARGV[3] the period's length, ARGV[4]
+-- ms to add (0: only read). A later period starts from 0; a caller whose
+-- clock is behind adds to the latest. Returns the run time in the period.
+local function runtime(keys, args)
+  local key, now = keys[1], tonumber(args[1])
+  local start, length, add = tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  local held = redis.call('HMGET', key, 'period', 'ms')
+  local period, used = tonumber(held[1]) or 0, tonumber(held[2]) or 0
+  if start > period then period, used = start, 0 end
+  if add <= 0 then return used end
+  used = used + add
+  redis.call('HSET', key, 'period', period, 'ms', used)
+  -- Kept until its period is over, and a minute more.
+  redis.call('PEXPIRE', key, math.max(period + length - now, 0) + 60000)
+  return used
+end
+
 -- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
 -- jobs = jobs the tree ever held, root included; live = follow-ups not yet
 -- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
@@ -775,3 +794,4 @@ redis.register_function(NAME .. '_drop', drop)
 redis.register_function(NAME .. '_registry', registry)
 redis.register_function(NAME .. '_bucket', bucket)
 redis.register_function(NAME .. '_flight', flight)
+redis.register_function(NAME .. '_runtime', runtime)

@@ -47,6 +47,7 @@ pub(super) enum Function {
     Registry,
     Bucket,
     Flight,
+    RunTime,
 }
 
 impl Function {
@@ -70,6 +71,7 @@ impl Function {
             Function::Registry => "registry",
             Function::Bucket => "bucket",
             Function::Flight => "flight",
+            Function::RunTime => "runtime",
         }
     }
 

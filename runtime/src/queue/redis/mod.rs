@@ -686,25 +686,34 @@ impl JobQueue for RedisBackend {
         self.reply::<i64>(Function::Settle, reply).map(drop)
     }
 
-    async fn wait_for_due(&self, timeout: Duration) -> Result<(), QueueError> {
+    async fn wait_for_due(
+        &self,
+        passing: &[QueueName],
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
         let index = self.shared.keys.due();
         let _waiting = self.shared.wakeups.wait_on(&format!("{index}:wake"));
         let notified = self.shared.wakeups.notified();
         tokio::pin!(notified);
         // Registered before looking, so a mark after the look still wakes us.
         notified.as_mut().enable();
+        // Of the first queues, one more than those passed over, the first
+        // not passed over.
         let first: Vec<(String, f64)> = self
             .query(
                 redis::cmd("ZRANGE")
                     .arg(&index)
                     .arg(0)
-                    .arg(0)
+                    .arg(passing.len())
                     .arg("WITHSCORES"),
             )
             .await?;
         let now = self.shared.clock.now();
         let mut wait = timeout;
-        if let Some((_, at)) = first.first() {
+        let next = first
+            .iter()
+            .find(|(name, _)| !QueueName::parse(name).is_ok_and(|q| passing.contains(&q)));
+        if let Some((_, at)) = next {
             // Scores are whole milliseconds; a negative or huge one is
             // taken as due now or as far off.
             let at = if at.is_finite() && *at > 0.0 {

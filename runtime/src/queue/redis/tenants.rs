@@ -179,13 +179,31 @@ impl TenantStore for RedisBackend {
         Ok(())
     }
 
+    async fn charge_run_time(
+        &self,
+        tenant: &TenantName,
+        period: UnixMillis,
+        period_ms: u64,
+        ms: u64,
+    ) -> Result<u64, QueueError> {
+        let now = self.shared.clock.now();
+        let key = format!("{}:runtime", self.shared.keys.tenant(tenant));
+        let reply = self
+            .call_key(Function::RunTime, &key, now, |cmd| {
+                cmd.arg(period).arg(period_ms).arg(ms);
+            })
+            .await?;
+        self.reply(Function::RunTime, reply)
+    }
+
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
         let base = self.shared.keys.tenant(tenant);
         let _: i64 = self
             .query(
                 redis::cmd("DEL")
                     .arg(format!("{base}:bucket"))
-                    .arg(format!("{base}:flight")),
+                    .arg(format!("{base}:flight"))
+                    .arg(format!("{base}:runtime")),
             )
             .await?;
         let removed: i64 = self
