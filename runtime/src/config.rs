@@ -104,6 +104,9 @@ pub struct TenantSection {
     /// The period of `cpu_budget_s`, seconds; periods start at multiples
     /// of it since the Unix epoch. Default 3600.
     pub cpu_period_s: Option<u64>,
+    /// MiB its published modules (`runtime deploy`) may take together.
+    /// Default: no limit.
+    pub module_storage_mib: Option<f64>,
     /// The most this tenant's queues may be given. Default: no ceiling.
     pub ceilings: Option<Ceilings>,
 }
@@ -252,6 +255,8 @@ pub struct TenantSettings {
     pub cpu_budget_ms: Option<u64>,
     /// That period, ms.
     pub cpu_period_ms: u64,
+    /// Bytes its published modules may take together.
+    pub module_storage_bytes: Option<u64>,
 }
 
 /// The period of a tenant's run-time budget unless set: an hour.
@@ -273,6 +278,7 @@ impl Default for TenantSettings {
             max_in_flight: None,
             cpu_budget_ms: None,
             cpu_period_ms: CPU_PERIOD_MS,
+            module_storage_bytes: None,
         }
     }
 }
@@ -300,6 +306,14 @@ impl TenantSection {
         positive(key, "max_backlog", self.max_backlog)?;
         positive(key, "max_in_flight", self.max_in_flight)?;
         positive(key, "cpu_period_s", self.cpu_period_s)?;
+        if let Some(mib) = self.module_storage_mib
+            && !(mib > 0.0 && mib <= 1e6)
+        {
+            return Err(ConfigError::Value {
+                key: format!("{key}.module_storage_mib"),
+                message: format!("{mib} is not a size: give MiB, more than 0 and at most 1000000"),
+            });
+        }
         if let Some(s) = self.cpu_budget_s
             && !(0.001..=MAX_CPU_BUDGET_S).contains(&s)
         {
@@ -391,6 +405,11 @@ impl TenantSection {
             cpu_period_ms: self
                 .cpu_period_s
                 .map_or(base.cpu_period_ms, |s| s.saturating_mul(1000)),
+            // Validated: within a million MiB.
+            module_storage_bytes: self
+                .module_storage_mib
+                .map(|mib| (mib * 1024.0 * 1024.0).round() as u64)
+                .or(base.module_storage_bytes),
         }
     }
 }
@@ -1172,7 +1191,7 @@ mod tests {
     #[test]
     fn tenant_settings_come_from_their_section_over_the_defaults() {
         let config = Config::parse(
-            "[tenant_defaults]\nmax_share = 0.5\ncpu_period_s = 60\n[tenants.acme]\nweight = 3\nmin_share = 0.25\nmax_in_flight = 7\ncpu_budget_s = 1.5\n",
+            "[tenant_defaults]\nmax_share = 0.5\ncpu_period_s = 60\n[tenants.acme]\nweight = 3\nmin_share = 0.25\nmax_in_flight = 7\ncpu_budget_s = 1.5\nmodule_storage_mib = 0.5\n",
         )
         .expect("valid");
         let acme = TenantName::new("acme").expect("tenant");
@@ -1186,6 +1205,7 @@ mod tests {
                 max_in_flight: Some(7),
                 cpu_budget_ms: Some(1500),
                 cpu_period_ms: 60_000,
+                module_storage_bytes: Some(512 * 1024),
             }
         );
         assert_eq!(
@@ -1235,6 +1255,10 @@ mod tests {
         assert_eq!(
             refused("[tenant_defaults]\ncpu_period_s = 0\n"),
             "invalid config: tenant_defaults.cpu_period_s: must be greater than 0"
+        );
+        assert_eq!(
+            refused("[tenants.acme]\nmodule_storage_mib = 0\n"),
+            "invalid config: tenants.acme.module_storage_mib: 0 is not a size: give MiB, more than 0 and at most 1000000"
         );
         assert!(refused("[tenants.Acme]\n").starts_with("invalid config: tenants.Acme: "));
         assert!(refused("[tenants.acme]\nshare = 1\n").contains("unknown field `share`"));

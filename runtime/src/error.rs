@@ -234,6 +234,22 @@ pub enum QueueError {
         /// Its cap.
         max: u64,
     },
+    /// A module that would take its tenant's published modules over its
+    /// quota.
+    #[error(
+        "deploy refused: tenant {tenant}'s published modules take {} and may take {} (module_storage_mib); this module ({}) would pass it: withdraw modules it no longer needs (`runtime deploy QUEUE --withdraw`) or raise the quota; nothing was published",
+        size(*.used), size(*.max), size(*.adding)
+    )]
+    ModuleStorageFull {
+        /// The tenant.
+        tenant: crate::job::TenantName,
+        /// Bytes its other published modules take.
+        used: u64,
+        /// Bytes of the module refused.
+        adding: u64,
+        /// Its quota, bytes.
+        max: u64,
+    },
     /// Removing a queue while some of its jobs run.
     #[error("queue {queue} has jobs running; they are left, with the queue")]
     QueueBusy {
@@ -349,4 +365,36 @@ pub enum LoadError {
         /// What does not fit.
         message: String,
     },
+}
+
+/// A size for people: bytes up to a KiB, then KiB or MiB with one decimal
+/// where it matters.
+pub fn size(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    let scaled = |unit: u64, name: &str| {
+        if bytes.is_multiple_of(unit) {
+            format!("{} {name}", bytes / unit)
+        } else {
+            format!("{:.1} {name}", bytes as f64 / unit as f64)
+        }
+    };
+    match bytes {
+        b if b < KIB => format!("{b} B"),
+        b if b < MIB => scaled(KIB, "KiB"),
+        _ => scaled(MIB, "MiB"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_in_their_unit() {
+        assert_eq!(super::size(0), "0 B");
+        assert_eq!(super::size(1023), "1023 B");
+        assert_eq!(super::size(1024), "1 KiB");
+        assert_eq!(super::size(1536), "1.5 KiB");
+        assert_eq!(super::size(10 * 1024 * 1024), "10 MiB");
+        assert_eq!(super::size(u64::MAX), "17592186044416.0 MiB");
+    }
 }

@@ -259,6 +259,56 @@ pub async fn remove(backend: &Backend, tenant: &TenantName) -> Result<Removal, T
     }
 }
 
+/// Bytes `tenant`'s published modules take.
+pub async fn module_storage(backend: &Backend, tenant: &TenantName) -> Result<u64, QueueError> {
+    let queues: Vec<QueueName> = backend
+        .modules
+        .published()
+        .await?
+        .into_iter()
+        .filter(|q| q.is_in(tenant))
+        .collect();
+    let sizes = backend.modules.module_sizes(&queues).await?;
+    Ok(sizes.into_iter().flatten().sum())
+}
+
+/// Publishes `bytes` as `queue`'s module ([`ModuleStore::publish_module`])
+/// if its tenant's published modules stay within `max` bytes, counting
+/// this one instead of the one it replaces. Two deploys of one tenant at
+/// the same moment can pass the quota by one module; each is checked
+/// against what the other found.
+///
+/// [`ModuleStore::publish_module`]: crate::queue::ModuleStore::publish_module
+pub async fn publish(
+    backend: &Backend,
+    queue: &QueueName,
+    bytes: &[u8],
+    max: Option<u64>,
+) -> Result<String, QueueError> {
+    if let Some(max) = max {
+        let tenant = queue.tenant();
+        let all = module_storage(backend, &tenant).await?;
+        let replaced = backend
+            .modules
+            .module_sizes(std::slice::from_ref(queue))
+            .await?
+            .into_iter()
+            .flatten()
+            .sum::<u64>();
+        let used = all.saturating_sub(replaced);
+        let adding = bytes.len() as u64;
+        if used.saturating_add(adding) > max {
+            return Err(QueueError::ModuleStorageFull {
+                tenant,
+                used,
+                adding,
+                max,
+            });
+        }
+    }
+    backend.modules.publish_module(queue, bytes).await
+}
+
 /// `queue a` or `queues a, b`.
 fn in_queues(queues: &[QueueName]) -> String {
     let names: Vec<&str> = queues.iter().map(QueueName::as_str).collect();

@@ -1288,6 +1288,19 @@ suite! {
         assert_eq!(b.charge_run_time(&beta, this, hour, 0).await.expect("read"), 7);
     }
 
+    /// A published module's size is its bytes'; none without one.
+    pub async fn published_modules_have_their_sizes(b: Backend, _c: Clock) {
+        let (one, two) = (q("one"), q("two"));
+        b.publish_module(&one, b"\0asm first").await.expect("publish");
+        let queues = [one.clone(), two.clone()];
+        assert_eq!(b.module_sizes(&queues).await.expect("sizes"), vec![Some(10), None]);
+        b.publish_module(&one, b"\0asm").await.expect("publish");
+        assert_eq!(b.module_sizes(&queues).await.expect("sizes"), vec![Some(4), None]);
+        b.withdraw_module(&one).await.expect("withdraw");
+        assert_eq!(b.module_sizes(&queues).await.expect("sizes"), vec![None, None]);
+        assert_eq!(b.module_sizes(&[]).await.expect("sizes"), Vec::<Option<u64>>::new());
+    }
+
     /// A published module is found by version and bytes; publishing again
     /// replaces it; withdrawing removes it.
     pub async fn published_modules_replace_and_withdraw(b: Backend, _c: Clock) {

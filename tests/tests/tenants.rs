@@ -774,3 +774,46 @@ fn a_tenant_past_its_run_time_budget_waits_for_the_next_period_while_another_run
         "beta, with no budget, started at most {most} attempts a period"
     );
 }
+
+#[test]
+fn a_deploy_past_its_tenants_module_storage_is_refused_and_publishes_nothing() {
+    let env = Env::new();
+    let config = env.cache.path().join("storage.toml");
+    // A quarter MiB: two of the ~100 KiB fixtures, not a third.
+    std::fs::write(&config, "[tenants.acme]\nmodule_storage_mib = 0.25\n")
+        .expect("write the config");
+    let config = config.display().to_string();
+    let fixture = |job: &str| {
+        std::path::Path::new(guests::DIR)
+            .join(format!("{job}_job.wasm"))
+            .display()
+            .to_string()
+    };
+    let deploy =
+        |queue: &str, job: &str| env.run(&["--config", &config, "deploy", queue, &fixture(job)]);
+    deploy("acme/a", "nap").expect_code(0);
+    deploy("acme/b", "nap").expect_code(0);
+    let refused = deploy("acme/c", "noop");
+    assert_ne!(refused.code(), 0);
+    let said = refused.stderr();
+    assert!(
+        said.contains("deploy refused: tenant acme's published modules take ")
+            && said.contains(" and may take 256 KiB (module_storage_mib)")
+            && said.contains("nothing was published"),
+        "{said}"
+    );
+    let withdrawn = env.run(&["--config", &config, "deploy", "acme/c", "--withdraw"]);
+    assert!(
+        withdrawn
+            .expect_code(0)
+            .stdout()
+            .contains("acme/c had no published module"),
+        "the refused module was published"
+    );
+    // A module replaced counts in place of the old one.
+    deploy("acme/b", "trap").expect_code(0);
+    // Another tenant has no such quota.
+    for queue in ["beta/a", "beta/b", "beta/c"] {
+        deploy(queue, "noop").expect_code(0);
+    }
+}

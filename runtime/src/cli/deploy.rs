@@ -42,7 +42,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     sandbox
         .load_bytes(file, &bytes, config.queue(queue).limits)
         .map_err(|e| e.for_queue(queue.as_str()))?;
-    let version = backend.modules.publish_module(queue, &bytes).await?;
+    let quota = config.tenant(&queue.tenant()).module_storage_bytes;
+    let version = runtime::tenant::publish(&backend, queue, &bytes, quota).await?;
     outln!(
         "deployed {} to {queue}: version {}; workers serving {queue} load it within a second",
         file.display(),

@@ -1010,6 +1010,14 @@ impl ModuleStore for MemoryBackend {
         Ok(self.modules_lock().remove(queue).is_some())
     }
 
+    async fn module_sizes(&self, queues: &[QueueName]) -> Result<Vec<Option<u64>>, QueueError> {
+        let modules = self.modules_lock();
+        Ok(queues
+            .iter()
+            .map(|q| modules.get(q).map(|(_, bytes)| bytes.len() as u64))
+            .collect())
+    }
+
     async fn published(&self) -> Result<Vec<QueueName>, QueueError> {
         let mut queues: Vec<QueueName> = self.modules_lock().keys().cloned().collect();
         queues.sort();

@@ -472,6 +472,10 @@ pub trait ModuleStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The queues with a published module, sorted.
     async fn published(&self) -> Result<Vec<QueueName>, QueueError>;
+
+    /// The size in bytes of the published module of each of `queues`
+    /// (`None`: none).
+    async fn module_sizes(&self, queues: &[QueueName]) -> Result<Vec<Option<u64>>, QueueError>;
 }
 
 /// The tenant registry: the records of tenants let in from outside, each

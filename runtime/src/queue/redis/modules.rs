@@ -93,6 +93,25 @@ impl ModuleStore for RedisBackend {
         Ok(true)
     }
 
+    async fn module_sizes(&self, queues: &[QueueName]) -> Result<Vec<Option<u64>>, QueueError> {
+        let versions = self.module_versions(queues).await?;
+        let mut sizes = Vec::with_capacity(queues.len());
+        for (queue, version) in queues.iter().zip(versions) {
+            let size = match version {
+                Some(version) => {
+                    let len: u64 = self
+                        .query(redis::cmd("STRLEN").arg(self.shared.keys.module(queue, &version)))
+                        .await?;
+                    // Withdrawn between the two reads: none.
+                    (len > 0).then_some(len)
+                }
+                None => None,
+            };
+            sizes.push(size);
+        }
+        Ok(sizes)
+    }
+
     async fn published(&self) -> Result<Vec<QueueName>, QueueError> {
         self.queue_names(redis::cmd("HKEYS").arg(self.shared.keys.modules()))
             .await
