@@ -18,9 +18,10 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::config::TenantSettings;
 use crate::error::QueueError;
 use crate::job::{QueueName, TenantName, UnixMillis};
-use crate::queue::{Backend, TenantStore};
+use crate::queue::{Backend, DispatchQuota, StateCounts, TenantStore};
 
 /// What every token starts with.
 pub const TOKEN_PREFIX: &str = "rt_";
@@ -257,6 +258,117 @@ pub async fn remove(backend: &Backend, tenant: &TenantName) -> Result<Removal, T
             queues: busy,
         })
     }
+}
+
+/// One measure of a tenant against its quota (`max`: `None` is no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Measure {
+    /// What it uses now.
+    pub used: u64,
+    /// Its quota.
+    pub max: Option<u64>,
+}
+
+/// A tenant's run time this period against its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunTimeUse {
+    /// Its attempts' run time this period, ms (counted only with a budget).
+    pub used_ms: u64,
+    /// Its budget per period, ms.
+    pub max_ms: Option<u64>,
+    /// The period, ms.
+    pub period_ms: u64,
+    /// When this period began (ms since the Unix epoch).
+    pub period_started_at: UnixMillis,
+}
+
+/// A tenant's dispatch bucket against its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DispatchUse {
+    /// Tokens its bucket holds now: jobs it may dispatch at once.
+    pub tokens: f64,
+    /// The bucket's size.
+    pub burst: u32,
+    /// Jobs per second it refills by.
+    pub per_second: f64,
+}
+
+/// What a tenant uses against each of its quotas.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Usage {
+    /// Its jobs in flight over the fleet: with a `max_in_flight`, the
+    /// slots its ledger holds (claimed jobs included); without, its
+    /// running jobs.
+    pub in_flight: Measure,
+    /// Its jobs waiting (pending and scheduled) against `max_backlog`.
+    pub backlog: Measure,
+    /// Its run time this period against `cpu_budget_s`.
+    pub run_time: RunTimeUse,
+    /// Bytes its published modules take against `module_storage_mib`.
+    pub module_storage: Measure,
+    /// Its dispatch bucket, if it has a `dispatch_rate`.
+    pub dispatch: Option<DispatchUse>,
+}
+
+/// What `tenant` uses of its quotas (`settings`, `quota`: the config's),
+/// with `queues` its queues' counts.
+pub async fn usage(
+    backend: &Backend,
+    tenant: &TenantName,
+    settings: &TenantSettings,
+    quota: DispatchQuota,
+    queues: &[(QueueName, StateCounts)],
+    now: UnixMillis,
+) -> Result<Usage, QueueError> {
+    let mut counts = StateCounts::default();
+    for (_, c) in queues.iter().filter(|(q, _)| q.is_in(tenant)) {
+        counts += *c;
+    }
+    let in_flight = match settings.max_in_flight {
+        Some(_) => backend.tenants.in_flight(tenant).await?,
+        None => counts.running,
+    };
+    let budget = settings.run_time();
+    let period_ms = settings.cpu_period_ms.max(1);
+    let period_started_at = now - now % period_ms;
+    let run_time = match budget {
+        Some(_) => {
+            backend
+                .tenants
+                .charge_run_time(tenant, period_started_at, period_ms, 0)
+                .await?
+        }
+        None => 0,
+    };
+    let dispatch = match quota.rate {
+        Some(rate) => Some(DispatchUse {
+            tokens: backend.tenants.dispatch_tokens(tenant, rate).await?,
+            burst: rate.burst,
+            per_second: rate.per_second,
+        }),
+        None => None,
+    };
+    Ok(Usage {
+        in_flight: Measure {
+            used: in_flight,
+            max: settings.max_in_flight,
+        },
+        backlog: Measure {
+            used: counts.pending + counts.scheduled,
+            max: quota.max_backlog,
+        },
+        run_time: RunTimeUse {
+            used_ms: run_time,
+            max_ms: budget.map(|b| b.budget_ms),
+            period_ms,
+            period_started_at,
+        },
+        module_storage: Measure {
+            used: module_storage(backend, tenant).await?,
+            max: settings.module_storage_bytes,
+        },
+        dispatch,
+    })
 }
 
 /// Bytes `tenant`'s published modules take.

@@ -1129,13 +1129,22 @@ suite! {
         let half = Taken::No {
             wait: Duration::from_millis(500),
         };
+        let tokens = |tenant: &runtime::TenantName| {
+            let (b, tenant) = (b.clone(), tenant.clone());
+            async move { b.dispatch_tokens(&tenant, rate).await.expect("tokens") }
+        };
+        assert_eq!(tokens(&acme).await, 3.0, "a new bucket is full");
         assert_eq!(take(&acme, 4).await, Taken::No { wait: Duration::from_millis(500) });
         assert_eq!(take(&acme, 2).await, Taken::Yes);
+        assert_eq!(tokens(&acme).await, 1.0);
+        assert_eq!(tokens(&acme).await, 1.0, "reading takes nothing");
         assert_eq!(take(&acme, 2).await, half, "took a part of what it asked");
         assert_eq!(take(&acme, 1).await, Taken::Yes);
         assert_eq!(take(&acme, 1).await, half);
         assert_eq!(take(&beta, 3).await, Taken::Yes, "beta draws on acme's bucket");
-        c.advance(Duration::from_millis(500));
+        c.advance(Duration::from_millis(250));
+        assert_eq!(tokens(&acme).await, 0.5, "refilled at its rate");
+        c.advance(Duration::from_millis(250));
         assert_eq!(take(&acme, 1).await, Taken::Yes);
         assert_eq!(take(&acme, 1).await, half);
         c.advance(Duration::from_secs(60));

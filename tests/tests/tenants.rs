@@ -817,3 +817,91 @@ fn a_deploy_past_its_tenants_module_storage_is_refused_and_publishes_nothing() {
         deploy(queue, "noop").expect_code(0);
     }
 }
+
+#[test]
+fn tenants_usage_shows_each_quota_against_what_the_tenant_uses() {
+    let handlers = tenant_handlers("nap", &["acme", "beta"]);
+    let mut env = Env::new();
+    env.handlers = handlers.path().display().to_string();
+    let config = env.cache.path().join("usage.toml");
+    std::fs::write(
+        &config,
+        "[tenants.acme]\nmax_in_flight = 4\ncpu_budget_s = 600\ndispatch_rate = 0.001\ndispatch_burst = 100\nmax_backlog = 1000\nmodule_storage_mib = 2\n",
+    )
+    .expect("write the config");
+    let config = config.display().to_string();
+    for ms in [200, 300] {
+        env.run(&[
+            "--config",
+            &config,
+            "dispatch",
+            "acme/nap",
+            &format!(r#"{{"ms": {ms}, "fail": true}}"#),
+            "--max-attempts",
+            "1",
+        ])
+        .expect_code(0);
+    }
+    let _worker = env.worker(&["--all", "--config", &config]);
+    runtime_tests::workers::eventually(BOUND, "acme's jobs to end", || {
+        env.count("acme/nap", "failed") == 2
+    });
+    // Waiting: three of acme's, one of beta's.
+    for queue in ["acme/later", "acme/later", "acme/later", "beta/later"] {
+        env.run(&[
+            "--config", &config, "dispatch", queue, "{}", "--delay", "1h",
+        ])
+        .expect_code(0);
+    }
+    let module = std::path::Path::new(guests::DIR).join("nap_job.wasm");
+    let size = std::fs::metadata(&module).expect("the fixture").len();
+    env.run(&["deploy", "acme/nap", &module.display().to_string()])
+        .expect_code(0);
+    let usage = env
+        .run(&["--config", &config, "tenants", "usage", "--json"])
+        .expect_code(0)
+        .json();
+    let acme = &usage["acme"];
+    assert_eq!(acme["in_flight"]["max"], 4, "{usage}");
+    assert_eq!(acme["backlog"]["used"], 3, "{usage}");
+    assert_eq!(acme["backlog"]["max"], 1000, "{usage}");
+    let ran = acme["run_time"]["used_ms"].as_u64().expect("run time");
+    assert!(
+        (500..60_000).contains(&ran),
+        "two naps of 500 ms in all took {ran} ms"
+    );
+    assert_eq!(acme["run_time"]["max_ms"], 600_000, "{usage}");
+    assert_eq!(acme["run_time"]["period_ms"], 3_600_000, "{usage}");
+    assert_eq!(acme["module_storage"]["used"], size, "{usage}");
+    assert_eq!(acme["module_storage"]["max"], 2 * 1024 * 1024, "{usage}");
+    // Acme's five dispatches took five of the 100 tokens; 0.001/s gives
+    // back none within the test.
+    let tokens = acme["dispatch"]["tokens"].as_f64().expect("tokens");
+    assert!(
+        (95.0..96.0).contains(&tokens),
+        "{tokens} tokens left of 100"
+    );
+    let beta = &usage["beta"];
+    assert_eq!(beta["backlog"]["used"], 1, "{usage}");
+    assert_eq!(beta["backlog"]["max"], serde_json::Value::Null, "{usage}");
+    assert_eq!(beta["dispatch"], serde_json::Value::Null, "{usage}");
+    assert_eq!(beta["module_storage"]["used"], 0, "{usage}");
+
+    let table = env
+        .run(&["--config", &config, "tenants", "usage", "acme"])
+        .expect_code(0)
+        .stdout();
+    assert!(table.starts_with("TENANT  IN FLIGHT  BACKLOG"), "{table}");
+    assert!(table.contains("3/1000"), "{table}");
+    assert!(table.contains("/600s per 1h"), "{table}");
+    assert!(table.contains("/2 MiB"), "{table}");
+    assert!(table.contains("/100 tokens at 0.001/s"), "{table}");
+    assert!(!table.contains("beta"), "{table}");
+    let outside = env.run(&["--tenant", "beta", "tenants", "usage", "acme"]);
+    assert!(
+        outside
+            .expect_code(2)
+            .stderr()
+            .contains("outside tenant beta")
+    );
+}

@@ -33,6 +33,14 @@ enum Action {
         #[arg(value_name = "TENANT")]
         name: TenantName,
     },
+    /// What each tenant uses against its quotas: jobs in flight over the
+    /// fleet, backlog, run time this period, published modules' size and
+    /// its dispatch bucket.
+    Usage {
+        /// Only this tenant.
+        #[arg(value_name = "TENANT")]
+        name: Option<TenantName>,
+    },
     /// Register a tenant and print its access token (shown this once).
     Create {
         /// The tenant.
@@ -58,12 +66,13 @@ enum Action {
 }
 
 impl Action {
-    fn tenant(&self) -> &TenantName {
+    fn tenant(&self) -> Option<&TenantName> {
         match self {
             Action::Show { name }
             | Action::Create { name }
             | Action::RotateToken { name }
-            | Action::Remove { name, .. } => name,
+            | Action::Remove { name, .. } => Some(name),
+            Action::Usage { name } => name.as_ref(),
         }
     }
 }
@@ -94,11 +103,11 @@ impl Usage {
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     let config = cli.config()?;
     let backend = cli.require_backend(&config, "runtime tenants").await?;
-    if let Some(action) = &args.action
-        && let Some(own) = cli.tenant().filter(|own| *own != action.tenant())
+    if let Some(named) = args.action.as_ref().and_then(Action::tenant)
+        && let Some(own) = cli.tenant().filter(|own| *own != named)
     {
         return Err(InputError::OutsideTenant {
-            name: action.tenant().to_string(),
+            name: named.to_string(),
             tenant: own.to_string(),
         }
         .into());
@@ -137,9 +146,13 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             }
             return Ok(Exit::Ok);
         }
-        Some(Action::Show { .. }) | None => {}
+        Some(Action::Show { .. } | Action::Usage { .. }) | None => {}
     }
-    let only = args.action.as_ref().map(Action::tenant).or(cli.tenant());
+    let only = args
+        .action
+        .as_ref()
+        .and_then(Action::tenant)
+        .or(cli.tenant());
     let queues =
         runtime::queue::counts_of(&*backend.jobs, |q| only.is_none_or(|t| q.is_in(t))).await?;
     let records = match only {
@@ -153,6 +166,30 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     };
     if let Some(Action::Show { name: tenant }) = &args.action {
         return show(tenant, records.first(), &queues, args.json);
+    }
+    if let Some(Action::Usage { .. }) = &args.action {
+        // Every tenant the registry, the queues or the config know of.
+        let mut tenants: std::collections::BTreeSet<TenantName> =
+            records.iter().map(|r| r.name.clone()).collect();
+        tenants.extend(queues.iter().map(|(q, _)| q.tenant()));
+        tenants.extend(
+            config
+                .tenants
+                .keys()
+                .filter_map(|t| TenantName::new(t).ok()),
+        );
+        tenants.retain(|t| only.is_none_or(|o| o == t));
+        if let Some(o) = only {
+            tenants.insert(o.clone());
+        }
+        let quotas = config.quotas();
+        let mut all = Vec::with_capacity(tenants.len());
+        for t in tenants {
+            let settings = config.tenant(&t);
+            let used = tenant::usage(&backend, &t, &settings, quotas.of(&t), &queues, now).await?;
+            all.push((t, used));
+        }
+        return print_usage(&all, args.json);
     }
     let mut usage: BTreeMap<TenantName, Usage> = BTreeMap::new();
     for record in records {
@@ -276,5 +313,114 @@ fn show(
         total.jobs.failed,
         total.jobs.done
     );
+    Ok(Exit::Ok)
+}
+
+/// `used/max`, or `used` alone without a limit.
+fn against(used: String, max: Option<String>) -> String {
+    match max {
+        Some(max) => format!("{used}/{max}"),
+        None => used,
+    }
+}
+
+/// Seconds, to a tenth.
+fn seconds(ms: u64) -> String {
+    let s = ms as f64 / 1000.0;
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+/// A period: in days, hours or minutes when it is whole ones.
+fn period(ms: u64) -> String {
+    for (unit, name) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m")] {
+        if ms.is_multiple_of(unit) {
+            return format!("{}{name}", ms / unit);
+        }
+    }
+    seconds(ms)
+}
+
+/// Each tenant's usage against its quotas.
+fn print_usage(all: &[(TenantName, tenant::Usage)], json: bool) -> CliResult {
+    if json {
+        let map: BTreeMap<&str, &tenant::Usage> =
+            all.iter().map(|(t, u)| (t.as_str(), u)).collect();
+        outln!("{}", serde_json::to_string_pretty(&map)?);
+        return Ok(Exit::Ok);
+    }
+    let rows: Vec<[String; 6]> = all
+        .iter()
+        .map(|(t, u)| {
+            let n = |m: tenant::Measure| against(m.used.to_string(), m.max.map(|x| x.to_string()));
+            let run_time = match u.run_time.max_ms {
+                Some(max) => format!(
+                    "{}/{} per {}",
+                    seconds(u.run_time.used_ms),
+                    seconds(max),
+                    period(u.run_time.period_ms)
+                ),
+                None => "-".into(),
+            };
+            let modules = against(
+                runtime::error::size(u.module_storage.used),
+                u.module_storage.max.map(runtime::error::size),
+            );
+            let dispatch = u.dispatch.map_or("-".into(), |d| {
+                format!(
+                    "{:.0}/{} tokens at {}/s",
+                    d.tokens.floor(),
+                    d.burst,
+                    d.per_second
+                )
+            });
+            [
+                t.to_string(),
+                n(u.in_flight),
+                n(u.backlog),
+                run_time,
+                modules,
+                dispatch,
+            ]
+        })
+        .collect();
+    let head = [
+        "TENANT",
+        "IN FLIGHT",
+        "BACKLOG",
+        "RUN TIME",
+        "MODULES",
+        "DISPATCH",
+    ];
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: [&str; 6]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out
+    };
+    outln!("{}", line(head));
+    for r in &rows {
+        outln!("{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    if rows.is_empty() {
+        outln!("(no tenants yet: `runtime tenants create NAME` registers one)");
+    }
     Ok(Exit::Ok)
 }

@@ -874,6 +874,14 @@ impl TenantStore for MemoryBackend {
         Ok(taken)
     }
 
+    async fn dispatch_tokens(&self, tenant: &TenantName, rate: Rate) -> Result<f64, QueueError> {
+        let now = self.clock.now();
+        let buckets = crate::sync::lock(&self.buckets);
+        let burst = f64::from(rate.burst);
+        let (tokens, at) = buckets.get(tenant).copied().unwrap_or((burst, now));
+        Ok(super::quota::take(tokens, at, now, 0, rate).1)
+    }
+
     async fn take_flight(
         &self,
         tenant: &TenantName,

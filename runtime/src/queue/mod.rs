@@ -513,6 +513,10 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
         rate: Rate,
     ) -> Result<Taken, QueueError>;
 
+    /// The tokens `tenant`'s dispatch bucket holds now (`rate.burst` if it
+    /// was never used or was forgotten).
+    async fn dispatch_tokens(&self, tenant: &TenantName, rate: Rate) -> Result<f64, QueueError>;
+
     /// Lets `holder` (one worker) have up to `want` more of `tenant`'s jobs
     /// in flight, keeping the tenant's total over every holder within
     /// `max`; the holder keeps them until `until` unless it holds them

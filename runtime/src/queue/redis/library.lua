@@ -659,7 +659,7 @@ local function bucket(keys, args)
   redis.call('HSET', keys[1], 'tokens', string.format('%.6f', tokens), 'at', at)
   local full = math.min(YEAR_MS, math.ceil((burst - tokens) / rate * 1000))
   redis.call('PEXPIRE', keys[1], math.max(full, 0) + 60000)
-  return {taken, wait}
+  return {taken, wait, string.format('%.3f', tokens)}
 end
 
 -- A tenant's jobs in flight across the fleet (KEYS[1], a hash: holder ->

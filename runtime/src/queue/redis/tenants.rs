@@ -100,7 +100,7 @@ impl TenantStore for RedisBackend {
                 cmd.arg(jobs).arg(rate.per_second).arg(rate.burst);
             })
             .await?;
-        let (taken, wait): (i64, u64) = self.reply(Function::Bucket, reply)?;
+        let (taken, wait, _): (i64, u64, String) = self.reply(Function::Bucket, reply)?;
         Ok(if taken == 1 {
             Taken::Yes
         } else {
@@ -175,8 +175,22 @@ impl TenantStore for RedisBackend {
                 cmd.arg(refund).arg(rate.per_second).arg(rate.burst);
             })
             .await?;
-        let _: (i64, u64) = self.reply(Function::Bucket, reply)?;
+        let _: (i64, u64, String) = self.reply(Function::Bucket, reply)?;
         Ok(())
+    }
+
+    async fn dispatch_tokens(&self, tenant: &TenantName, rate: Rate) -> Result<f64, QueueError> {
+        let now = self.shared.clock.now();
+        let key = format!("{}:bucket", self.shared.keys.tenant(tenant));
+        let reply = self
+            .call_key(Function::Bucket, &key, now, |cmd| {
+                cmd.arg(0).arg(rate.per_second).arg(rate.burst);
+            })
+            .await?;
+        let (_, _, tokens): (i64, u64, String) = self.reply(Function::Bucket, reply)?;
+        tokens
+            .parse()
+            .map_err(|_| self.reply_error(Function::Bucket, "tokens that are not a number"))
     }
 
     async fn charge_run_time(
