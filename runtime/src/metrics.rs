@@ -135,7 +135,8 @@ impl Metrics {
                          value: fn(&QueueMetrics) -> u64| {
             family(out, name, kind, help, |out| {
                 for (q, m) in queues.iter() {
-                    let _ = writeln!(out, "{name}{{queue=\"{q}\"}} {}", value(m));
+                    let q = Labels(q);
+                    let _ = writeln!(out, "{name}{{{q}}} {}", value(m));
                 }
             });
         };
@@ -168,8 +169,9 @@ impl Metrics {
         ] {
             family(&mut out, name, "counter", help, |out| {
                 for (q, m) in queues.iter() {
+                    let q = Labels(q);
                     for (reason, n) in pick(m) {
-                        let _ = writeln!(out, "{name}{{queue=\"{q}\",reason=\"{reason}\"}} {n}");
+                        let _ = writeln!(out, "{name}{{{q},reason=\"{reason}\"}} {n}");
                     }
                 }
             });
@@ -222,6 +224,7 @@ impl Metrics {
             "Jobs in the queue by state (all workers), read when scraped.",
             |out| {
                 for (q, c) in &readings.depth {
+                    let q = Labels(q);
                     for state in [
                         JobState::Pending,
                         JobState::Scheduled,
@@ -230,7 +233,7 @@ impl Metrics {
                     ] {
                         let _ = writeln!(
                             out,
-                            "runtime_queue_jobs{{queue=\"{q}\",state=\"{state}\"}} {}",
+                            "runtime_queue_jobs{{{q},state=\"{state}\"}} {}",
                             c.get(state)
                         );
                     }
@@ -244,10 +247,11 @@ impl Metrics {
             "Handlers' outbound HTTP requests, by how they ended.",
             |out| {
                 for (q, r) in &readings.http {
+                    let q = Labels(q);
                     for (outcome, n) in &r.outcomes {
                         let _ = writeln!(
                             out,
-                            "runtime_http_requests_total{{queue=\"{q}\",outcome=\"{outcome}\"}} {n}"
+                            "runtime_http_requests_total{{{q},outcome=\"{outcome}\"}} {n}"
                         );
                     }
                 }
@@ -322,13 +326,23 @@ fn histogram(
     count: u64,
     sum: f64,
 ) {
+    let q = Labels(q);
     for (bound, n) in buckets {
-        let _ = writeln!(out, "{name}_bucket{{queue=\"{q}\",le=\"{bound}\"}} {n}");
+        let _ = writeln!(out, "{name}_bucket{{{q},le=\"{bound}\"}} {n}");
     }
     let _ = writeln!(
         out,
-        "{name}_bucket{{queue=\"{q}\",le=\"+Inf\"}} {count}\n{name}_sum{{queue=\"{q}\"}} {sum}\n{name}_count{{queue=\"{q}\"}} {count}"
+        "{name}_bucket{{{q},le=\"+Inf\"}} {count}\n{name}_sum{{{q}}} {sum}\n{name}_count{{{q}}} {count}"
     );
+}
+
+/// A queue's labels: its tenant and its full name.
+struct Labels<'a>(&'a QueueName);
+
+impl std::fmt::Display for Labels<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tenant=\"{}\",queue=\"{}\"", self.0.tenant(), self.0)
+    }
 }
 
 /// One metric family: its HELP and TYPE lines, then its samples.
@@ -379,6 +393,35 @@ mod tests {
     }
 
     #[test]
+    fn every_queue_series_carries_its_tenant() {
+        let m = Metrics::default();
+        for name in ["acme/resize", "resize"] {
+            let meter = m.queue(&QueueName::parse(name).expect("valid"));
+            meter.started();
+            meter.ended();
+            meter.finished(Some(&report(RunOutcome::Done, 3)), AttemptEnd::Done);
+        }
+        let text = m.render(&Readings::default());
+        let at = |s: &str| value(&text, s);
+        assert_eq!(
+            at("runtime_jobs_done_total{tenant=\"acme\",queue=\"acme/resize\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            at("runtime_jobs_done_total{tenant=\"default\",queue=\"resize\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            at("runtime_job_duration_seconds_count{tenant=\"acme\",queue=\"acme/resize\"}"),
+            Some(1.0)
+        );
+        // Every sample line of a queue names its tenant first.
+        for line in text.lines().filter(|l| l.contains("queue=")) {
+            assert!(line.contains("{tenant=\""), "{line}");
+        }
+    }
+
+    #[test]
     fn counts_by_outcome_and_reason_with_cumulative_buckets() {
         let m = Metrics::default();
         let q = QueueName::new("q").expect("valid");
@@ -403,21 +446,30 @@ mod tests {
         assert_eq!(m.in_flight(), 1);
         let text = m.render(&Readings::default());
         let at = |s: &str| value(&text, s);
-        assert_eq!(at("runtime_jobs_processed_total{queue=\"q\"}"), Some(3.0));
-        assert_eq!(at("runtime_jobs_done_total{queue=\"q\"}"), Some(1.0));
         assert_eq!(
-            at("runtime_jobs_retried_total{queue=\"q\",reason=\"timeout\"}"),
+            at("runtime_jobs_processed_total{tenant=\"default\",queue=\"q\"}"),
+            Some(3.0)
+        );
+        assert_eq!(
+            at("runtime_jobs_done_total{tenant=\"default\",queue=\"q\"}"),
             Some(1.0)
         );
         assert_eq!(
-            at("runtime_jobs_failed_total{queue=\"q\",reason=\"handler\"}"),
+            at("runtime_jobs_retried_total{tenant=\"default\",queue=\"q\",reason=\"timeout\"}"),
             Some(1.0)
         );
-        assert_eq!(at("runtime_jobs_in_flight{queue=\"q\"}"), Some(1.0));
+        assert_eq!(
+            at("runtime_jobs_failed_total{tenant=\"default\",queue=\"q\",reason=\"handler\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            at("runtime_jobs_in_flight{tenant=\"default\",queue=\"q\"}"),
+            Some(1.0)
+        );
         // Buckets count everything at or below their bound.
         let bucket = |le: &str| {
             at(&format!(
-                "runtime_job_duration_seconds_bucket{{queue=\"q\",le=\"{le}\"}}"
+                "runtime_job_duration_seconds_bucket{{tenant=\"default\",queue=\"q\",le=\"{le}\"}}"
             ))
         };
         assert_eq!(bucket("0.0025"), Some(0.0));
@@ -427,10 +479,11 @@ mod tests {
         assert_eq!(bucket("5"), Some(3.0));
         assert_eq!(bucket("+Inf"), Some(3.0));
         assert_eq!(
-            at("runtime_job_duration_seconds_count{queue=\"q\"}"),
+            at("runtime_job_duration_seconds_count{tenant=\"default\",queue=\"q\"}"),
             Some(3.0)
         );
-        let sum = at("runtime_job_duration_seconds_sum{queue=\"q\"}").expect("sum");
+        let sum =
+            at("runtime_job_duration_seconds_sum{tenant=\"default\",queue=\"q\"}").expect("sum");
         assert!((sum - 2.103).abs() < 1e-9, "{sum}");
         // Every family is announced once, before its samples.
         for name in ["runtime_jobs_done_total", "runtime_job_duration_seconds"] {
@@ -456,23 +509,27 @@ mod tests {
         let text = Metrics::default().render(&readings);
         let at = |s: &str| value(&text, s);
         assert_eq!(
-            at("runtime_http_requests_total{queue=\"mail\",outcome=\"2xx\"}"),
+            at("runtime_http_requests_total{tenant=\"default\",queue=\"mail\",outcome=\"2xx\"}"),
             Some(2.0)
         );
         assert_eq!(
-            at("runtime_http_requests_total{queue=\"mail\",outcome=\"denied\"}"),
+            at("runtime_http_requests_total{tenant=\"default\",queue=\"mail\",outcome=\"denied\"}"),
             Some(1.0)
         );
         assert_eq!(
-            at("runtime_http_request_duration_seconds_bucket{queue=\"mail\",le=\"0.005\"}"),
+            at(
+                "runtime_http_request_duration_seconds_bucket{tenant=\"default\",queue=\"mail\",le=\"0.005\"}"
+            ),
             Some(1.0)
         );
         assert_eq!(
-            at("runtime_http_request_duration_seconds_bucket{queue=\"mail\",le=\"0.05\"}"),
+            at(
+                "runtime_http_request_duration_seconds_bucket{tenant=\"default\",queue=\"mail\",le=\"0.05\"}"
+            ),
             Some(2.0)
         );
         assert_eq!(
-            at("runtime_http_request_duration_seconds_count{queue=\"mail\"}"),
+            at("runtime_http_request_duration_seconds_count{tenant=\"default\",queue=\"mail\"}"),
             Some(2.0),
             "denied requests are not timed"
         );

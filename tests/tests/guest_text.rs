@@ -232,6 +232,7 @@ fn a_json_worker_log_keeps_hostile_guest_text_inside_its_values() {
                 "message",
                 "queue",
                 "target",
+                "tenant",
                 "timestamp"
             ],
             "{line}"

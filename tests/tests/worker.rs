@@ -426,7 +426,7 @@ fn scrape(addr: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The value of one sample line, e.g. `runtime_jobs_done_total{queue="nap"}`.
+/// The value of one sample line, e.g. `runtime_jobs_done_total{tenant="default",queue="nap"}`.
 fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
@@ -463,8 +463,18 @@ fn json_logs_metrics_and_the_workers_registry_describe_a_running_worker() {
     };
     let done = line_of("job done", &nap);
     assert_eq!(
-        (&done["queue"], &done["attempt"], &done["outcome"]),
-        (&Value::from("nap"), &Value::from(1), &Value::from("done"))
+        (
+            &done["tenant"],
+            &done["queue"],
+            &done["attempt"],
+            &done["outcome"]
+        ),
+        (
+            &Value::from("default"),
+            &Value::from("nap"),
+            &Value::from(1),
+            &Value::from("done")
+        )
     );
     assert!(done["duration_ms"].as_f64().is_some(), "{done}");
     let failed = line_of("job failed", &panic);
@@ -481,8 +491,12 @@ fn json_logs_metrics_and_the_workers_registry_describe_a_running_worker() {
         .find(|l| l["target"] == "guest")
         .expect("a guest log line");
     assert_eq!(
-        (&guest["job"], &guest["queue"]),
-        (&Value::from(nap.as_str()), &Value::from("nap"))
+        (&guest["job"], &guest["tenant"], &guest["queue"]),
+        (
+            &Value::from(nap.as_str()),
+            &Value::from("default"),
+            &Value::from("nap")
+        )
     );
     assert!(
         guest["message"]
@@ -505,15 +519,30 @@ fn json_logs_metrics_and_the_workers_registry_describe_a_running_worker() {
         .expect("the metrics address is logged");
     let metrics = scrape(&addr);
     for (series, value) in [
-        ("runtime_jobs_done_total{queue=\"nap\"}", 1.0),
-        ("runtime_jobs_processed_total{queue=\"panic\"}", 1.0),
         (
-            "runtime_jobs_failed_total{queue=\"panic\",reason=\"panic\"}",
+            "runtime_jobs_done_total{tenant=\"default\",queue=\"nap\"}",
             1.0,
         ),
-        ("runtime_job_duration_seconds_count{queue=\"nap\"}", 1.0),
-        ("runtime_jobs_in_flight{queue=\"nap\"}", 0.0),
-        ("runtime_queue_jobs{queue=\"panic\",state=\"failed\"}", 1.0),
+        (
+            "runtime_jobs_processed_total{tenant=\"default\",queue=\"panic\"}",
+            1.0,
+        ),
+        (
+            "runtime_jobs_failed_total{tenant=\"default\",queue=\"panic\",reason=\"panic\"}",
+            1.0,
+        ),
+        (
+            "runtime_job_duration_seconds_count{tenant=\"default\",queue=\"nap\"}",
+            1.0,
+        ),
+        (
+            "runtime_jobs_in_flight{tenant=\"default\",queue=\"nap\"}",
+            0.0,
+        ),
+        (
+            "runtime_queue_jobs{tenant=\"default\",queue=\"panic\",state=\"failed\"}",
+            1.0,
+        ),
         ("runtime_backend_up", 1.0),
         ("runtime_sandbox_instances_total", 2.0),
         ("runtime_sandbox_instances_live", 0.0),

@@ -215,15 +215,17 @@ async fn shutdown_signal() {
     tracing::info!("stopping: no new jobs; in-flight jobs finish within the grace period");
 }
 
-/// One line per attempt, with the job's id, queue, attempt, duration and
+/// One line per attempt, with the job's id, tenant, queue, attempt, duration and
 /// outcome as fields (top-level keys in `--log-format json`); a failure adds
 /// its `kind` and its `error` text. The text may be a guest's: it is a
 /// field's value, escaped by either log format, never part of the message.
 fn log_event(event: &JobEvent) {
     let job = &event.job;
     let (id, queue, attempt) = (&job.id, job.id.queue().as_str(), job.attempts);
+    let tenant = job.id.queue().tenant();
+    let tenant = tenant.as_str();
     let Some(report) = &event.report else {
-        tracing::info!(job = %id, queue, attempt, outcome = "handed back", "job handed back");
+        tracing::info!(job = %id, tenant, queue, attempt, outcome = "handed back", "job handed back");
         return;
     };
     let duration_ms = (report.elapsed.as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
@@ -239,10 +241,11 @@ fn log_event(event: &JobEvent) {
     let outcome = end.as_str();
     match report.outcome.failure() {
         None if end == AttemptEnd::Done => {
-            tracing::info!(job = %id, queue, attempt, duration_ms, outcome, "job done");
+            tracing::info!(job = %id, tenant, queue, attempt, duration_ms, outcome, "job done");
         }
         None => tracing::warn!(
             job = %id,
+            tenant,
             queue,
             attempt,
             duration_ms,
@@ -251,6 +254,7 @@ fn log_event(event: &JobEvent) {
         ),
         Some((kind, error)) => tracing::warn!(
             job = %id,
+            tenant,
             queue,
             attempt,
             duration_ms,

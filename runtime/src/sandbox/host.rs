@@ -97,10 +97,10 @@ impl FollowUps {
 }
 
 /// Bytes charged to the echo budget for each echoed line beyond its
-/// message, job id and queue name: the timestamp, level, target, field
-/// names, attempt number and punctuation of the longer of the two log
-/// formats (JSON: 131 bytes at most; human, with a terminal's colour codes:
-/// about 115), with room to spare. An upper bound, so the budget bounds
+/// message, job id, tenant and queue name: the timestamp, level, target,
+/// field names, attempt number and punctuation of the longer of the two log
+/// formats (JSON: 143 bytes at most; human, with a terminal's colour codes:
+/// about 125), with room to spare. An upper bound, so the budget bounds
 /// what is really written.
 const ECHO_LINE_OVERHEAD: usize = 160;
 
@@ -117,6 +117,7 @@ const ECHO_LINE_OVERHEAD: usize = 160;
 /// An attempt so fills at most its output limit plus that one line.
 pub(crate) struct EchoContext {
     job: String,
+    tenant: String,
     queue: String,
     attempt: u32,
     /// Bytes the attempt may still write to the process's log.
@@ -131,6 +132,7 @@ impl EchoContext {
     pub fn new(job: &JobRecord, output_limit: usize) -> Self {
         EchoContext {
             job: job.id.to_string(),
+            tenant: job.id.queue().tenant().to_string(),
             queue: job.id.queue().to_string(),
             attempt: job.attempts,
             budget: output_limit,
@@ -144,9 +146,9 @@ impl EchoContext {
         let human = crate::text::escape(message).len();
         let json = serde_json::to_string(message)
             .map_or(usize::MAX, |json| crate::text::json_safe(&json).len());
-        human
-            .max(json)
-            .saturating_add(self.job.len() + self.queue.len() + ECHO_LINE_OVERHEAD)
+        human.max(json).saturating_add(
+            self.job.len() + self.tenant.len() + self.queue.len() + ECHO_LINE_OVERHEAD,
+        )
     }
 
     fn emit(&mut self, level: Level, message: &str) {
@@ -160,6 +162,7 @@ impl EchoContext {
             tracing::warn!(
                 target: "guest",
                 job = %self.job,
+                tenant = %self.tenant,
                 queue = %self.queue,
                 attempt = self.attempt,
                 "this attempt's log lines filled its share of this log (its output limit); the rest are only in the job's log"
@@ -167,22 +170,22 @@ impl EchoContext {
             return;
         }
         self.budget -= cost;
-        let (job, queue, attempt) = (&self.job, &self.queue, self.attempt);
+        let (job, tenant, queue, attempt) = (&self.job, &self.tenant, &self.queue, self.attempt);
         match level {
             Level::Error => {
-                tracing::error!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+                tracing::error!(target: "guest", job = %job, tenant = %tenant, queue = %queue, attempt, "{message}")
             }
             Level::Warn => {
-                tracing::warn!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+                tracing::warn!(target: "guest", job = %job, tenant = %tenant, queue = %queue, attempt, "{message}")
             }
             Level::Info => {
-                tracing::info!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+                tracing::info!(target: "guest", job = %job, tenant = %tenant, queue = %queue, attempt, "{message}")
             }
             Level::Debug => {
-                tracing::debug!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+                tracing::debug!(target: "guest", job = %job, tenant = %tenant, queue = %queue, attempt, "{message}")
             }
             Level::Trace => {
-                tracing::trace!(target: "guest", job = %job, queue = %queue, attempt, "{message}")
+                tracing::trace!(target: "guest", job = %job, tenant = %tenant, queue = %queue, attempt, "{message}")
             }
         }
     }
