@@ -4,7 +4,10 @@
 //! itself is killed and restarted. Every job records each run it starts
 //! (the `record` fixture dispatches `{"job", "attempt"}` to another queue
 //! before it naps), so the test can prove that no job is lost and count
-//! those that ran more than once.
+//! those that ran more than once. The last test kills workers and restarts
+//! Redis under three tenants at once, each with its own copy of the fixture
+//! and its own records queue, and proves too that no tenant's records hold
+//! another's jobs.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -231,5 +234,252 @@ fn sigterm_every_half_second_hands_back_without_counting_attempts() {
     );
     eprintln!(
         "chaos SIGTERM: {stops} stops, {handed_back} jobs handed back, {extra} runs again ({twice} jobs)"
+    );
+}
+
+/// The tenants of the tenant chaos test and how many jobs each is given:
+/// different numbers, so a record counted under the wrong tenant shows.
+const TENANT_JOBS: [(&str, u64); 3] = [("acme", 1000), ("beta", 600), ("gamma", 800)];
+
+/// A handlers directory of its own with the `record` fixture as the
+/// handler of queue `record` of each of `tenants`
+/// (`tenants/<tenant>/record_job.wasm`); their records queues have none.
+fn tenant_handlers(tenants: &[&str]) -> runtime_tests::TempDir {
+    let dir = runtime_tests::TempDir::new("tenant-handlers");
+    let file = "record_job.wasm";
+    for tenant in tenants {
+        let own = dir.path().join("tenants").join(tenant);
+        std::fs::create_dir_all(&own).expect("create the tenant's directory");
+        std::fs::copy(std::path::Path::new(guests::DIR).join(file), own.join(file))
+            .expect("copy the record fixture");
+    }
+    dir
+}
+
+/// The worker config: beta may have 4 jobs in flight across the fleet,
+/// and the records queues, which have no handler (`--all` claims their
+/// jobs, whose attempts fail to load), retry fast so their jobs settle.
+fn tenant_config(env: &Env) -> String {
+    let mut text = String::from("[tenants.beta]\nmax_in_flight = 4\n");
+    for (tenant, _) in TENANT_JOBS {
+        text.push_str(&format!(
+            "[queues.\"{tenant}/{RECORDS}\"]\nbackoff_base_ms = 10\nbackoff_cap_ms = 50\n"
+        ));
+    }
+    let path = env.cache.path().join("tenants.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path.display().to_string()
+}
+
+/// A worker serving every tenant's queues, with the short lease of
+/// [`start_worker`].
+fn start_tenant_worker(env: &Env, config: &str) -> WorkerProcess {
+    env.worker(&[
+        "--all",
+        "--lease",
+        "2s",
+        "--concurrency",
+        CONCURRENCY,
+        "--config",
+        config,
+    ])
+}
+
+/// Jobs of every tenant's `record` queue done.
+fn tenants_done(env: &Env) -> u64 {
+    let all = env.run(&["queues", "--json"]).expect_code(0).json();
+    TENANT_JOBS
+        .iter()
+        .map(|(tenant, _)| {
+            all[format!("{tenant}/record")]["done"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Every record in `queue` (in any state but done), as (record id, payload).
+fn records_of(env: &Env, queue: &str) -> Vec<(String, serde_json::Value)> {
+    let mut records = Vec::new();
+    for state in ["pending", "scheduled", "running", "failed"] {
+        // Page through: `jobs list` shows at most 1,000 records at once;
+        // the caller waits until nothing moves them.
+        let mut listed = 0;
+        loop {
+            let offset = listed.to_string();
+            let list = env.run(&[
+                "jobs", "list", queue, "--state", state, "--limit", "1000", "--offset", &offset,
+                "--json",
+            ]);
+            list.expect_code(0);
+            let page = list.json().as_array().cloned().expect("a list");
+            if page.is_empty() {
+                break;
+            }
+            listed += page.len();
+            for record in page {
+                let id = record["id"].as_str().expect("record id").to_string();
+                let payload = &record["payload"];
+                let payload = match payload.as_str() {
+                    Some(text) => serde_json::from_str(text).expect("record payload is JSON"),
+                    None => payload.clone(),
+                };
+                records.push((id, payload));
+            }
+        }
+    }
+    records
+}
+
+#[test]
+fn three_tenants_through_kill_9_and_a_redis_restart_lose_nothing_and_stay_apart() {
+    let redis = RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+    ]);
+    let mut env = Env::with(redis);
+    let tenants: Vec<&str> = TENANT_JOBS.iter().map(|(t, _)| *t).collect();
+    let handlers = tenant_handlers(&tenants);
+    env.handlers = handlers.path().display().to_string();
+    let config = tenant_config(&env);
+    let total: u64 = TENANT_JOBS.iter().map(|(_, n)| n).sum();
+    for (tenant, jobs) in TENANT_JOBS {
+        // Each naps 0 to 60 ms after recording its run, into its own
+        // tenant's records queue (a bare name: the handler's tenant).
+        let lines: String = (0..jobs)
+            .map(|i| format!("{{\"to\":\"{RECORDS}\",\"ms\":{}}}\n", i % 5 * 15))
+            .collect();
+        env.dispatch_file(
+            &format!("{tenant}/record"),
+            &lines,
+            &["--max-attempts", "25"],
+        )
+        .expect_code(0);
+    }
+    let mut workers: Vec<_> = (0..WORKERS)
+        .map(|_| start_tenant_worker(&env, &config))
+        .collect();
+
+    // Kill a random worker every half second and start a replacement, and
+    // once a third of the jobs are done, kill Redis and restart it.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (mut kills, mut restarted_after) = (0, None);
+    loop {
+        let done = tenants_done(&env);
+        if done >= total || Instant::now() >= deadline {
+            break;
+        }
+        if restarted_after.is_none() && done >= total / 3 {
+            env.redis.kill();
+            std::thread::sleep(Duration::from_millis(500));
+            env.redis.restart();
+            restarted_after = Some(done);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let victim = &mut workers[pick(WORKERS)];
+        victim.signal("KILL");
+        victim.wait(Duration::from_secs(30));
+        kills += 1;
+        *victim = start_tenant_worker(&env, &config);
+    }
+    let restarted_after = restarted_after.expect("Redis was restarted before the jobs were done");
+    assert!(kills >= 2, "the run outlasted only {kills} kills");
+
+    // Every tenant's jobs done exactly once each, beta's too: the slots of
+    // the workers killed holding them lapsed.
+    eventually(
+        Duration::from_secs(180),
+        "every tenant's jobs to be done",
+        || tenants_done(&env) >= total,
+    );
+    for (tenant, jobs) in TENANT_JOBS {
+        let c = env.counts(&format!("{tenant}/record"));
+        assert_eq!(c["done"], jobs, "{tenant}: each job acknowledged once: {c}");
+        for state in ["pending", "scheduled", "running", "failed"] {
+            assert_eq!(c[state], 0, "{tenant} {state}: {c}");
+        }
+    }
+    // The records settle (their attempts fail: no handler) before they
+    // are read.
+    eventually(Duration::from_secs(120), "every record to settle", || {
+        tenants.iter().all(|tenant| {
+            let c = env.counts(&format!("{tenant}/{RECORDS}"));
+            ["pending", "scheduled", "running"]
+                .iter()
+                .all(|state| c[state].as_u64() == Some(0))
+        })
+    });
+
+    // Only the tenants' own queues exist: no record went to another
+    // tenant's queue, nor to the default tenant's.
+    let queues = env.run(&["queues", "--json"]).expect_code(0).json();
+    let names: Vec<&str> = queues
+        .as_object()
+        .expect("queues by name")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected: Vec<String> = tenants
+        .iter()
+        .flat_map(|t| [format!("{t}/record"), format!("{t}/{RECORDS}")])
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected, "{queues}");
+
+    let mut report = Vec::new();
+    for (tenant, jobs) in TENANT_JOBS {
+        let records = records_of(&env, &format!("{tenant}/{RECORDS}"));
+        let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (id, payload) in &records {
+            assert!(
+                id.starts_with(&format!("{tenant}/{RECORDS}:")),
+                "record {id} listed in {tenant}'s records queue"
+            );
+            let job = payload["job"].as_str().expect("job id").to_string();
+            let attempt = payload["attempt"].as_u64().expect("attempt");
+            runs.entry(job).or_default().push(attempt);
+        }
+        // Every run recorded here is one of this tenant's jobs, and every
+        // one of its jobs ran.
+        for job in runs.keys() {
+            let n = job
+                .strip_prefix(&format!("{tenant}/record:"))
+                .and_then(|n| n.parse::<u64>().ok());
+            assert!(
+                n.is_some_and(|n| (1..=jobs).contains(&n)),
+                "{tenant}'s records queue holds a run of {job}"
+            );
+        }
+        for n in 1..=jobs {
+            let id = format!("{tenant}/record:{n}");
+            assert!(runs.contains_key(&id), "{id} never ran");
+        }
+        assert_eq!(runs.len() as u64, jobs, "{tenant}: jobs recorded");
+        // A job runs again only as a new attempt.
+        for (id, attempts) in &runs {
+            let mut sorted = attempts.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            assert_eq!(
+                sorted.len(),
+                attempts.len(),
+                "{id} ran an attempt twice: {attempts:?}"
+            );
+        }
+        let twice = runs.values().filter(|r| r.len() > 1).count();
+        report.push(format!("{tenant} {twice} of {jobs}"));
+    }
+    let logs = worker_logs(&env);
+    assert!(
+        logs.contains("unreachable"),
+        "no worker saw Redis go away:\n{logs}"
+    );
+    eprintln!(
+        "chaos tenants: {kills} kills, Redis restarted after {restarted_after} of {total} jobs; jobs run more than once: {}",
+        report.join(", ")
     );
 }
