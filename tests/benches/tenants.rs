@@ -13,9 +13,13 @@
 //!     queues (fairness between queues alone), in the same run.
 //! (b) what tenant accounting costs: drains of `BENCH_JOBS` jobs in one
 //!     queue by a worker named that queue (no due index, one tenant), by
-//!     a worker serving every queue, and by one serving every queue with
-//!     the jobs spread over 100 tenants; jobs/s and the ratio to the first.
-//!     Three rounds, alternating; medians.
+//!     a worker serving every queue, by one serving every queue whose
+//!     tenant has a fleet-wide `max_in_flight` and a run-time budget too
+//!     large to hold it back (so every claim round takes and gives back
+//!     slots in its ledger and checks its budget, and every batch of acks
+//!     gives slots back and adds run time), and by one serving every queue
+//!     with the jobs spread over 100 tenants; jobs/s and the ratio to the
+//!     first. Three rounds, alternating; medians.
 //! (c) what dispatch quotas cost: dispatches into one tenant's queue with
 //!     no quota and with a dispatch rate and a backlog cap too high to
 //!     refuse anything (so every dispatch takes its tokens and checks the
@@ -97,28 +101,30 @@ fn main() {
         let spread: Vec<QueueName> = (0..TENANTS)
             .map(|t| q(&format!("{}/noop", tenant(t))))
             .collect();
-        let mut rates: Vec<[f64; 3]> = Vec::new();
+        let mut rates: Vec<[f64; 4]> = Vec::new();
         for round in 0..ROUNDS {
-            let mut r = [0.0; 3];
+            let mut r = [0.0; 4];
             let order: Vec<usize> = if round % 2 == 0 {
-                vec![0, 1, 2]
+                vec![0, 1, 2, 3]
             } else {
-                vec![2, 1, 0]
+                vec![3, 2, 1, 0]
             };
             for i in order {
                 let prefix = format!("drain{round}{i}:");
                 r[i] = match i {
-                    0 => bench.drain(&prefix, &[q("noop")], true, n).await,
-                    1 => bench.drain(&prefix, &[q("noop")], false, n).await,
-                    _ => bench.drain(&prefix, &spread, false, n).await,
+                    0 => bench.drain(&prefix, &[q("noop")], true, false, n).await,
+                    1 => bench.drain(&prefix, &[q("noop")], false, false, n).await,
+                    2 => bench.drain(&prefix, &[q("noop")], false, true, n).await,
+                    _ => bench.drain(&prefix, &spread, false, false, n).await,
                 };
             }
             println!(
-                "    round {}: named {:.0}, --all {:.0}, --all over {TENANTS} tenants {:.0} jobs/s",
+                "    round {}: named {:.0}, --all {:.0}, --all with fleet accounting {:.0}, --all over {TENANTS} tenants {:.0} jobs/s",
                 round + 1,
                 r[0],
                 r[1],
-                r[2]
+                r[2],
+                r[3]
             );
             rates.push(r);
         }
@@ -127,12 +133,17 @@ fn main() {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let (named, all, spread) = (median(0), median(1), median(2));
+        let (named, all, counted, spread) = (median(0), median(1), median(2), median(3));
         println!("(b) drains of {n} jobs, median of {ROUNDS} rounds:");
         println!("    worker naming the queue:              {named:.0} jobs/s");
         println!(
             "    worker --all, one tenant:             {all:.0} jobs/s ({:.2}x)",
             all / named
+        );
+        println!(
+            "    worker --all, fleet accounting:       {counted:.0} jobs/s ({:.2}x; {:.2}x --all)",
+            counted / named,
+            counted / all
         );
         println!(
             "    worker --all, {TENANTS} tenants:             {spread:.0} jobs/s ({:.2}x)",
@@ -250,22 +261,28 @@ impl Bench {
 
     /// A runtime over keys under `prefix`, and a worker of it serving
     /// `queues` (every queue if `None`), and where it reports its attempts
-    /// if `events`.
+    /// if `events`; with `accounting`, every tenant has a `max_in_flight`
+    /// and a run-time budget, neither reached.
     async fn worker(
         &self,
         prefix: &str,
         queues: Option<Vec<QueueName>>,
         drain: bool,
         events: bool,
+        accounting: bool,
     ) -> (
         runtime::Worker,
         tokio::sync::mpsc::UnboundedReceiver<JobEvent>,
     ) {
         let backend = Backend::new(self.connect(prefix).await);
-        let config = Config {
+        let mut config = Config {
             cache_dir: Some(self.cache.clone()),
             ..Config::default()
         };
+        if accounting {
+            config.tenant_defaults.max_in_flight = Some(1_000_000);
+            config.tenant_defaults.cpu_budget_s = Some(1e9);
+        }
         let rt = Runtime::new(backend, self.handlers.clone(), config).expect("runtime");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let worker = rt.worker(WorkerConfig {
@@ -307,7 +324,7 @@ impl Bench {
         if let Some(flood) = &flood {
             self.fill(&client, flood, n).await;
         }
-        let (worker, mut rx) = self.worker(prefix, None, false, true).await;
+        let (worker, mut rx) = self.worker(prefix, None, false, true, false).await;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(worker.run(async {
             let _ = stopped.await;
@@ -370,15 +387,23 @@ impl Bench {
     }
 
     /// (b): `n` jobs spread over `queues`, drained by a worker naming them
-    /// (`named`) or serving every queue; jobs/s.
-    async fn drain(&self, prefix: &str, queues: &[QueueName], named: bool, n: usize) -> f64 {
+    /// (`named`) or serving every queue, with or without fleet-wide
+    /// `accounting`; jobs/s.
+    async fn drain(
+        &self,
+        prefix: &str,
+        queues: &[QueueName],
+        named: bool,
+        accounting: bool,
+        n: usize,
+    ) -> f64 {
         let client = self.connect(prefix).await;
         let each = n / queues.len();
         for queue in queues {
             self.fill(&client, queue, each).await;
         }
         let served = named.then(|| queues.to_vec());
-        let (worker, _) = self.worker(prefix, served, true, false).await;
+        let (worker, _) = self.worker(prefix, served, true, false, accounting).await;
         let t = Instant::now();
         let stats = worker.run(std::future::pending()).await.expect("worker");
         let rate = stats.done as f64 / t.elapsed().as_secs_f64();
