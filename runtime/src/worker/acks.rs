@@ -42,8 +42,8 @@ pub(super) struct Recorder {
     pub clock: Arc<dyn Clock>,
     pub inflight: Arc<InFlight>,
     pub events: Option<mpsc::UnboundedSender<JobEvent>>,
-    /// Tenants' slots in flight across the fleet, given back as their
-    /// jobs' attempts are recorded.
+    /// Tenants' slots in flight across the fleet, freed as their jobs'
+    /// attempts are recorded.
     pub flight: Option<Arc<super::flight::Flight>>,
     /// Tenants' run-time budgets, charged with their attempts' run time
     /// as the attempts are recorded.
@@ -68,9 +68,13 @@ pub(super) async fn run(
                 items.push((a.lease.clone(), completion.clone(), log.unwrap_or_default()));
             }
         }
-        let mut acks = ack_all(&*recorder.jobs, &*recorder.clock, &items)
-            .await
-            .into_iter();
+        // The tenants' ledgers and run time are told beside the acks: the
+        // attempts have ended, whatever their acks meet.
+        let (acks, ()) = tokio::join!(
+            ack_all(&*recorder.jobs, &*recorder.clock, &items),
+            account(&recorder, &batch)
+        );
+        let mut acks = acks.into_iter();
         let mut logs = items.drain(..).map(|(_, _, log)| log);
         let mut done_follow_ups: Vec<Lineage> = Vec::new();
         let recorded = batch.len();
@@ -99,32 +103,6 @@ pub(super) async fn run(
             futures_util::future::join_all(done_follow_ups.iter().map(|l| jobs.leave_tree(l)))
                 .await;
         }
-        if let Some(flight) = &recorder.flight {
-            let mut per_tenant: HashMap<TenantName, usize> = HashMap::new();
-            for (a, _) in &ended {
-                if a.served.tenant.policy.max_in_flight.is_some() {
-                    *per_tenant.entry(a.served.tenant.name.clone()).or_default() += 1;
-                }
-            }
-            for (tenant, n) in per_tenant {
-                flight.give(&tenant, n).await;
-            }
-        }
-        if let Some(budgets) = &recorder.budgets {
-            let mut per_tenant: HashMap<TenantName, (RunTimeBudget, u64)> = HashMap::new();
-            for (a, _) in &ended {
-                let tenant = &a.served.tenant;
-                if let (Some(budget), Some(report)) = (tenant.policy.run_time(), &a.report) {
-                    let ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX);
-                    let entry = per_tenant.entry(tenant.name.clone()).or_insert((budget, 0));
-                    entry.1 = entry.1.saturating_add(ms);
-                }
-            }
-            let charges = per_tenant
-                .iter()
-                .map(|(tenant, &(budget, ms))| budgets.charge(tenant, budget, ms));
-            futures_util::future::join_all(charges).await;
-        }
         for (a, ack) in ended {
             let end = AttemptEnd::of(ack, a.report.is_none());
             stats.add(end);
@@ -140,6 +118,37 @@ pub(super) async fn run(
         recorder.inflight.recorded(recorded);
     }
     stats
+}
+
+/// Frees the slots of a batch's ended attempts in their tenants' ledgers
+/// (idle, for the next claim round) and adds their run time to their
+/// tenants' budgets, every tenant at once.
+async fn account(recorder: &Recorder, batch: &[Attempted]) {
+    let mut slots: HashMap<TenantName, usize> = HashMap::new();
+    let mut run_time: HashMap<TenantName, (RunTimeBudget, u64)> = HashMap::new();
+    for a in batch {
+        let tenant = &a.served.tenant;
+        if recorder.flight.is_some() && tenant.policy.max_in_flight.is_some() {
+            *slots.entry(tenant.name.clone()).or_default() += 1;
+        }
+        if let (Some(_), Some(budget), Some(report)) =
+            (&recorder.budgets, tenant.policy.run_time(), &a.report)
+        {
+            let ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX);
+            let entry = run_time.entry(tenant.name.clone()).or_insert((budget, 0));
+            entry.1 = entry.1.saturating_add(ms);
+        }
+    }
+    if let Some(flight) = &recorder.flight {
+        for (tenant, &n) in &slots {
+            flight.idle(tenant, n);
+        }
+    }
+    let charges = run_time.iter().filter_map(|(tenant, &(budget, ms))| {
+        let budgets = recorder.budgets.as_ref()?;
+        Some(budgets.charge(tenant, budget, ms))
+    });
+    futures_util::future::join_all(charges).await;
 }
 
 /// Records a batch, retrying while the backend is unreachable, for as long

@@ -427,7 +427,7 @@ impl Scheduler {
         if let Some(e) = failed
             && claims.is_empty()
         {
-            self.give_flight(&tenants, &taken).await;
+            self.give_flight(&tenants, &taken);
             return Err(e);
         }
         let mut extra = vec![0usize; tenants.len()];
@@ -452,7 +452,7 @@ impl Scheduler {
             }
             capped |= cap && got >= free;
         }
-        self.give_flight(&tenants, &taken).await;
+        self.give_flight(&tenants, &taken);
         // A tenant that ran out of work keeps no credit; one that took
         // more than its share in the second pass pays for it.
         self.deficits.clear();
@@ -568,18 +568,15 @@ impl Scheduler {
         taken
     }
 
-    /// Gives back the slots `taken` this round that the tenants did not
-    /// claim jobs for.
-    async fn give_flight(&self, tenants: &[Tenant], taken: &[usize]) {
+    /// Frees the slots `taken` this round that the tenants did not claim
+    /// jobs for (idle, for the next round).
+    fn give_flight(&self, tenants: &[Tenant], taken: &[usize]) {
         let Some(flight) = &self.flight else {
             return;
         };
-        let unused = tenants
-            .iter()
-            .zip(taken)
-            .filter(|&(t, &n)| n > t.got)
-            .map(|(t, &n)| flight.give(&t.served.name, n - t.got));
-        futures_util::future::join_all(unused).await;
+        for (t, &n) in tenants.iter().zip(taken) {
+            flight.idle(&t.served.name, n.saturating_sub(t.got));
+        }
     }
 
     /// Claims up to `n` jobs of `queue` under the worker's lease.
