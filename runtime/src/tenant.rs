@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::config::TenantSettings;
 use crate::error::QueueError;
 use crate::job::{QueueName, TenantName, UnixMillis};
-use crate::queue::{Backend, DispatchQuota, StateCounts, TenantStore};
+use crate::queue::{Backend, DispatchQuota, RunTimeBudget, StateCounts, TenantStore};
 
 /// What every token starts with.
 pub const TOKEN_PREFIX: &str = "rt_";
@@ -330,7 +330,11 @@ pub async fn usage(
     };
     let budget = settings.run_time();
     let period_ms = settings.cpu_period_ms.max(1);
-    let period_started_at = now - now % period_ms;
+    let period_started_at = RunTimeBudget {
+        budget_ms: 0,
+        period_ms,
+    }
+    .period_at(now);
     let run_time = match budget {
         Some(_) => {
             backend
@@ -373,6 +377,18 @@ pub async fn usage(
 
 /// Bytes `tenant`'s published modules take.
 pub async fn module_storage(backend: &Backend, tenant: &TenantName) -> Result<u64, QueueError> {
+    Ok(module_sizes(backend, tenant)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum())
+}
+
+/// `tenant`'s published modules, by queue, with their sizes in bytes.
+async fn module_sizes(
+    backend: &Backend,
+    tenant: &TenantName,
+) -> Result<Vec<(QueueName, u64)>, QueueError> {
     let queues: Vec<QueueName> = backend
         .modules
         .published()
@@ -381,14 +397,18 @@ pub async fn module_storage(backend: &Backend, tenant: &TenantName) -> Result<u6
         .filter(|q| q.is_in(tenant))
         .collect();
     let sizes = backend.modules.module_sizes(&queues).await?;
-    Ok(sizes.into_iter().flatten().sum())
+    Ok(queues
+        .into_iter()
+        .zip(sizes)
+        .filter_map(|(q, size)| Some((q, size?)))
+        .collect())
 }
 
 /// Publishes `bytes` as `queue`'s module ([`ModuleStore::publish_module`])
 /// if its tenant's published modules stay within `max` bytes, counting
-/// this one instead of the one it replaces. Two deploys of one tenant at
-/// the same moment can pass the quota by one module; each is checked
-/// against what the other found.
+/// this one instead of the one it replaces. Deploys of one tenant at the
+/// same moment are each checked against what the others found, so they
+/// can pass the quota together.
 ///
 /// [`ModuleStore::publish_module`]: crate::queue::ModuleStore::publish_module
 pub async fn publish(
@@ -399,15 +419,13 @@ pub async fn publish(
 ) -> Result<String, QueueError> {
     if let Some(max) = max {
         let tenant = queue.tenant();
-        let all = module_storage(backend, &tenant).await?;
-        let replaced = backend
-            .modules
-            .module_sizes(std::slice::from_ref(queue))
+        // The others: this queue's module, if any, is the one replaced.
+        let used = module_sizes(backend, &tenant)
             .await?
-            .into_iter()
-            .flatten()
+            .iter()
+            .filter(|(q, _)| q != queue)
+            .map(|(_, n)| n)
             .sum::<u64>();
-        let used = all.saturating_sub(replaced);
         let adding = bytes.len() as u64;
         if used.saturating_add(adding) > max {
             return Err(QueueError::ModuleStorageFull {

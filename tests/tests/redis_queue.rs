@@ -107,6 +107,38 @@ async fn every_key_starts_with_the_prefix_and_carries_the_queue_hash_tag() {
 }
 
 #[tokio::test]
+async fn reading_a_dispatch_bucket_writes_nothing() {
+    use runtime::queue::{Rate, TenantStore};
+    let b = connect(&server().url(), "bucket-read:").await;
+    let zed = runtime::TenantName::new("zed").expect("tenant name");
+    let rate = Rate {
+        per_second: 1.0,
+        burst: 5,
+    };
+    assert_eq!(b.dispatch_tokens(&zed, rate).await.expect("tokens"), 5.0);
+    let keys: Vec<String> = b
+        .query(redis::cmd("KEYS").arg("bucket-read:*"))
+        .await
+        .expect("KEYS");
+    assert!(keys.is_empty(), "a read wrote {keys:?}");
+    b.take_dispatch(&zed, 2, rate).await.expect("take");
+    let left = b.dispatch_tokens(&zed, rate).await.expect("tokens");
+    assert!(
+        (3.0..3.5).contains(&left),
+        "{left} tokens after taking 2 of 5"
+    );
+    let at: Option<String> = b
+        .query(
+            redis::cmd("HGET")
+                .arg("bucket-read:{@t/zed}:bucket")
+                .arg("at"),
+        )
+        .await
+        .expect("HGET");
+    assert!(at.is_some(), "the take wrote its bucket");
+}
+
+#[tokio::test]
 async fn the_library_is_loaded_again_after_function_flush() {
     // A server of its own: FUNCTION FLUSH is server-wide, and the other
     // tests' calls on the shared one would meet it half way.

@@ -190,6 +190,11 @@ fn tenants_lists_each_tenants_queues_and_jobs_and_scopes_like_any_command() {
         (&2.into(), &3.into(), &1.into(), &1.into()),
         "{all}"
     );
+    let listed = env
+        .run(&["tenants", "list", "--json"])
+        .expect_code(0)
+        .json();
+    assert_eq!(listed, all, "`tenants list` is `tenants`");
     let shown = env
         .run(&["tenants", "show", "acme", "--json"])
         .expect_code(0)
@@ -863,6 +868,14 @@ fn tenants_usage_shows_each_quota_against_what_the_tenant_uses() {
         .json();
     let acme = &usage["acme"];
     assert_eq!(acme["in_flight"]["max"], 4, "{usage}");
+    // Its jobs ended: the worker gives their slots back once idle.
+    runtime_tests::workers::eventually(BOUND, "acme's slots to go back", || {
+        let usage = env
+            .run(&["--config", &config, "tenants", "usage", "acme", "--json"])
+            .expect_code(0)
+            .json();
+        usage["acme"]["in_flight"]["used"] == 0
+    });
     assert_eq!(acme["backlog"]["used"], 3, "{usage}");
     assert_eq!(acme["backlog"]["max"], 1000, "{usage}");
     let ran = acme["run_time"]["used_ms"].as_u64().expect("run time");

@@ -26,6 +26,9 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Action {
+    /// Every tenant, registered or with queues, with its jobs per state
+    /// (what `runtime tenants` alone shows).
+    List,
     /// One tenant's queues, with their jobs per state.
     Show {
         /// The tenant. (Not called `tenant`: that is the global
@@ -73,6 +76,7 @@ impl Action {
             | Action::RotateToken { name }
             | Action::Remove { name, .. } => Some(name),
             Action::Usage { name } => name.as_ref(),
+            Action::List => None,
         }
     }
 }
@@ -146,7 +150,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             }
             return Ok(Exit::Ok);
         }
-        Some(Action::Show { .. } | Action::Usage { .. }) | None => {}
+        Some(Action::List | Action::Show { .. } | Action::Usage { .. }) | None => {}
     }
     let only = args
         .action
@@ -324,16 +328,6 @@ fn against(used: String, max: Option<String>) -> String {
     }
 }
 
-/// Seconds, to a tenth.
-fn seconds(ms: u64) -> String {
-    let s = ms as f64 / 1000.0;
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{s:.1}s")
-    }
-}
-
 /// A period: in days, hours or minutes when it is whole ones.
 fn period(ms: u64) -> String {
     for (unit, name) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m")] {
@@ -342,6 +336,11 @@ fn period(ms: u64) -> String {
         }
     }
     seconds(ms)
+}
+
+/// A run time: ms, or seconds to a tenth.
+fn seconds(ms: u64) -> String {
+    runtime::sandbox::limits::Millis(std::time::Duration::from_millis(ms)).to_string()
 }
 
 /// Each tenant's usage against its quotas.

@@ -351,15 +351,18 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
-    /// Wait until some queue, of any tenant, other than those `passing`
-    /// over, may have runnable work, or `timeout` passes. May return early.
+    /// Wait until some queue (of `tenant`, or of any tenant), other than
+    /// those `passing` over, may have runnable work, or `timeout` passes.
+    /// May return early.
     async fn wait_for_due(
         &self,
         passing: &[QueueName],
+        tenant: Option<&TenantName>,
         timeout: Duration,
     ) -> Result<(), QueueError> {
+        let passing: std::collections::HashSet<&QueueName> = passing.iter().collect();
         let mut queues = self.queues().await?;
-        queues.retain(|q| !passing.contains(q));
+        queues.retain(|q| !passing.contains(q) && tenant.is_none_or(|t| q.is_in(t)));
         self.wait_for_work(&queues, timeout).await
     }
 

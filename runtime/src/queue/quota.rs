@@ -406,9 +406,10 @@ impl JobQueue for Admitting {
     async fn wait_for_due(
         &self,
         passing: &[QueueName],
+        tenant: Option<&TenantName>,
         timeout: Duration,
     ) -> Result<(), QueueError> {
-        self.inner.wait_for_due(passing, timeout).await
+        self.inner.wait_for_due(passing, tenant, timeout).await
     }
     async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
         self.inner.renew(lease, extend).await

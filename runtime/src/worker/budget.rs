@@ -4,9 +4,11 @@
 //! round asks for no job of a tenant whose count over every worker has
 //! reached its budget this period: its jobs wait, pending, for the next.
 //! What the worker last learnt of a count is trusted for a second, so a
-//! round costs no call to the backend; attempts already running when the
-//! budget runs out finish, so a tenant can pass its budget by what those
-//! take (each bounded by its timeout).
+//! round costs no call to the backend. A tenant can so pass its budget by
+//! what its attempts take that are running when it runs out, or that
+//! start on workers that have not learnt so yet (up to a second's worth,
+//! or for a worker whose own attempts do not add to the count, until it
+//! next reads it): each bounded by its timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,7 +30,9 @@ pub(super) struct Budgets {
     /// What it last learnt, by tenant.
     seen: Mutex<HashMap<TenantName, Seen>>,
     /// Run time not yet added in the backend (it was unreachable), by
-    /// tenant and period: added with the tenant's next charge.
+    /// tenant and period: added with the tenant's next charge if that is
+    /// in the same period, else dropped (a past period's count no longer
+    /// holds anything back).
     untold: Mutex<HashMap<TenantName, (u64, u64)>>,
 }
 

@@ -22,8 +22,10 @@ use crate::queue::{Clock, TenantStore};
 
 /// How long a slot with no job is kept for the next claim round before
 /// it goes back to its tenant's ledger: a few of the loop's lingers, so
-/// rounds in a stream of work reuse slots, and other workers wait for
-/// them no longer than this.
+/// rounds in a stream of work reuse slots. A worker that keeps using its
+/// slots keeps them; one that stops using them gives them back within
+/// about this (slots freed at different times go back together, with the
+/// oldest).
 pub(super) const IDLE_HOLD: Duration = Duration::from_millis(20);
 
 /// One worker's slots in its tenants' ledgers.

@@ -95,6 +95,9 @@ struct LoopState {
     /// on, since their work is there but not theirs to run yet; looked at
     /// again when an attempt here ends, or after [`WAIT_FOR_WORK`].
     held: Vec<QueueName>,
+    /// Queues of the last round not worth waiting on: the held ones and
+    /// those without room here (an attempt ending makes room).
+    closed: Vec<QueueName>,
     /// How many attempts had ended when the loop last looked.
     ended_seen: u64,
     /// Backoff while the backend is unreachable.
@@ -116,6 +119,8 @@ struct Round {
     served: bool,
     /// Queues of tenants held back across the fleet.
     held: Vec<QueueName>,
+    /// Its queues without room: held, or full here.
+    closed: Vec<QueueName>,
     claims: Vec<Held>,
     /// Whether it got all the room it asked for (the queues may have more).
     took_all: bool,
@@ -139,6 +144,7 @@ impl Scheduler {
             open: Vec::new(),
             served: false,
             held: Vec::new(),
+            closed: Vec::new(),
             ended_seen: 0,
             outage: Outage::default(),
         };
@@ -175,6 +181,7 @@ impl Scheduler {
                         st.open = round.open;
                         st.served = round.served;
                         st.held = round.held;
+                        st.closed = round.closed;
                         let claimed = round.claims.len();
                         st.claimed += claimed as u64;
                         self.ready.push(round.claims);
@@ -186,7 +193,9 @@ impl Scheduler {
                 }
             }
             if self.config.drain && self.inflight.all_recorded() && !st.hungry && waited.is_ok() {
-                match self.nothing_left(&st.open).await {
+                // A held tenant's queues still have their work.
+                let open: Vec<QueueName> = st.open.iter().chain(&st.held).cloned().collect();
+                match self.nothing_left(&open).await {
                     Ok(true) => return (End::Finished, st.claimed),
                     Ok(false) => {}
                     Err(e) => waited = Err(e),
@@ -210,7 +219,7 @@ impl Scheduler {
                 () = tokio::time::sleep(LINGER), if lingering => st.lingered = true,
                 // Only queues with room are worth waiting on; with none, a
                 // job ending makes room.
-                waited = self.wait(&st.open, &st.held), if waiting => {
+                waited = self.wait(&st.open, &st.closed), if waiting => {
                     match waited {
                         Ok(()) => st.lingered = true,
                         Err(e) => tokio::time::sleep(st.outage.failed(&e)).await,
@@ -221,11 +230,12 @@ impl Scheduler {
         }
     }
 
-    /// Waits for work in `open` queues or, discovering, in any queue but
-    /// the `held` ones.
-    async fn wait(&self, open: &[QueueName], held: &[QueueName]) -> Result<(), QueueError> {
+    /// Waits for work in `open` queues or, discovering, in any queue (of
+    /// the worker's tenant, if it has one) but the `closed` ones.
+    async fn wait(&self, open: &[QueueName], closed: &[QueueName]) -> Result<(), QueueError> {
         if self.discovers() {
-            self.jobs.wait_for_due(held, WAIT_FOR_WORK).await
+            let tenant = self.config.tenant.as_ref();
+            self.jobs.wait_for_due(closed, tenant, WAIT_FOR_WORK).await
         } else {
             self.jobs.wait_for_work(open, WAIT_FOR_WORK).await
         }
@@ -481,7 +491,7 @@ impl Scheduler {
             }
         }
         let took_all = claims.len() >= room;
-        let open = tenants
+        let open: Vec<QueueName> = tenants
             .iter()
             .zip(&held)
             .filter(|(t, held)| !**held && t.served.free(concurrency) > 0)
@@ -489,16 +499,25 @@ impl Scheduler {
             .filter(|(q, _)| q.free() > 0)
             .map(|(q, _)| q.name.clone())
             .collect();
-        let held = tenants
+        let held: Vec<QueueName> = tenants
             .iter()
             .zip(&held)
             .filter(|(_, held)| **held)
             .flat_map(|(t, _)| &t.queues)
             .map(|(q, _)| q.name.clone())
             .collect();
+        let is_open: std::collections::HashSet<&QueueName> = open.iter().collect();
+        let closed = tenants
+            .iter()
+            .flat_map(|t| &t.queues)
+            .map(|(q, _)| &q.name)
+            .filter(|q| !is_open.contains(*q))
+            .cloned()
+            .collect();
         Ok(Round {
             open,
             held,
+            closed,
             served: !tenants.is_empty(),
             claims,
             took_all,

@@ -194,6 +194,7 @@ impl JobQueue for Flaky {
     async fn wait_for_due(
         &self,
         passing: &[QueueName],
+        tenant: Option<&TenantName>,
         timeout: Duration,
     ) -> Result<(), QueueError> {
         self.check()?;
@@ -202,7 +203,7 @@ impl JobQueue for Flaky {
         if self.waits.fetch_add(1, Ordering::SeqCst) > 1_000 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.inner.wait_for_due(passing, timeout).await
+        self.inner.wait_for_due(passing, tenant, timeout).await
     }
     async fn renew(&self, lease: &Lease, extend: Duration) -> Result<Option<Lease>, QueueError> {
         self.check()?;
@@ -667,4 +668,80 @@ async fn a_tenant_past_its_run_time_budget_waits_for_the_next_period_while_other
     }
     let stats = run.await.expect("the loop").expect("worker");
     assert_eq!(stats.done, 10, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_tenant_beside_a_queue_full_here_is_waited_for_not_polled() {
+    let acme = TenantName::new("acme").expect("tenant name");
+    let mut fake = Fake::default();
+    fake.tenants.insert(
+        acme.clone(),
+        TenantSettings {
+            max_in_flight: Some(1),
+            ..TenantSettings::default()
+        },
+    );
+    // Beta's queue runs one job at a time here, and has more waiting.
+    fake.policies.insert(
+        q("beta/q"),
+        QueuePolicy {
+            weight: 1,
+            cap: Some(1),
+            backoff: Backoff::default(),
+        },
+    );
+    let rig = Rig::new(fake);
+    rig.dispatch("acme/q", r#"{"ms":10}"#, 3).await;
+    rig.dispatch("beta/q", r#"{"ms":4000}"#, 3).await;
+    let far = rig.clock.now() + 3_600_000;
+    let took = rig.inner.take_flight(&acme, "elsewhere", 1, 1, far).await;
+    assert_eq!(took.expect("take"), 1);
+    let mut worker = rig.worker(WorkerConfig {
+        concurrency: 4,
+        ..config(&[])
+    });
+    worker.tenants = Some(rig.inner.clone());
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let waits = rig.jobs.waits.load(Ordering::SeqCst);
+    assert!(waits <= 30, "{waits} waits in 10 s");
+    assert_eq!(started_of(&rig, "acme"), 0, "the slot is another worker's");
+    rig.inner
+        .give_flight(&acme, "elsewhere", 1)
+        .await
+        .expect("give");
+    let stats = run.await.expect("the loop").expect("worker");
+    assert_eq!(stats.done, 6, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_of_named_queues_waits_for_a_held_tenant_rather_than_ending() {
+    let acme = TenantName::new("acme").expect("tenant name");
+    let mut fake = Fake::default();
+    fake.tenants.insert(
+        acme.clone(),
+        TenantSettings {
+            max_in_flight: Some(1),
+            ..TenantSettings::default()
+        },
+    );
+    let rig = Rig::new(fake);
+    rig.dispatch("acme/q", r#"{"ms":10}"#, 3).await;
+    let far = rig.clock.now() + 3_600_000;
+    let took = rig.inner.take_flight(&acme, "elsewhere", 1, 1, far).await;
+    assert_eq!(took.expect("take"), 1);
+    let mut worker = rig.worker(config(&["acme/q"]));
+    worker.tenants = Some(rig.inner.clone());
+    let run = tokio::spawn(worker.run(std::future::pending()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        !run.is_finished(),
+        "the drain ended with acme's jobs waiting"
+    );
+    rig.inner
+        .give_flight(&acme, "elsewhere", 1)
+        .await
+        .expect("give");
+    let stats = run.await.expect("the loop").expect("worker");
+    assert_eq!(stats.done, 3, "{stats:?}");
 }

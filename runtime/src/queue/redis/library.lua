@@ -628,8 +628,9 @@ end
 
 -- A tenant's dispatch bucket (KEYS[1], a hash: tokens, at ms). ARGV: now,
 -- jobs, rate per second, burst. Takes `jobs` tokens if it holds them
--- (returns {1, 0}); else takes none and returns {0, ms until it would}.
--- A negative `jobs` gives tokens back (never above the burst). The same
+-- (returns {1, 0, tokens left}); else takes none and returns {0, ms until
+-- it would, tokens held}. A negative `jobs` gives tokens back (never above
+-- the burst); 0 only reads. The same
 -- rule as the in-memory backend's (quota.rs `take`), waits capped at a
 -- year. Expires once it would be full again, and never within a minute, so
 -- a bucket is not forgotten while its owner's clock and the server's
@@ -645,6 +646,9 @@ local function bucket(keys, args)
     tokens = math.min(burst, tokens + (now - at) / 1000 * rate)
     at = now
   end
+  -- Asked for nothing: only read, and write nothing (a reader's clock
+  -- moves no bucket).
+  if jobs == 0 then return {1, 0, string.format('%.3f', tokens)} end
   local taken = 0
   local wait = 0
   if jobs < 0 then

@@ -689,6 +689,7 @@ impl JobQueue for RedisBackend {
     async fn wait_for_due(
         &self,
         passing: &[QueueName],
+        tenant: Option<&crate::job::TenantName>,
         timeout: Duration,
     ) -> Result<(), QueueError> {
         let index = self.shared.keys.due();
@@ -697,22 +698,30 @@ impl JobQueue for RedisBackend {
         tokio::pin!(notified);
         // Registered before looking, so a mark after the look still wakes us.
         notified.as_mut().enable();
-        // Of the first queues, one more than those passed over, the first
-        // not passed over.
+        // The first queue not passed over (and of the tenant): among the
+        // first ones, one more than those passed over or, for one tenant,
+        // as many as a listing of due queues holds. Past those, the wait
+        // runs its time.
+        let window = match tenant {
+            Some(_) => DUE_LIST.max(passing.len() + 1),
+            None => passing.len() + 1,
+        };
         let first: Vec<(String, f64)> = self
             .query(
                 redis::cmd("ZRANGE")
                     .arg(&index)
                     .arg(0)
-                    .arg(passing.len())
+                    .arg(window - 1)
                     .arg("WITHSCORES"),
             )
             .await?;
         let now = self.shared.clock.now();
         let mut wait = timeout;
-        let next = first
-            .iter()
-            .find(|(name, _)| !QueueName::parse(name).is_ok_and(|q| passing.contains(&q)));
+        let passing: std::collections::HashSet<&QueueName> = passing.iter().collect();
+        let next = first.iter().find(|(name, _)| match QueueName::parse(name) {
+            Ok(q) => !passing.contains(&q) && tenant.is_none_or(|t| q.is_in(t)),
+            Err(_) => tenant.is_none(),
+        });
         if let Some((_, at)) = next {
             // Scores are whole milliseconds; a negative or huge one is
             // taken as due now or as far off.
