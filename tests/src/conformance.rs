@@ -1272,6 +1272,45 @@ suite! {
         assert_eq!(b.in_flight(&acme).await.expect("count"), 0);
     }
 
+    /// A paused queue's jobs are not claimed: they stay pending (scheduled
+    /// ones still come due), it leaves the due index, other queues go on;
+    /// resumed, its jobs are claimed and it is due again. A queue can be
+    /// paused before its first job; removing it forgets the pause.
+    pub async fn a_paused_queue_is_not_claimed_until_it_is_resumed(b: Backend, c: Clock) {
+        let (held, other, gone) = (q("held"), q("other"), q("gone"));
+        assert!(b.set_paused(&held, true).await.expect("pause"), "paused before any job");
+        assert!(!b.set_paused(&held, true).await.expect("pause"), "paused already");
+        for _ in 0..2 {
+            b.dispatch(job("held", "1")).await.expect("dispatch");
+        }
+        let later = DispatchOptions {
+            run_at: RunAt::After(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        b.dispatch(with("held", "2", later)).await.expect("dispatch");
+        b.dispatch(job("other", "1")).await.expect("dispatch");
+        let both = [held.clone(), other.clone()];
+        let claimed = b.claim(&both, 10, LEASE).await.expect("claim");
+        let queues: Vec<&QueueName> = claimed.iter().map(|c| c.job.id.queue()).collect();
+        assert_eq!(queues, [&other], "only the queue not paused");
+        assert!(!due(&b).await.contains(&"held".to_string()), "a paused queue is not due");
+        c.advance(Duration::from_secs(2));
+        assert!(b.claim(std::slice::from_ref(&held), 10, LEASE).await.expect("claim").is_empty());
+        let counts = b.counts(&held).await.expect("counts");
+        assert_eq!((counts.pending, counts.scheduled, counts.running), (3, 0, 0));
+        assert_eq!(b.paused(&both).await.expect("paused"), [true, false]);
+        assert!(b.set_paused(&held, false).await.expect("resume"));
+        assert!(!b.set_paused(&held, false).await.expect("resume"), "resumed already");
+        assert_eq!(b.paused(&both).await.expect("paused"), [false, false]);
+        assert!(due(&b).await.contains(&"held".to_string()), "due once resumed");
+        let claimed = b.claim(std::slice::from_ref(&held), 10, LEASE).await.expect("claim");
+        assert_eq!(claimed.len(), 3);
+        b.set_paused(&gone, true).await.expect("pause");
+        b.dispatch(job("gone", "1")).await.expect("dispatch");
+        assert_eq!(b.remove_queue(&gone).await.expect("remove"), 1);
+        assert_eq!(b.paused(std::slice::from_ref(&gone)).await.expect("paused"), [false]);
+    }
+
     /// A tenant's attempt run time adds up within a period over every
     /// caller, starts again in the next, is read without changing it, goes
     /// to the latest period from a caller whose clock is behind, and goes

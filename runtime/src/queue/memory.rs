@@ -4,7 +4,7 @@
 //! persisted: jobs live as long as the process.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +61,8 @@ struct Inner {
     /// The last job number of each removed queue: a queue dispatched to
     /// again goes on from it, so no job id is ever given twice.
     removed: HashMap<QueueName, u64>,
+    /// Queues paused: none of their jobs are claimed.
+    paused: HashSet<QueueName>,
 }
 
 /// A job tree's count.
@@ -508,10 +510,14 @@ impl JobQueue for MemoryBackend {
         let mut claims = Vec::new();
         let mut inner = self.lock();
         for name in queues {
+            let paused = inner.paused.contains(name);
             let Some(q) = inner.queues.get_mut(name) else {
                 continue;
             };
             q.promote(now);
+            if paused {
+                continue;
+            }
             while claims.len() < max {
                 let Some((_, seq)) = q.pending.pop_first() else {
                     break;
@@ -558,7 +564,8 @@ impl JobQueue for MemoryBackend {
         let mut wait = timeout;
         {
             let inner = self.lock();
-            for q in queues.iter().filter_map(|name| inner.queues.get(name)) {
+            let unpaused = queues.iter().filter(|name| !inner.paused.contains(*name));
+            for q in unpaused.filter_map(|name| inner.queues.get(name)) {
                 if !q.pending.is_empty() {
                     return Ok(());
                 }
@@ -580,6 +587,7 @@ impl JobQueue for MemoryBackend {
         Ok(inner
             .queues
             .iter()
+            .filter(|(name, _)| !inner.paused.contains(*name))
             .filter(|(_, q)| !q.pending.is_empty() || q.next_wake().is_some_and(|at| at <= now))
             .map(|(name, _)| DueQueue {
                 queue: name.clone(),
@@ -762,6 +770,26 @@ impl JobQueue for MemoryBackend {
         }
     }
 
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, QueueError> {
+        let changed = {
+            let mut inner = self.lock();
+            if paused {
+                inner.paused.insert(queue.clone())
+            } else {
+                inner.paused.remove(queue)
+            }
+        };
+        if changed && !paused {
+            self.work.notify_waiters();
+        }
+        Ok(changed)
+    }
+
+    async fn paused(&self, queues: &[QueueName]) -> Result<Vec<bool>, QueueError> {
+        let inner = self.lock();
+        Ok(queues.iter().map(|q| inner.paused.contains(q)).collect())
+    }
+
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
         let mut inner = self.lock();
         let Some(q) = inner.queues.get_mut(queue) else {
@@ -804,6 +832,7 @@ impl JobQueue for MemoryBackend {
         // its tree, wherever the root is.
         inner.trees.retain(|root, _| root.queue() != queue);
         inner.removed.insert(queue.clone(), q.last_seq);
+        inner.paused.remove(queue);
         for lineage in q.jobs.values().filter_map(|e| e.record.lineage.as_ref()) {
             inner.leave_tree(&lineage.root);
         }

@@ -425,6 +425,15 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug + 'static {
     /// Remove every job of a queue that is not running; returns how many.
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError>;
 
+    /// Pauses `queue` (no worker claims its jobs, which stay where they
+    /// are: pending, scheduled, running) or resumes it. A queue can be
+    /// paused before it has jobs; removing it forgets the pause. Whether
+    /// that changed it.
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, QueueError>;
+
+    /// Whether each of `queues` is paused.
+    async fn paused(&self, queues: &[QueueName]) -> Result<Vec<bool>, QueueError>;
+
     /// Remove a queue with every job it holds and its counts, in bounded
     /// chunks; returns how many jobs went. A queue with running jobs is
     /// refused with [`QueueError::QueueBusy`] (jobs removed before one

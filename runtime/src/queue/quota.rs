@@ -449,6 +449,12 @@ impl JobQueue for Admitting {
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
         self.inner.purge(queue).await
     }
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, QueueError> {
+        self.inner.set_paused(queue, paused).await
+    }
+    async fn paused(&self, queues: &[QueueName]) -> Result<Vec<bool>, QueueError> {
+        self.inner.paused(queues).await
+    }
     async fn remove_queue(&self, queue: &QueueName) -> Result<u64, QueueError> {
         self.inner.remove_queue(queue).await
     }

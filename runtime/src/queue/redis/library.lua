@@ -14,7 +14,9 @@
 --   <base>:failed     zset, score time of failure (ms)
 --   <base>:unique     hash, unique key -> seq of the live job holding it
 --   <base>:stats      hash: seq (last job number), done (jobs finished),
---                     on (set by the first dispatch since it was new)
+--                     on (set by the first dispatch since it was new),
+--                     paused (set while the queue is paused: no claim
+--                     takes its jobs)
 --   <base>:wake       list: a marker wakes one blocked worker
 -- and a job's record, as plain strings so a batch of jobs is read (MGET)
 -- and written (MSET) in one command, not one per job:
@@ -112,8 +114,10 @@ local function wake(base)
 end
 
 -- When the queue at `base` may next have work: now if a job is pending,
--- else its first due time or lease expiry; nil if it has no jobs to run.
+-- else its first due time or lease expiry; nil if it has no jobs to run
+-- or is paused.
 local function next_due(base, now)
+  if redis.call('HEXISTS', base .. ':stats', 'paused') == 1 then return nil end
   if redis.call('ZCARD', base .. ':pending') > 0 then return now end
   local next_at
   for _, key in ipairs({base .. ':scheduled', base .. ':running'}) do
@@ -293,6 +297,7 @@ local function claim(keys, args)
   promote(base, now, now_s)
   local out = {}
   if max <= 0 then return out end
+  if redis.call('HEXISTS', base .. ':stats', 'paused') == 1 then return out end
   local pending = base .. ':pending'
   local popped = redis.call('ZRANGE', pending, 0, max - 1)
   if #popped == 0 then return out end
@@ -439,6 +444,24 @@ local function renew(keys, args)
     end
   end
   return out
+end
+
+-- Pauses the queue (ARGV[2] '1': its jobs stay where they are and no
+-- claim takes any) or resumes it ('0'). Returns {1 if that changed it,
+-- when to mark it due or -1}; resuming wakes a waiting worker.
+local function pause(keys, args)
+  local base, now = keys[1], tonumber(args[1])
+  local stats = base .. ':stats'
+  if args[2] == '1' then
+    return {redis.call('HSET', stats, 'paused', '1'), -1}
+  end
+  local changed = redis.call('HDEL', stats, 'paused')
+  local at = -1
+  if changed == 1 then
+    at = next_due(base, now) or -1
+    if at ~= -1 then wake(base) end
+  end
+  return {changed, at}
 end
 
 -- How long until this queue may have runnable work: 0 if a job is pending
@@ -799,3 +822,4 @@ redis.register_function(NAME .. '_registry', registry)
 redis.register_function(NAME .. '_bucket', bucket)
 redis.register_function(NAME .. '_flight', flight)
 redis.register_function(NAME .. '_runtime', runtime)
+redis.register_function(NAME .. '_pause', pause)

@@ -48,6 +48,7 @@ pub(super) enum Function {
     Bucket,
     Flight,
     RunTime,
+    Pause,
 }
 
 impl Function {
@@ -72,6 +73,7 @@ impl Function {
             Function::Bucket => "bucket",
             Function::Flight => "flight",
             Function::RunTime => "runtime",
+            Function::Pause => "pause",
         }
     }
 

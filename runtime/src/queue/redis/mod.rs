@@ -970,6 +970,32 @@ impl JobQueue for RedisBackend {
         }
     }
 
+    async fn set_paused(&self, queue: &QueueName, paused: bool) -> Result<bool, QueueError> {
+        let now = self.shared.clock.now();
+        let (changed, at): (i64, i64) = self
+            .call(Function::Pause, queue, now, |cmd| {
+                cmd.arg(if paused { "1" } else { "0" });
+            })
+            .await?;
+        self.mark(queue, at, now).await;
+        Ok(changed == 1)
+    }
+
+    async fn paused(&self, queues: &[QueueName]) -> Result<Vec<bool>, QueueError> {
+        // One key per command: the queues are in slots of their own.
+        let asks = queues.iter().map(|q| async move {
+            let stats = self.shared.keys.queue(q).stats;
+            let paused: bool = self
+                .query(redis::cmd("HEXISTS").arg(stats).arg("paused"))
+                .await?;
+            Ok::<bool, QueueError>(paused)
+        });
+        futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .collect()
+    }
+
     async fn purge(&self, queue: &QueueName) -> Result<u64, QueueError> {
         let mut total = 0;
         loop {
