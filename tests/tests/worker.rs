@@ -694,3 +694,38 @@ fn a_killed_worker_drops_out_of_the_registry_after_three_missed_heartbeats() {
         || !listed(pid),
     );
 }
+
+#[test]
+fn a_paused_queue_keeps_its_jobs_from_a_running_worker_until_resumed() {
+    let env = Env::new();
+    let w = env.worker(&[guests::NAP, guests::NOOP]);
+    let paused = env.run(&["queues", "pause", guests::NAP]);
+    assert!(
+        paused
+            .expect_code(0)
+            .stdout()
+            .contains("paused: workers take none"),
+        "{}",
+        paused.stdout()
+    );
+    let held = env.dispatch(guests::NAP, r#"{"ms": 1}"#, &[]);
+    let other = env.dispatch(guests::NOOP, "{}", &[]);
+    // The worker took the other queue's job, dispatched after; the paused
+    // queue's stays pending.
+    w.wait_for_log(&format!("job={other} "), Duration::from_secs(60));
+    assert_eq!(env.count(guests::NAP, "pending"), 1, "{}", w.log());
+    let listed = env.run(&["queues", "--json"]).expect_code(0).json();
+    assert_eq!(listed[guests::NAP]["paused"], true, "{listed}");
+    assert_eq!(listed[guests::NOOP]["paused"], false, "{listed}");
+    let table = env.run(&["queues"]).expect_code(0).stdout();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", guests::NAP)))
+        .unwrap_or_default();
+    assert!(row.ends_with("paused"), "{table}");
+    env.run(&["queues", "resume", guests::NAP]).expect_code(0);
+    w.wait_for_log(&format!("job={held} "), Duration::from_secs(60));
+    assert_eq!(env.count(guests::NAP, "pending"), 0);
+    let again = env.run(&["queues", "resume", guests::NAP]);
+    assert!(again.expect_code(0).stdout().contains("was not paused"));
+}

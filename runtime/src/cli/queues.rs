@@ -1,4 +1,5 @@
-//! `runtime queues`: jobs per state per queue; `runtime queues purge Q`.
+//! `runtime queues`: jobs per state per queue, and whether each is paused;
+//! `runtime queues purge|pause|resume Q`.
 
 use runtime::QueueName;
 use runtime::queue::StateCounts;
@@ -22,6 +23,18 @@ enum Action {
         /// The queue.
         queue: QueueArg,
     },
+    /// Pause a queue: no worker claims its jobs, which stay pending (or
+    /// scheduled) until it is resumed; running ones finish. A queue can be
+    /// paused before its first job.
+    Pause {
+        /// The queue.
+        queue: QueueArg,
+    },
+    /// Resume a paused queue: workers claim its jobs again.
+    Resume {
+        /// The queue.
+        queue: QueueArg,
+    },
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> CliResult {
@@ -40,9 +53,39 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         }
         return Ok(Exit::Ok);
     }
+    if let Some(Action::Pause { queue } | Action::Resume { queue }) = &args.action {
+        let queue = &cli.queue(queue)?;
+        let pause = matches!(args.action, Some(Action::Pause { .. }));
+        let changed = backend.set_paused(queue, pause).await?;
+        if args.json {
+            outln!(
+                "{}",
+                serde_json::json!({ "queue": queue.as_str(), "paused": pause, "changed": changed })
+            );
+        } else {
+            let said = match (pause, changed) {
+                (true, true) => {
+                    "paused: workers take none of its jobs until `runtime queues resume`"
+                }
+                (true, false) => "was paused already",
+                (false, true) => "resumed: workers take its jobs again",
+                (false, false) => "was not paused",
+            };
+            outln!("{queue} {said}");
+        }
+        return Ok(Exit::Ok);
+    }
     let rows = runtime::queue::counts_of(&*backend, |q| cli.lists(q)).await?;
+    let names: Vec<QueueName> = rows.iter().map(|(q, _)| q.clone()).collect();
+    let paused = backend.paused(&names).await?;
     if args.json {
-        outln!("{}", by_queue_json(&rows)?);
+        let mut all = by_queue_value(&rows);
+        for ((q, _), &p) in rows.iter().zip(&paused) {
+            if let Some(entry) = all.get_mut(q.as_str()).and_then(|e| e.as_object_mut()) {
+                entry.insert("paused".into(), p.into());
+            }
+        }
+        outln!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(Exit::Ok);
     }
     let width = rows
@@ -60,8 +103,8 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         "FAILED",
         "DONE"
     );
-    for (q, c) in &rows {
-        outln!(
+    for ((q, c), &p) in rows.iter().zip(&paused) {
+        let line = format!(
             "{:<width$}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
             q.as_str(),
             c.pending,
@@ -70,16 +113,16 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
             c.failed,
             c.done
         );
+        if p {
+            outln!("{line}  paused");
+        } else {
+            outln!("{line}");
+        }
     }
     if rows.is_empty() {
         outln!("(no queues yet)");
     }
     Ok(Exit::Ok)
-}
-
-/// Counts per queue as a JSON object keyed by the queue's name.
-pub(super) fn by_queue_json(rows: &[(QueueName, StateCounts)]) -> serde_json::Result<String> {
-    serde_json::to_string_pretty(&by_queue_value(rows))
 }
 
 /// Queue name → counts, as JSON.
