@@ -162,20 +162,22 @@ impl Flight {
 
     /// Gives back `n` of `tenant`'s slots to its ledger. If the backend
     /// cannot be told now, it is told at the next renewal.
+    /// They count as held until the backend has been told (or the telling
+    /// kept for later), so a worker stopped in between still gives them
+    /// back ([`Flight::release_all`]; the ledger gives a holder back no
+    /// more than it holds).
     async fn give(&self, tenant: &TenantName, n: u64) {
-        let n = {
-            let mut held = crate::sync::lock(&self.held);
-            let Some(h) = held.get_mut(tenant) else {
-                return;
-            };
-            let n = n.min(*h);
-            *h -= n;
+        let n = crate::sync::lock(&self.held)
+            .get(tenant)
+            .map_or(0, |h| n.min(*h));
+        self.tell(tenant, n).await;
+        let mut held = crate::sync::lock(&self.held);
+        if let Some(h) = held.get_mut(tenant) {
+            *h = h.saturating_sub(n);
             if *h == 0 {
                 held.remove(tenant);
             }
-            n
-        };
-        self.tell(tenant, n).await;
+        }
     }
 
     /// Tells the backend `n` of `tenant`'s slots are given back, or keeps
