@@ -43,6 +43,24 @@ pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 
+/// A handlers directory of its own with the fixture `job` (`<job>_job.wasm`)
+/// as the handler of queue `job` of each of `tenants`
+/// (`tenants/<tenant>/<job>_job.wasm`).
+pub fn tenant_handlers(job: &str, tenants: &[&str]) -> TempDir {
+    let dir = TempDir::new("tenant-handlers");
+    let file = format!("{job}_job.wasm");
+    for tenant in tenants {
+        let own = dir.path().join("tenants").join(tenant);
+        std::fs::create_dir_all(&own).expect("create the tenant's directory");
+        std::fs::copy(
+            std::path::Path::new(guests::DIR).join(&file),
+            own.join(&file),
+        )
+        .expect("copy the fixture");
+    }
+    dir
+}
+
 /// A benchmark's job count: the environment variable `var` if it holds a
 /// number, else `default`.
 pub fn job_count(var: &str, default: usize) -> usize {

@@ -53,36 +53,62 @@ fn pick(n: usize) -> usize {
     nanos as usize % n
 }
 
-/// Every run recorded, by job id: the attempt number of each run.
-fn runs(env: &Env) -> BTreeMap<String, Vec<u64>> {
-    // Page through: `jobs list` shows at most 1,000 records at once, and
-    // nothing moves the records while the test reads them.
+/// Every record of `queue` in `state`. Paged through: `jobs list` shows
+/// at most 1,000 records at once; the caller waits until nothing moves
+/// them.
+fn listed(env: &Env, queue: &str, state: &str) -> Vec<serde_json::Value> {
     let mut records = Vec::new();
     loop {
         let offset = records.len().to_string();
         let list = env.run(&[
-            "jobs", "list", RECORDS, "--state", "pending", "--limit", "1000", "--offset", &offset,
+            "jobs", "list", queue, "--state", state, "--limit", "1000", "--offset", &offset,
             "--json",
         ]);
         list.expect_code(0);
         let page = list.json().as_array().cloned().expect("a list");
         if page.is_empty() {
-            break;
+            return records;
         }
         records.extend(page);
     }
+}
+
+/// A record's payload, as JSON.
+fn payload_of(record: &serde_json::Value) -> serde_json::Value {
+    let payload = &record["payload"];
+    match payload.as_str() {
+        Some(text) => serde_json::from_str(text).expect("record payload is JSON"),
+        None => payload.clone(),
+    }
+}
+
+/// The runs recorded in `payloads`, by job id: the attempt number of each.
+fn runs_of(payloads: impl IntoIterator<Item = serde_json::Value>) -> BTreeMap<String, Vec<u64>> {
     let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for record in &records {
-        let payload = &record["payload"];
-        let payload = match payload.as_str() {
-            Some(text) => serde_json::from_str(text).expect("record payload is JSON"),
-            None => payload.clone(),
-        };
+    for payload in payloads {
         let job = payload["job"].as_str().expect("job id").to_string();
         let attempt = payload["attempt"].as_u64().expect("attempt");
         runs.entry(job).or_default().push(attempt);
     }
     runs
+}
+
+/// Every run recorded, by job id: the attempt number of each run.
+fn runs(env: &Env) -> BTreeMap<String, Vec<u64>> {
+    runs_of(listed(env, RECORDS, "pending").iter().map(payload_of))
+}
+
+/// A Redis that keeps its data through a kill: an append-only file synced
+/// every second.
+fn durable_redis() -> RedisServer {
+    RedisServer::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+    ])
 }
 
 /// Waits for every job to be done and checks the queue's final counts.
@@ -179,14 +205,7 @@ fn kill_9_every_half_second_loses_nothing() {
 
 #[test]
 fn a_redis_restart_mid_run_loses_nothing() {
-    let redis = RedisServer::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-    ]);
+    let redis = durable_redis();
     let mut env = Env::with(redis);
     dispatch_jobs(&env);
     let workers: Vec<_> = (0..WORKERS).map(|_| start_worker(&env, "10s")).collect();
@@ -241,21 +260,6 @@ fn sigterm_every_half_second_hands_back_without_counting_attempts() {
 /// different numbers, so a record counted under the wrong tenant shows.
 const TENANT_JOBS: [(&str, u64); 3] = [("acme", 1000), ("beta", 600), ("gamma", 800)];
 
-/// A handlers directory of its own with the `record` fixture as the
-/// handler of queue `record` of each of `tenants`
-/// (`tenants/<tenant>/record_job.wasm`); their records queues have none.
-fn tenant_handlers(tenants: &[&str]) -> runtime_tests::TempDir {
-    let dir = runtime_tests::TempDir::new("tenant-handlers");
-    let file = "record_job.wasm";
-    for tenant in tenants {
-        let own = dir.path().join("tenants").join(tenant);
-        std::fs::create_dir_all(&own).expect("create the tenant's directory");
-        std::fs::copy(std::path::Path::new(guests::DIR).join(file), own.join(file))
-            .expect("copy the record fixture");
-    }
-    dir
-}
-
 /// The worker config: beta may have 4 jobs in flight across the fleet,
 /// and the records queues, which have no handler (`--all` claims their
 /// jobs, whose attempts fail to load), retry fast so their jobs settle.
@@ -300,50 +304,23 @@ fn tenants_done(env: &Env) -> u64 {
 
 /// Every record in `queue` (in any state but done), as (record id, payload).
 fn records_of(env: &Env, queue: &str) -> Vec<(String, serde_json::Value)> {
-    let mut records = Vec::new();
-    for state in ["pending", "scheduled", "running", "failed"] {
-        // Page through: `jobs list` shows at most 1,000 records at once;
-        // the caller waits until nothing moves them.
-        let mut listed = 0;
-        loop {
-            let offset = listed.to_string();
-            let list = env.run(&[
-                "jobs", "list", queue, "--state", state, "--limit", "1000", "--offset", &offset,
-                "--json",
-            ]);
-            list.expect_code(0);
-            let page = list.json().as_array().cloned().expect("a list");
-            if page.is_empty() {
-                break;
-            }
-            listed += page.len();
-            for record in page {
-                let id = record["id"].as_str().expect("record id").to_string();
-                let payload = &record["payload"];
-                let payload = match payload.as_str() {
-                    Some(text) => serde_json::from_str(text).expect("record payload is JSON"),
-                    None => payload.clone(),
-                };
-                records.push((id, payload));
-            }
-        }
-    }
-    records
+    ["pending", "scheduled", "running", "failed"]
+        .iter()
+        .flat_map(|state| listed(env, queue, state))
+        .map(|record| {
+            let id = record["id"].as_str().expect("record id").to_string();
+            (id, payload_of(&record))
+        })
+        .collect()
 }
 
 #[test]
 fn three_tenants_through_kill_9_and_a_redis_restart_lose_nothing_and_stay_apart() {
-    let redis = RedisServer::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-    ]);
+    let redis = durable_redis();
     let mut env = Env::with(redis);
     let tenants: Vec<&str> = TENANT_JOBS.iter().map(|(t, _)| *t).collect();
-    let handlers = tenant_handlers(&tenants);
+    // Their records queues have no handler.
+    let handlers = runtime_tests::tenant_handlers("record", &tenants);
     env.handlers = handlers.path().display().to_string();
     let config = tenant_config(&env);
     let total: u64 = TENANT_JOBS.iter().map(|(_, n)| n).sum();
@@ -433,16 +410,13 @@ fn three_tenants_through_kill_9_and_a_redis_restart_lose_nothing_and_stay_apart(
     let mut report = Vec::new();
     for (tenant, jobs) in TENANT_JOBS {
         let records = records_of(&env, &format!("{tenant}/{RECORDS}"));
-        let mut runs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (id, payload) in &records {
+        for (id, _) in &records {
             assert!(
                 id.starts_with(&format!("{tenant}/{RECORDS}:")),
                 "record {id} listed in {tenant}'s records queue"
             );
-            let job = payload["job"].as_str().expect("job id").to_string();
-            let attempt = payload["attempt"].as_u64().expect("attempt");
-            runs.entry(job).or_default().push(attempt);
         }
+        let runs = runs_of(records.into_iter().map(|(_, payload)| payload));
         // Every run recorded here is one of this tenant's jobs, and every
         // one of its jobs ran.
         for job in runs.keys() {

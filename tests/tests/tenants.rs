@@ -6,27 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use runtime_tests::workers::Env;
-use runtime_tests::{TempDir, guests, runtime};
+use runtime_tests::{TempDir, guests, runtime, tenant_handlers};
 
 /// Generous: a loaded 2-core machine.
 const BOUND: Duration = Duration::from_secs(60);
-
-/// A handlers directory of its own with the fixture `job` (`<job>_job.wasm`)
-/// as the handler of queue `job` of each of `tenants`.
-fn tenant_handlers(job: &str, tenants: &[&str]) -> TempDir {
-    let dir = TempDir::new("tenant-handlers");
-    let file = format!("{job}_job.wasm");
-    for tenant in tenants {
-        let own = dir.path().join("tenants").join(tenant);
-        std::fs::create_dir_all(&own).expect("create the tenant's directory");
-        std::fs::copy(
-            std::path::Path::new(guests::DIR).join(&file),
-            own.join(&file),
-        )
-        .expect("copy the fixture");
-    }
-    dir
-}
 
 /// The `fork` fixture installed as tenant `acme`'s handler of queue `fork`.
 fn acme_handlers() -> TempDir {

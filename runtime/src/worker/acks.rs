@@ -124,30 +124,33 @@ pub(super) async fn run(
 /// (idle, for the next claim round) and adds their run time to their
 /// tenants' budgets, every tenant at once.
 async fn account(recorder: &Recorder, batch: &[Attempted]) {
-    let mut slots: HashMap<TenantName, usize> = HashMap::new();
-    let mut run_time: HashMap<TenantName, (RunTimeBudget, u64)> = HashMap::new();
-    for a in batch {
-        let tenant = &a.served.tenant;
-        if recorder.flight.is_some() && tenant.policy.max_in_flight.is_some() {
-            *slots.entry(tenant.name.clone()).or_default() += 1;
-        }
-        if let (Some(_), Some(budget), Some(report)) =
-            (&recorder.budgets, tenant.policy.run_time(), &a.report)
-        {
-            let ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX);
-            let entry = run_time.entry(tenant.name.clone()).or_insert((budget, 0));
-            entry.1 = entry.1.saturating_add(ms);
-        }
-    }
     if let Some(flight) = &recorder.flight {
-        for (tenant, &n) in &slots {
+        let mut slots: HashMap<&TenantName, usize> = HashMap::new();
+        for a in batch {
+            let tenant = &a.served.tenant;
+            if tenant.policy.max_in_flight.is_some() {
+                *slots.entry(&tenant.name).or_default() += 1;
+            }
+        }
+        for (tenant, n) in slots {
             flight.idle(tenant, n);
         }
     }
-    let charges = run_time.iter().filter_map(|(tenant, &(budget, ms))| {
-        let budgets = recorder.budgets.as_ref()?;
-        Some(budgets.charge(tenant, budget, ms))
-    });
+    let Some(budgets) = &recorder.budgets else {
+        return;
+    };
+    let mut run_time: HashMap<&TenantName, (RunTimeBudget, u64)> = HashMap::new();
+    for a in batch {
+        let tenant = &a.served.tenant;
+        if let (Some(budget), Some(report)) = (tenant.policy.run_time(), &a.report) {
+            let ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX);
+            let entry = run_time.entry(&tenant.name).or_insert((budget, 0));
+            entry.1 = entry.1.saturating_add(ms);
+        }
+    }
+    let charges = run_time
+        .into_iter()
+        .map(|(tenant, (budget, ms))| budgets.charge(tenant, budget, ms));
     futures_util::future::join_all(charges).await;
 }
 

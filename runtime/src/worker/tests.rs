@@ -579,15 +579,9 @@ async fn serving_every_queue_holds_each_tenants_ceiling_and_minimum() {
     assert!(beta >= 4, "beta is owed half of the first 8: {order:?}");
 }
 
-/// Jobs of `tenant` that started, in the order they did.
-fn started_of(rig: &Rig, tenant: &str) -> usize {
-    let tenant = TenantName::new(tenant).expect("tenant name");
-    let order = rig.runner.order.lock().expect("lock");
-    order.iter().filter(|q| q.is_in(&tenant)).count()
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_tenant_held_at_its_cap_across_the_fleet_is_waited_for_not_polled() {
+/// Tenant `acme`, which may have one job in flight over the fleet, and a
+/// runner that says so.
+fn acme_capped_at_one() -> (TenantName, Fake) {
     let acme = TenantName::new("acme").expect("tenant name");
     let mut fake = Fake::default();
     fake.tenants.insert(
@@ -597,17 +591,49 @@ async fn a_tenant_held_at_its_cap_across_the_fleet_is_waited_for_not_polled() {
             ..TenantSettings::default()
         },
     );
+    (acme, fake)
+}
+
+impl Rig {
+    /// Another worker takes `tenant`'s one slot, for an hour.
+    async fn hold_elsewhere(&self, tenant: &TenantName) {
+        let far = self.clock.now() + 3_600_000;
+        let took = self.inner.take_flight(tenant, "elsewhere", 1, 1, far).await;
+        assert_eq!(took.expect("take"), 1);
+    }
+
+    /// The other worker gives the slot back.
+    async fn give_elsewhere(&self, tenant: &TenantName) {
+        let given = self.inner.give_flight(tenant, "elsewhere", 1).await;
+        given.expect("give");
+    }
+
+    /// A worker over the rig whose tenants' ledgers and budgets are the
+    /// memory backend's.
+    fn tenant_worker(&self, config: WorkerConfig) -> Worker {
+        let mut worker = self.worker(config);
+        worker.tenants = Some(self.inner.clone());
+        worker
+    }
+}
+
+/// Jobs of `tenant` that started, in the order they did.
+fn started_of(rig: &Rig, tenant: &str) -> usize {
+    let tenant = TenantName::new(tenant).expect("tenant name");
+    let order = rig.runner.order.lock().expect("lock");
+    order.iter().filter(|q| q.is_in(&tenant)).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_held_at_its_cap_across_the_fleet_is_waited_for_not_polled() {
+    let (acme, fake) = acme_capped_at_one();
     let rig = Rig::new(fake);
     rig.dispatch("acme/q", r#"{"ms":10}"#, 5).await;
-    // Another worker holds acme's one slot.
-    let far = rig.clock.now() + 3_600_000;
-    let took = rig.inner.take_flight(&acme, "elsewhere", 1, 1, far).await;
-    assert_eq!(took.expect("take"), 1);
-    let mut worker = rig.worker(WorkerConfig {
+    rig.hold_elsewhere(&acme).await;
+    let worker = rig.tenant_worker(WorkerConfig {
         concurrency: 4,
         ..config(&[])
     });
-    worker.tenants = Some(rig.inner.clone());
     let run = tokio::spawn(worker.run(std::future::pending()));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let waits = rig.jobs.waits.load(Ordering::SeqCst);
@@ -616,10 +642,7 @@ async fn a_tenant_held_at_its_cap_across_the_fleet_is_waited_for_not_polled() {
         "{waits} waits in 10 s: a held tenant's due queue must not end each wait at once"
     );
     assert_eq!(started_of(&rig, "acme"), 0, "the slot is another worker's");
-    rig.inner
-        .give_flight(&acme, "elsewhere", 1)
-        .await
-        .expect("give");
+    rig.give_elsewhere(&acme).await;
     let stats = run.await.expect("the loop").expect("worker");
     assert_eq!(stats.done, 5, "{stats:?}");
     let most = rig.runner.most.lock().expect("lock").clone();
@@ -640,11 +663,10 @@ async fn a_tenant_past_its_run_time_budget_waits_for_the_next_period_while_other
     );
     let rig = Rig::new(fake);
     rig.dispatch("acme/q", r#"{"ms":30}"#, 6).await;
-    let mut worker = rig.worker(WorkerConfig {
+    let worker = rig.tenant_worker(WorkerConfig {
         concurrency: 1,
         ..config(&[])
     });
-    worker.tenants = Some(rig.inner.clone());
     let run = tokio::spawn(worker.run(std::future::pending()));
     // The backend's clock stands still: one period until it is moved.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -678,15 +700,7 @@ async fn a_tenant_past_its_run_time_budget_waits_for_the_next_period_while_other
 
 #[tokio::test(start_paused = true)]
 async fn a_held_tenant_beside_a_queue_full_here_is_waited_for_not_polled() {
-    let acme = TenantName::new("acme").expect("tenant name");
-    let mut fake = Fake::default();
-    fake.tenants.insert(
-        acme.clone(),
-        TenantSettings {
-            max_in_flight: Some(1),
-            ..TenantSettings::default()
-        },
-    );
+    let (acme, mut fake) = acme_capped_at_one();
     // Beta's queue runs one job at a time here, and has more waiting.
     fake.policies.insert(
         q("beta/q"),
@@ -699,55 +713,35 @@ async fn a_held_tenant_beside_a_queue_full_here_is_waited_for_not_polled() {
     let rig = Rig::new(fake);
     rig.dispatch("acme/q", r#"{"ms":10}"#, 3).await;
     rig.dispatch("beta/q", r#"{"ms":4000}"#, 3).await;
-    let far = rig.clock.now() + 3_600_000;
-    let took = rig.inner.take_flight(&acme, "elsewhere", 1, 1, far).await;
-    assert_eq!(took.expect("take"), 1);
-    let mut worker = rig.worker(WorkerConfig {
+    rig.hold_elsewhere(&acme).await;
+    let worker = rig.tenant_worker(WorkerConfig {
         concurrency: 4,
         ..config(&[])
     });
-    worker.tenants = Some(rig.inner.clone());
     let run = tokio::spawn(worker.run(std::future::pending()));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let waits = rig.jobs.waits.load(Ordering::SeqCst);
     assert!(waits <= 30, "{waits} waits in 10 s");
     assert_eq!(started_of(&rig, "acme"), 0, "the slot is another worker's");
-    rig.inner
-        .give_flight(&acme, "elsewhere", 1)
-        .await
-        .expect("give");
+    rig.give_elsewhere(&acme).await;
     let stats = run.await.expect("the loop").expect("worker");
     assert_eq!(stats.done, 6, "{stats:?}");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_drain_of_named_queues_waits_for_a_held_tenant_rather_than_ending() {
-    let acme = TenantName::new("acme").expect("tenant name");
-    let mut fake = Fake::default();
-    fake.tenants.insert(
-        acme.clone(),
-        TenantSettings {
-            max_in_flight: Some(1),
-            ..TenantSettings::default()
-        },
-    );
+    let (acme, fake) = acme_capped_at_one();
     let rig = Rig::new(fake);
     rig.dispatch("acme/q", r#"{"ms":10}"#, 3).await;
-    let far = rig.clock.now() + 3_600_000;
-    let took = rig.inner.take_flight(&acme, "elsewhere", 1, 1, far).await;
-    assert_eq!(took.expect("take"), 1);
-    let mut worker = rig.worker(config(&["acme/q"]));
-    worker.tenants = Some(rig.inner.clone());
+    rig.hold_elsewhere(&acme).await;
+    let worker = rig.tenant_worker(config(&["acme/q"]));
     let run = tokio::spawn(worker.run(std::future::pending()));
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(
         !run.is_finished(),
         "the drain ended with acme's jobs waiting"
     );
-    rig.inner
-        .give_flight(&acme, "elsewhere", 1)
-        .await
-        .expect("give");
+    rig.give_elsewhere(&acme).await;
     let stats = run.await.expect("the loop").expect("worker");
     assert_eq!(stats.done, 3, "{stats:?}");
 }
