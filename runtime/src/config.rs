@@ -68,6 +68,51 @@ pub struct Config {
     /// Per-tenant overrides, by tenant name.
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantSection>,
+    /// `runtime serve`: the HTTP API and dashboard.
+    #[serde(default)]
+    pub serve: ServeSection,
+}
+
+/// Settings of `runtime serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// Where it listens, `HOST:PORT` (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// The admin token's SHA-256, in lowercase hex (`printf %s "$TOKEN" |
+    /// sha256sum`): the token itself is never stored. With an admin token
+    /// every request needs a token (the admin's, or a tenant's); without
+    /// one the server takes requests without tokens, and so listens only
+    /// on a loopback address.
+    pub admin_token_sha256: Option<String>,
+    /// Requests a second each tenant may make to the API of one server
+    /// (bursts of twice that); unset: no limit. Dispatches are also held
+    /// to the tenant's `dispatch_rate`, across the fleet.
+    pub tenant_request_rate: Option<f64>,
+}
+
+impl ServeSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(hash) = &self.admin_token_sha256
+            && (hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        {
+            return Err(ConfigError::Value {
+                key: "serve.admin_token_sha256".into(),
+                message: "not a SHA-256 in lowercase hex (64 of 0-9, a-f): give the output of `printf %s \"$TOKEN\" | sha256sum`, not the token".into(),
+            });
+        }
+        if let Some(rate) = self.tenant_request_rate
+            && !(rate.is_finite() && rate > 0.0 && rate <= 1e6)
+        {
+            return Err(ConfigError::Value {
+                key: "serve.tenant_request_rate".into(),
+                message: format!(
+                    "{rate} is not a rate: give requests a second, above 0 and at most 1000000"
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Settings of a tenant (or, under `[tenant_defaults]`, of all tenants).
@@ -689,6 +734,7 @@ impl Config {
             });
         }
         self.sandbox.validate()?;
+        self.serve.validate()?;
         self.defaults.validate("defaults")?;
         for (name, section) in &self.queues {
             let queue = QueueName::parse(name).map_err(|e| ConfigError::Value {

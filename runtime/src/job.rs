@@ -294,6 +294,24 @@ impl QueueName {
         }
     }
 
+    /// A name as a caller acting within `tenant` writes it (`--tenant`, or
+    /// an API token of the tenant): with no tenant, as [`QueueName::parse`]
+    /// reads it; with one, a bare name is that tenant's queue, a name in
+    /// full must be of that tenant, and any other is refused.
+    pub fn read_in(tenant: Option<&TenantName>, written: &str) -> Result<Self, InputError> {
+        let Some(tenant) = tenant else {
+            return QueueName::parse(written);
+        };
+        match written.split_once('/') {
+            None => QueueName::in_tenant(tenant, written),
+            Some((t, _)) if t == tenant.as_str() => QueueName::parse(written),
+            Some(_) => Err(InputError::OutsideTenant {
+                name: written.to_string(),
+                tenant: tenant.to_string(),
+            }),
+        }
+    }
+
     /// Queue `name` of this queue's tenant: how a name a handler gives is
     /// read, so that no name it writes reaches another tenant.
     pub fn sibling(&self, name: &str) -> Result<Self, InputError> {
@@ -411,6 +429,17 @@ impl JobId {
     /// The job's number within its queue; increasing in dispatch order.
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+}
+
+impl JobId {
+    /// An id as a caller acting within `tenant` writes it: its queue read
+    /// as [`QueueName::read_in`] reads a name.
+    pub fn read_in(tenant: Option<&TenantName>, written: &str) -> Result<Self, InputError> {
+        let id: JobId = written.parse()?;
+        let queue_part = written.rsplit_once(':').map_or("", |(q, _)| q);
+        let queue = QueueName::read_in(tenant, queue_part)?;
+        Ok(JobId::new(queue, id.seq))
     }
 }
 

@@ -261,7 +261,7 @@ pub async fn remove(backend: &Backend, tenant: &TenantName) -> Result<Removal, T
 }
 
 /// One measure of a tenant against its quota (`max`: `None` is no limit).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Measure {
     /// What it uses now.
     pub used: u64,
@@ -270,7 +270,7 @@ pub struct Measure {
 }
 
 /// A tenant's run time this period against its budget.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunTimeUse {
     /// Its attempts' run time this period, ms (counted only with a budget).
     pub used_ms: u64,
@@ -283,7 +283,7 @@ pub struct RunTimeUse {
 }
 
 /// A tenant's dispatch bucket against its rate.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DispatchUse {
     /// Tokens its bucket holds now: jobs it may dispatch at once.
     pub tokens: f64,
@@ -294,7 +294,7 @@ pub struct DispatchUse {
 }
 
 /// What a tenant uses against each of its quotas.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Its jobs in flight over the fleet: with a `max_in_flight`, the
     /// slots its ledger holds (claimed jobs included); without, its

@@ -1,6 +1,5 @@
 //! `runtime jobs list|show|retry|delete`: inspect and repair jobs.
 
-use anyhow::Context;
 use runtime::job::{FailureKind, UnixMillis};
 use runtime::queue::Page;
 use runtime::text;
@@ -111,24 +110,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         Action::Retry { id, all_failed } => {
             if let Some(queue) = all_failed {
                 let queue = &cli.queue(queue)?;
-                let mut retried = 0u64;
-                loop {
-                    let page = Page {
-                        offset: 0,
-                        limit: 500,
-                    };
-                    let failed = backend.list(queue, JobState::Failed, page).await?;
-                    if failed.is_empty() {
-                        break;
-                    }
-                    for job in failed {
-                        backend
-                            .retry(&job.id)
-                            .await
-                            .with_context(|| format!("retrying {}", job.id))?;
-                        retried += 1;
-                    }
-                }
+                let retried = runtime::queue::retry_all_failed(&*backend, queue).await?;
                 outln!("retried {retried} failed jobs of {queue}");
             } else if let Some(id) = id {
                 let id = &cli.job(id)?;

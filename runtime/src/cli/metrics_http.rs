@@ -17,7 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub backend: Arc<dyn JobQueue>,
-    pub sandbox: Arc<Sandbox>,
+    /// The sandbox, where this process runs jobs.
+    pub sandbox: Option<Arc<Sandbox>>,
     /// The queues whose depth is read; empty: every queue the backend
     /// lists (of `tenant`, if given).
     pub queues: Vec<QueueName>,
@@ -65,7 +66,8 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
     stream.shutdown().await
 }
 
-async fn readings(sources: &Sources) -> Readings {
+/// What a scrape reads right then.
+pub async fn readings(sources: &Sources) -> Readings {
     let mut depth = Vec::new();
     let mut backend_up = true;
     let listed;
@@ -102,8 +104,16 @@ async fn readings(sources: &Sources) -> Readings {
     Readings {
         depth,
         backend_up,
-        sandbox: sources.sandbox.stats(),
-        http: sources.sandbox.http_requests(),
+        sandbox: sources
+            .sandbox
+            .as_ref()
+            .map(|s| s.stats())
+            .unwrap_or_default(),
+        http: sources
+            .sandbox
+            .as_ref()
+            .map(|s| s.http_requests())
+            .unwrap_or_default(),
         rss_bytes: rss_bytes(),
     }
 }

@@ -27,6 +27,7 @@ mod metrics_http;
 mod new;
 mod out;
 mod queues;
+mod serve;
 mod tenants;
 mod worker;
 mod workers;
@@ -123,6 +124,7 @@ enum Command {
     Queues(queues::Args),
     Jobs(jobs::Args),
     Tenants(tenants::Args),
+    Serve(serve::Args),
     Check(check::Args),
     New(new::Args),
 }
@@ -150,7 +152,7 @@ pub fn main() -> ExitCode {
     // A worker logs what it does; a one-shot command reports on stdout and
     // logs only warnings (a compile, for one, is no news there).
     let level = match cli.command {
-        Command::Worker(_) => LevelFilter::INFO,
+        Command::Worker(_) | Command::Serve(_) => LevelFilter::INFO,
         _ => LevelFilter::WARN,
     };
     init_logging(cli.log_format, level);
@@ -173,6 +175,7 @@ pub fn main() -> ExitCode {
             Command::Queues(args) => queues::run(&cli, args).await,
             Command::Jobs(args) => jobs::run(&cli, args).await,
             Command::Tenants(args) => tenants::run(&cli, args).await,
+            Command::Serve(args) => serve::run(&cli, args).await,
             Command::Check(args) => check::run(&cli, args),
             Command::New(args) => new::run(args),
         }
@@ -216,15 +219,14 @@ fn fatal(format: LogFormat, e: &anyhow::Error) {
 #[derive(Debug, Clone)]
 pub struct QueueArg {
     written: String,
-    name: QueueName,
 }
 
 impl std::str::FromStr for QueueArg {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        QueueName::parse(s)?;
         Ok(QueueArg {
             written: s.to_string(),
-            name: QueueName::parse(s)?,
         })
     }
 }
@@ -234,15 +236,14 @@ impl std::str::FromStr for QueueArg {
 #[derive(Debug, Clone)]
 pub struct JobArg {
     written: String,
-    id: JobId,
 }
 
 impl std::str::FromStr for JobArg {
     type Err = InputError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<JobId>()?;
         Ok(JobArg {
             written: s.to_string(),
-            id: s.parse()?,
         })
     }
 }
@@ -252,7 +253,7 @@ impl Cli {
     /// with it, a bare name is the tenant's queue, a name in full must
     /// be of that tenant, and any other is refused.
     pub fn queue(&self, arg: &QueueArg) -> Result<QueueName, InputError> {
-        self.scope(&arg.written, &arg.name)
+        QueueName::read_in(self.tenant.as_ref(), &arg.written)
     }
 
     /// Every queue of `args`, read as [`Cli::queue`] does.
@@ -263,9 +264,7 @@ impl Cli {
     /// `arg` read in the command's tenant, as [`Cli::queue`] reads its
     /// queue.
     pub fn job(&self, arg: &JobArg) -> Result<JobId, InputError> {
-        let written = arg.written.rsplit_once(':').map_or("", |(q, _)| q);
-        let queue = self.scope(written, arg.id.queue())?;
-        Ok(JobId::new(queue, arg.id.seq()))
+        JobId::read_in(self.tenant.as_ref(), &arg.written)
     }
 
     /// The tenant the command acts within (`--tenant`), if any.
@@ -277,20 +276,6 @@ impl Cli {
     /// that tenant's.
     pub fn lists(&self, queue: &QueueName) -> bool {
         self.tenant.as_ref().is_none_or(|t| queue.is_in(t))
-    }
-
-    fn scope(&self, written: &str, name: &QueueName) -> Result<QueueName, InputError> {
-        let Some(tenant) = &self.tenant else {
-            return Ok(name.clone());
-        };
-        match written.split_once('/') {
-            None => QueueName::in_tenant(tenant, written),
-            Some((t, _)) if t == tenant.as_str() => Ok(name.clone()),
-            Some(_) => Err(InputError::OutsideTenant {
-                name: written.to_string(),
-                tenant: tenant.to_string(),
-            }),
-        }
     }
 
     /// The config: `--config`, else ./runtime.toml if present, else defaults;

@@ -61,7 +61,7 @@ pub struct Args {
 const MAX_FLAG_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A duration flag: `30s`, `5m`, at most [`MAX_FLAG_DURATION`].
-fn flag_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn flag_duration(text: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
     if d > MAX_FLAG_DURATION {
         return Err("longer than the most allowed, 24h".to_string());
@@ -81,24 +81,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         anyhow::bail!("--lease must be at least 300ms (it is renewed every third of it)");
     }
     let mut config = cli.config()?;
-    // The pool holds one place per job in flight, each with room for the
-    // largest shape any queue allows: sized from --concurrency unless the
-    // config fixes it, and then it must fit.
-    match config.sandbox.max_instances {
-        Some(max) if usize::try_from(max).unwrap_or(usize::MAX) < args.concurrency => {
-            anyhow::bail!(
-                "--concurrency {} is more than sandbox.max_instances {max}: raise max_instances in the config, or remove it to size the pool from --concurrency",
-                args.concurrency
-            );
-        }
-        Some(_) => {}
-        None => {
-            config.sandbox.max_instances =
-                Some(u32::try_from(args.concurrency).map_err(|_| {
-                    anyhow::anyhow!("--concurrency {} is too large", args.concurrency)
-                })?);
-        }
-    }
+    size_pool(&mut config, args.concurrency)?;
     let backend = cli.require_backend(&config, "runtime worker").await?;
     let tenant = cli.tenant().cloned();
     let handlers = Cli::handlers_dir(&config);
@@ -142,7 +125,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         let sources = Sources {
             metrics: metrics.clone(),
             backend: rt.backend().jobs.clone(),
-            sandbox,
+            sandbox: Some(sandbox),
             queues: queues.clone(),
             tenant: tenant.clone(),
         };
@@ -198,8 +181,33 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
     Ok(Exit::Ok)
 }
 
+/// Sizes the sandbox's pool for `concurrency` jobs at once. The pool holds
+/// one place per job in flight, each with room for the largest shape any
+/// queue allows: sized from `concurrency` unless the config fixes it, and
+/// then it must fit.
+pub(super) fn size_pool(
+    config: &mut runtime::config::Config,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    match config.sandbox.max_instances {
+        Some(max) if usize::try_from(max).unwrap_or(usize::MAX) < concurrency => {
+            anyhow::bail!(
+                "--concurrency {concurrency} is more than sandbox.max_instances {max}: raise max_instances in the config, or remove it to size the pool from --concurrency"
+            );
+        }
+        Some(_) => {}
+        None => {
+            config.sandbox.max_instances = Some(
+                u32::try_from(concurrency)
+                    .map_err(|_| anyhow::anyhow!("--concurrency {concurrency} is too large"))?,
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -219,7 +227,7 @@ async fn shutdown_signal() {
 /// outcome as fields (top-level keys in `--log-format json`); a failure adds
 /// its `kind` and its `error` text. The text may be a guest's: it is a
 /// field's value, escaped by either log format, never part of the message.
-fn log_event(event: &JobEvent) {
+pub(super) fn log_event(event: &JobEvent) {
     let job = &event.job;
     let (id, queue, attempt) = (&job.id, job.id.queue().as_str(), job.attempts);
     let tenant = job.id.queue().tenant();

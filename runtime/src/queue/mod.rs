@@ -137,7 +137,7 @@ impl AttemptEnd {
 }
 
 /// Jobs per state in one queue, and how many are done.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateCounts {
     /// Ready to run.
     pub pending: u64,
@@ -174,7 +174,7 @@ impl StateCounts {
 }
 
 /// A worker process as its heartbeats describe it (`runtime workers`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     /// Unique per process: `host:pid:random`.
     pub id: String,
@@ -192,6 +192,30 @@ pub struct WorkerInfo {
     pub started_at: UnixMillis,
     /// Its last heartbeat.
     pub beat_at: UnixMillis,
+}
+
+/// Puts every failed job of `queue` back to pending with a fresh set of
+/// attempts, a page at a time; returns how many.
+pub async fn retry_all_failed(jobs: &dyn JobQueue, queue: &QueueName) -> Result<u64, QueueError> {
+    let mut retried = 0u64;
+    loop {
+        let page = Page {
+            offset: 0,
+            limit: 500,
+        };
+        let failed = jobs.list(queue, JobState::Failed, page).await?;
+        if failed.is_empty() {
+            return Ok(retried);
+        }
+        for job in failed {
+            match jobs.retry(&job.id).await {
+                // Retried or deleted by someone else meanwhile.
+                Ok(()) => retried += 1,
+                Err(QueueError::NoSuchJob(_) | QueueError::WrongState { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// Every queue of `jobs` that `keep` keeps, with its counts, in the
