@@ -195,10 +195,10 @@ pub struct ListQuery {
 /// A queue's counts and whether it is paused.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct QueueView {
-    queue: String,
+    pub queue: String,
     #[serde(flatten)]
-    counts: StateCounts,
-    paused: bool,
+    pub counts: StateCounts,
+    pub paused: bool,
 }
 
 /// Every queue the caller sees.
@@ -242,10 +242,10 @@ pub struct WorkerList {
 /// A tenant and what it uses of its quotas.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantView {
-    name: String,
+    pub name: String,
     /// Whether it has a token (`runtime tenants create`).
-    registered: bool,
-    usage: Usage,
+    pub registered: bool,
+    pub usage: Usage,
 }
 
 /// Every tenant.

@@ -67,16 +67,21 @@ impl Auth {
         self.admin.is_some()
     }
 
-    /// The caller of a request with `headers`.
+    /// The caller of a request with `headers`: its bearer token, or with
+    /// `cookie_ok` the dashboard's session cookie.
     pub async fn caller(
         &self,
         store: &dyn TenantStore,
         headers: &HeaderMap,
+        cookie_ok: bool,
     ) -> Result<Caller, Problem> {
         let Some(admin) = &self.admin else {
             return Ok(Caller::Admin);
         };
-        let Some(token) = bearer(headers) else {
+        let session = cookie_ok
+            .then(|| super::dashboard::cookie(headers))
+            .flatten();
+        let Some(token) = bearer(headers).or(session.as_deref()) else {
             return Err(unauthorized(
                 "this server needs a token: send `Authorization: Bearer TOKEN` (the admin token, or a tenant's from `runtime tenants create`)",
             ));
@@ -112,6 +117,11 @@ impl Auth {
             )),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The admin token's hash, when tokens are required.
+    pub fn admin_hash(&self) -> Option<&[u8; 32]> {
+        self.admin.as_ref()
     }
 
     fn remembered(&self, hash: &[u8; 32]) -> Option<TenantName> {
@@ -163,13 +173,25 @@ mod tests {
     fn bearer_tokens_are_read_whatever_the_scheme_case() {
         let mut h = HeaderMap::new();
         assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearer abc".parse().expect("a header value"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer abc".parse().expect("a header value"),
+        );
         assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, "bearer  abc ".parse().expect("a header value"));
+        h.insert(
+            header::AUTHORIZATION,
+            "bearer  abc ".parse().expect("a header value"),
+        );
         assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, "Basic abc".parse().expect("a header value"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic abc".parse().expect("a header value"),
+        );
         assert_eq!(bearer(&h), None);
-        h.insert(header::AUTHORIZATION, "Bearer ".parse().expect("a header value"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer ".parse().expect("a header value"),
+        );
         assert_eq!(bearer(&h), None);
     }
 

@@ -11,6 +11,7 @@
 
 mod api;
 mod auth;
+mod dashboard;
 mod openapi;
 mod problem;
 
@@ -68,6 +69,9 @@ pub struct AppState {
     pub auth: Auth,
     pub limiter: Option<Limiter>,
     pub sources: Sources,
+    /// What the dashboard's CSRF tokens are made with: the admin token's
+    /// hash (the same on every server of one deployment), else random.
+    pub csrf_secret: [u8; 32],
 }
 
 impl std::fmt::Debug for AppState {
@@ -89,7 +93,11 @@ impl FromRequestParts<Arc<AppState>> for Who {
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Problem> {
         let caller = state
             .auth
-            .caller(&*state.backend.tenants, &parts.headers)
+            .caller(
+                &*state.backend.tenants,
+                &parts.headers,
+                dashboard::cookie_allowed(&parts.method),
+            )
             .await?;
         if let (Caller::Tenant(tenant), Some(limiter)) = (&caller, &state.limiter) {
             limiter.take(tenant)?;
@@ -229,6 +237,10 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         config,
         auth: Auth::new(admin),
         limiter,
+        csrf_secret: match admin {
+            Some(hash) => hash,
+            None => random_secret()?,
+        },
     });
     let app = router(state.clone());
     let in_process = if worker.is_some() {
@@ -307,6 +319,14 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<[u8; 32]>> {
     }
 }
 
+/// 32 bytes from the operating system's random source.
+fn random_secret() -> anyhow::Result<[u8; 32]> {
+    let mut secret = [0u8; 32];
+    getrandom::getrandom(&mut secret)
+        .map_err(|e| anyhow::anyhow!("no random bytes for the dashboard's CSRF tokens: {e}"))?;
+    Ok(secret)
+}
+
 fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/queues", get(api::queues))
@@ -328,12 +348,45 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::document));
     Router::new()
         .nest("/v1", v1)
+        .route("/", get(dashboard::overview))
+        .route("/login", get(dashboard::login_form).post(dashboard::login))
+        .route("/logout", post(dashboard::logout))
+        .route("/queues/{queue}", get(dashboard::queue))
+        .route("/queues/{queue}/{action}", post(dashboard::queue_action))
+        .route("/jobs", get(dashboard::find))
+        .route("/jobs/{id}", get(dashboard::job))
+        .route("/jobs/{id}/{action}", post(dashboard::job_action))
+        .route("/workers", get(dashboard::workers))
+        .route("/tenants", get(dashboard::tenants))
+        .route("/assets/{name}", get(dashboard::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers on every answer: the dashboard's Content-Security-Policy (no
+/// script but this server's own files), no sniffing, no framing, no
+/// referrer.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(dashboard::CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 async fn not_found() -> Problem {
