@@ -35,7 +35,8 @@ use runtime::job::{
 };
 use runtime::queue::{
     Ack, Admitting, Claim, Clock as _, Completion, DispatchQuota, DueQueue, JobQueue, ManualClock,
-    ModuleStore, Page, Quotas, Rate, Taken, TenantStore, WorkerInfo, WorkerRegistry,
+    ModuleStore, Page, Quotas, Rate, THROUGHPUT_MINUTES, Taken, TenantStore, Throughput,
+    WorkerInfo, WorkerRegistry, minute_of,
 };
 use runtime::tenant::{self, TenantError};
 
@@ -133,6 +134,24 @@ async fn entry(b: &Backend, queue: &QueueName) -> DueQueue {
 async fn claim_one(b: &Backend, queue: &str) -> Option<Claim> {
     let mut claims = b.claim(&[q(queue)], 1, LEASE).await.expect("claim");
     claims.pop()
+}
+
+/// The throughput of `tenant` (`None`: the fleet's) over `minutes` from
+/// `from`.
+async fn throughput_of(
+    b: &Backend,
+    tenant: Option<&str>,
+    from: u64,
+    minutes: usize,
+) -> Vec<Throughput> {
+    let tenant = tenant.map(tenant_name);
+    b.throughput(tenant.as_ref(), from, minutes)
+        .await
+        .expect("read throughput")
+}
+
+fn counted(processed: u64, failed: u64) -> Throughput {
+    Throughput { processed, failed }
 }
 
 async fn state_of(b: &Backend, id: &JobId) -> Option<JobState> {
@@ -1334,6 +1353,69 @@ suite! {
         b.remove_tenant(&acme).await.expect("remove");
         assert_eq!(b.charge_run_time(&acme, next, hour, 0).await.expect("read"), 0);
         assert_eq!(b.charge_run_time(&beta, this, hour, 0).await.expect("read"), 7);
+    }
+
+    /// Throughput adds up per minute, for each tenant and over the fleet:
+    /// a minute with nothing added reads zero, tenants are apart, and a
+    /// read returns the minutes asked for, at most THROUGHPUT_MINUTES.
+    pub async fn throughput_adds_up_per_minute_for_each_tenant_and_the_fleet(b: Backend, c: Clock) {
+        let (acme, beta) = (tenant_name("acme"), tenant_name("beta"));
+        let zero = Throughput::default();
+        let first = minute_of(c.now());
+        let both = [(acme.clone(), counted(3, 1)), (beta.clone(), counted(2, 0))];
+        b.add_throughput(first, &both).await.expect("add");
+        b.add_throughput(first, &[(acme.clone(), counted(1, 1))]).await.expect("add");
+        b.add_throughput(first, &[]).await.expect("add nothing");
+        c.advance(Duration::from_secs(120));
+        let third = first + 2;
+        b.add_throughput(third, &[(beta.clone(), counted(5, 2))]).await.expect("add");
+        let fleet = [zero, counted(6, 2), zero, counted(5, 2)];
+        assert_eq!(throughput_of(&b, None, first - 1, 4).await, fleet);
+        let acme_minutes = [zero, counted(4, 2), zero, zero];
+        assert_eq!(throughput_of(&b, Some("acme"), first - 1, 4).await, acme_minutes);
+        let beta_minutes = [zero, counted(2, 0), zero, counted(5, 2)];
+        assert_eq!(throughput_of(&b, Some("beta"), first - 1, 4).await, beta_minutes);
+        assert_eq!(throughput_of(&b, Some("gamma"), first, 3).await, [zero; 3], "nothing added");
+        let most = throughput_of(&b, None, first - 1, 1_000).await;
+        assert_eq!(most.len(), THROUGHPUT_MINUTES, "a read is capped");
+        assert_eq!(most[..4], fleet);
+        assert!(throughput_of(&b, None, first, 0).await.is_empty());
+        assert_eq!(throughput_of(&b, None, u64::MAX, 2).await, [zero; 2], "past the last minute");
+    }
+
+    /// The minutes kept are the current one and the THROUGHPUT_MINUTES - 1
+    /// before it: an older one reads zero whatever was added (long past,
+    /// or added late), a minute added after one THROUGHPUT_MINUTES before
+    /// it starts from nothing, and a tenant's counts go with the tenant
+    /// while the fleet's stay.
+    pub async fn throughput_keeps_only_the_last_minutes(b: Backend, c: Clock) {
+        let beta = tenant_name("beta");
+        let zero = Throughput::default();
+        let kept = THROUGHPUT_MINUTES as u64;
+        let first = minute_of(c.now());
+        b.add_throughput(first, &[(beta.clone(), counted(5, 2))]).await.expect("add");
+        c.advance(Duration::from_secs(60 * kept));
+        let now = minute_of(c.now());
+        assert_eq!(throughput_of(&b, None, first, 1).await, [zero], "past the minutes kept");
+        assert_eq!(throughput_of(&b, Some("beta"), first, 1).await, [zero]);
+        b.add_throughput(now, &[(beta.clone(), counted(1, 0))]).await.expect("add");
+        b.add_throughput(now + 1 - kept, &[(beta.clone(), counted(7, 7))]).await.expect("add");
+        b.add_throughput(first, &[(beta.clone(), counted(9, 9))]).await.expect("add late");
+        let mut recent = vec![zero; THROUGHPUT_MINUTES];
+        recent[0] = counted(7, 7);
+        recent[THROUGHPUT_MINUTES - 1] = counted(1, 0);
+        assert_eq!(throughput_of(&b, Some("beta"), now + 1 - kept, THROUGHPUT_MINUTES).await, recent);
+        assert_eq!(throughput_of(&b, None, now + 1 - kept, THROUGHPUT_MINUTES).await, recent);
+        assert_eq!(throughput_of(&b, None, first, 1).await, [zero], "added late, still past");
+        c.advance(Duration::from_secs(3 * 3_600));
+        assert_eq!(throughput_of(&b, None, now, 1).await, [zero], "long past");
+        assert_eq!(throughput_of(&b, Some("beta"), now, 1).await, [zero]);
+        c.advance(Duration::from_secs(60));
+        let later = minute_of(c.now());
+        b.add_throughput(later, &[(beta.clone(), counted(2, 1))]).await.expect("add");
+        b.remove_tenant(&beta).await.expect("remove");
+        assert_eq!(throughput_of(&b, Some("beta"), later, 1).await, [zero], "gone with the tenant");
+        assert_eq!(throughput_of(&b, None, later, 1).await, [counted(2, 1)], "the fleet's stay");
     }
 
     /// A published module's size is its bytes'; none without one.

@@ -1,11 +1,15 @@
 //! `runtime worker` and the admin commands, as processes on a real Redis:
 //! wake-up without polling, delayed jobs on time, kill -9 mid-job (the
 //! lease runs out and the job runs again, or fails as worker lost), a clean
-//! stop on SIGTERM, Redis restarting under a running worker, and the admin
-//! commands over the same queue.
+//! stop on SIGTERM, Redis restarting under a running worker, the admin
+//! commands over the same queue, and the throughput a worker counts.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use runtime::TenantName;
+use runtime::queue::redis::{DEFAULT_PREFIX, RedisBackend};
+use runtime::queue::{Clock, SystemClock, TenantStore, Throughput, minute_of};
 use runtime_tests::redis::RedisServer;
 use runtime_tests::workers::{Env, eventually};
 use runtime_tests::{TempDir, guests, runtime};
@@ -728,4 +732,48 @@ fn a_paused_queue_keeps_its_jobs_from_a_running_worker_until_resumed() {
     assert_eq!(env.count(guests::NAP, "pending"), 0);
     let again = env.run(&["queues", "resume", guests::NAP]);
     assert!(again.expect_code(0).stdout().contains("was not paused"));
+}
+
+#[test]
+fn a_worker_counts_its_processed_and_failed_attempts_per_minute() {
+    let env = Env::new();
+    let from = minute_of(SystemClock.now());
+    env.dispatch(guests::NAP, r#"{"ms":1}"#, &[]);
+    env.dispatch(guests::PANIC, "{}", &["--max-attempts", "1"]);
+    let mut w = env.worker(&[guests::NAP, guests::PANIC, "--drain"]);
+    assert_eq!(w.wait(Duration::from_secs(60)), 0, "{}", w.log());
+    assert_eq!(env.count(guests::PANIC, "failed"), 1);
+    // A run across the turn of a minute counts in both: the sum is the run's.
+    let minutes = minute_of(SystemClock.now()) - from + 1;
+    let minutes = usize::try_from(minutes).expect("a few minutes");
+    let read = |tenant: Option<TenantName>| {
+        runtime_tests::tokio_runtime(1).block_on(async {
+            let backend = RedisBackend::connect(&env.url(), DEFAULT_PREFIX, Arc::new(SystemClock))
+                .await
+                .expect("connect to the test redis");
+            let counts = backend
+                .throughput(tenant.as_ref(), from, minutes)
+                .await
+                .expect("read the throughput");
+            assert_eq!(counts.len(), minutes);
+            counts
+                .into_iter()
+                .fold(Throughput::default(), |mut sum, n| {
+                    sum += n;
+                    sum
+                })
+        })
+    };
+    let ran = Throughput {
+        processed: 2,
+        failed: 1,
+    };
+    assert_eq!(read(None), ran, "the fleet's");
+    assert_eq!(
+        read(Some(TenantName::default_tenant())),
+        ran,
+        "the tenant's"
+    );
+    let other = TenantName::new("acme").expect("tenant name");
+    assert_eq!(read(Some(other)), Throughput::default(), "another tenant's");
 }

@@ -14,7 +14,8 @@ use tokio::sync::Notify;
 use super::clock::millis;
 use super::{
     Ack, Claim, Clock, Completion, DueQueue, JobQueue, Lease, ModuleStore, Page, Rate, StateCounts,
-    SystemClock, Taken, TenantStore, WorkerInfo, WorkerRegistry, module_version,
+    SystemClock, THROUGHPUT_MINUTES, Taken, TenantStore, Throughput, WorkerInfo, WorkerRegistry,
+    module_version, oldest_kept_minute, throughput_window,
 };
 use crate::error::QueueError;
 use crate::job::{
@@ -44,6 +45,9 @@ pub struct MemoryBackend {
     /// Tenants' attempt run time: the period it is counted in (its start),
     /// and ms.
     run_times: Mutex<HashMap<TenantName, (UnixMillis, u64)>>,
+    /// Attempts that ran to an outcome, by minute: the fleet's (`None`)
+    /// and each tenant's, at most [`THROUGHPUT_MINUTES`] minutes each.
+    throughput: Mutex<HashMap<Option<TenantName>, BTreeMap<u64, Throughput>>>,
 }
 
 /// One tenant's holders of jobs in flight: how many each holds, and until
@@ -126,6 +130,7 @@ impl MemoryBackend {
             buckets: Mutex::new(HashMap::new()),
             flights: Mutex::new(HashMap::new()),
             run_times: Mutex::new(HashMap::new()),
+            throughput: Mutex::new(HashMap::new()),
         }
     }
 
@@ -884,6 +889,7 @@ impl TenantStore for MemoryBackend {
         crate::sync::lock(&self.buckets).remove(tenant);
         crate::sync::lock(&self.flights).remove(tenant);
         crate::sync::lock(&self.run_times).remove(tenant);
+        crate::sync::lock(&self.throughput).remove(&Some(tenant.clone()));
         Ok(self.tenants_lock().remove(tenant).is_some())
     }
 
@@ -991,6 +997,53 @@ impl TenantStore for MemoryBackend {
             all.insert(tenant.clone(), (period.max(held), used.saturating_add(ms)));
         }
         Ok(used.saturating_add(ms))
+    }
+
+    async fn add_throughput(
+        &self,
+        minute: u64,
+        counts: &[(TenantName, Throughput)],
+    ) -> Result<(), QueueError> {
+        let oldest = oldest_kept_minute(self.clock.now());
+        let mut all = crate::sync::lock(&self.throughput);
+        let mut add = |scope: Option<TenantName>, n: Throughput| {
+            let minutes = all.entry(scope).or_default();
+            *minutes.entry(minute).or_default() += n;
+            // Minutes no longer kept go, and so does the oldest of more
+            // than are kept (added by a clock ahead of this one).
+            while minutes.len() > THROUGHPUT_MINUTES
+                || minutes.first_key_value().is_some_and(|(&m, _)| m < oldest)
+            {
+                minutes.pop_first();
+            }
+        };
+        let mut fleet = Throughput::default();
+        for (tenant, n) in counts {
+            fleet += *n;
+            add(Some(tenant.clone()), *n);
+        }
+        if !counts.is_empty() {
+            add(None, fleet);
+        }
+        Ok(())
+    }
+
+    async fn throughput(
+        &self,
+        tenant: Option<&TenantName>,
+        from_minute: u64,
+        minutes: usize,
+    ) -> Result<Vec<Throughput>, QueueError> {
+        let window = throughput_window(from_minute, minutes, self.clock.now());
+        let all = crate::sync::lock(&self.throughput);
+        let held = all.get(&tenant.cloned());
+        Ok(window
+            .map(|minute| {
+                minute
+                    .and_then(|m| held.and_then(|h| h.get(&m)).copied())
+                    .unwrap_or_default()
+            })
+            .collect())
     }
 }
 

@@ -173,6 +173,71 @@ impl StateCounts {
     }
 }
 
+/// How many minutes of throughput a backend keeps, the current one
+/// included ([`TenantStore::add_throughput`]), and the most one read
+/// returns: two hours.
+pub const THROUGHPUT_MINUTES: usize = 120;
+
+/// Attempts that ran to an outcome in one minute, fleet-wide or of one
+/// tenant ([`TenantStore::throughput`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// Attempts that ended done, retried or failed (not handed back, not
+    /// stale).
+    pub processed: u64,
+    /// Those of them that did not end done: retried or failed.
+    pub failed: u64,
+}
+
+impl Throughput {
+    /// What one attempt that ended as `end` counts: nothing if it was
+    /// handed back or stale.
+    pub fn of(end: AttemptEnd) -> Self {
+        let (processed, failed) = match end {
+            AttemptEnd::Done => (1, 0),
+            AttemptEnd::Retried | AttemptEnd::Failed => (1, 1),
+            AttemptEnd::HandedBack | AttemptEnd::Stale => (0, 0),
+        };
+        Throughput { processed, failed }
+    }
+}
+
+impl std::ops::AddAssign for Throughput {
+    fn add_assign(&mut self, other: Throughput) {
+        self.processed = self.processed.saturating_add(other.processed);
+        self.failed = self.failed.saturating_add(other.failed);
+    }
+}
+
+/// The minute (Unix milliseconds / 60,000) holding `at`, as
+/// [`TenantStore::add_throughput`] counts minutes.
+pub fn minute_of(at: UnixMillis) -> u64 {
+    at / 60_000
+}
+
+/// The oldest minute whose throughput is kept at `now` (ms): the
+/// current minute and the [`THROUGHPUT_MINUTES`] - 1 before it are.
+pub(crate) fn oldest_kept_minute(now: UnixMillis) -> u64 {
+    minute_of(now).saturating_sub(THROUGHPUT_MINUTES as u64 - 1)
+}
+
+/// The minutes a read of `minutes` from `from_minute` covers, oldest
+/// first and at most [`THROUGHPUT_MINUTES`]: each minute still kept at
+/// `now` (ms), or `None` for one that reads zero whatever was added (older
+/// than the minutes kept, or past the last minute there is).
+pub(crate) fn throughput_window(
+    from_minute: u64,
+    minutes: usize,
+    now: UnixMillis,
+) -> impl Iterator<Item = Option<u64>> {
+    let oldest = oldest_kept_minute(now);
+    (0..minutes.min(THROUGHPUT_MINUTES) as u64).map(move |i| {
+        from_minute
+            .checked_add(i)
+            .filter(|&minute| minute >= oldest)
+    })
+}
+
 /// A worker process as its heartbeats describe it (`runtime workers`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
@@ -607,6 +672,37 @@ pub trait TenantStore: Send + Sync + std::fmt::Debug + 'static {
         period_ms: u64,
         ms: u64,
     ) -> Result<u64, QueueError>;
+
+    /// Adds `counts`, the attempts of each tenant that ran to an outcome
+    /// in `minute` (Unix milliseconds / 60,000, see [`minute_of`]), to the
+    /// tenant's count of that minute and, all together, to the fleet's.
+    /// A worker makes one call per batch of acks recorded (or one for
+    /// several, while a call is slow). Kept for [`THROUGHPUT_MINUTES`]
+    /// minutes by the backend's clock, so the counts take a bounded room
+    /// whatever is added: at most [`THROUGHPUT_MINUTES`] minutes per
+    /// tenant and for the fleet (on Redis one hash each, of a field per
+    /// minute modulo [`THROUGHPUT_MINUTES`], gone [`THROUGHPUT_MINUTES`]
+    /// minutes and one after its last write). A tenant's counts go with
+    /// it ([`remove_tenant`](TenantStore::remove_tenant)); the fleet's
+    /// keep what it added.
+    async fn add_throughput(
+        &self,
+        minute: u64,
+        counts: &[(TenantName, Throughput)],
+    ) -> Result<(), QueueError>;
+
+    /// The counts of `minutes` consecutive minutes from `from_minute`,
+    /// oldest first: of `tenant`, or with `None` of the fleet. A minute
+    /// nothing was added to, or older than the last
+    /// [`THROUGHPUT_MINUTES`] (the current one included, by the backend's
+    /// clock), counts zero. At most [`THROUGHPUT_MINUTES`] minutes are
+    /// returned, however many are asked for.
+    async fn throughput(
+        &self,
+        tenant: Option<&TenantName>,
+        from_minute: u64,
+        minutes: usize,
+    ) -> Result<Vec<Throughput>, QueueError>;
 }
 
 /// A queue server's four seams, each shared: the job queue, the workers

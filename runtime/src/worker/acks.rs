@@ -2,17 +2,25 @@
 //! batch was being recorded goes in the next (one script call per queue on
 //! Redis); a lone ack goes at once, so batching adds no latency. After
 //! recording, each attempt is counted (stats, metrics) and reported
-//! (events). A slot never waits for its ack: its room was given back when
+//! (events), and the attempts that ran to an outcome are tallied per
+//! minute and tenant, for a task beside the recorder to add to the
+//! backend's throughput a second's worth at a time, so that no ack waits
+//! for it. A slot never waits for its ack: its room was given back when
 //! the attempt ended (see [`super::inflight::InFlight`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::job::{JobRecord, Lineage, TenantName};
 use crate::queue::clock::millis;
-use crate::queue::{Ack, AttemptEnd, Clock, Completion, JobQueue, Lease, RunTimeBudget};
+use crate::queue::{
+    Ack, AttemptEnd, Clock, Completion, JobQueue, Lease, RunTimeBudget, TenantStore, Throughput,
+    minute_of,
+};
 use crate::sandbox::RunReport;
 
 use super::inflight::InFlight;
@@ -22,6 +30,11 @@ use super::{JobEvent, WorkerStats};
 
 /// Most acks recorded in one call.
 const ACK_BATCH: usize = 128;
+
+/// How long the attempts' tally gathers before it is added to the
+/// backend's throughput: at most one call a second per worker, however
+/// many batches of acks it records.
+const THROUGHPUT_EVERY: Duration = Duration::from_secs(1);
 
 /// One attempt's end, waiting to be recorded.
 #[derive(Debug)]
@@ -48,6 +61,57 @@ pub(super) struct Recorder {
     /// Tenants' run-time budgets, charged with their attempts' run time
     /// as the attempts are recorded.
     pub budgets: Option<Arc<super::budget::Budgets>>,
+    /// Where the attempts that ran to an outcome are counted per minute,
+    /// by tenant and over the fleet, once recorded.
+    pub throughput: Option<Arc<dyn TenantStore>>,
+}
+
+/// The attempts that ran to an outcome, recorded and not yet added to the
+/// backend's throughput: by the minute they were recorded in, by tenant.
+#[derive(Debug, Default)]
+struct Tally {
+    counts: Mutex<BTreeMap<u64, HashMap<TenantName, Throughput>>>,
+    /// Told when `counts` gets its first since they were last taken.
+    added: Notify,
+    /// Set once the recorder has tallied its last batch.
+    closed: AtomicBool,
+    /// Told when `closed` is set.
+    closing: Notify,
+}
+
+impl Tally {
+    /// Tallies the ends of one batch's attempts, each with its tenant, in
+    /// `minute`.
+    fn add<'a>(&self, minute: u64, ends: impl Iterator<Item = (&'a TenantName, AttemptEnd)>) {
+        let mut counts = crate::sync::lock(&self.counts);
+        let first = counts.is_empty();
+        let tenants = counts.entry(minute).or_default();
+        for (tenant, end) in ends {
+            let one = Throughput::of(end);
+            if one.processed == 0 {
+                continue;
+            }
+            match tenants.get_mut(tenant) {
+                Some(n) => *n += one,
+                None => {
+                    tenants.insert(tenant.clone(), one);
+                }
+            }
+        }
+        if tenants.is_empty() {
+            counts.remove(&minute);
+        } else if first {
+            self.added.notify_one();
+        }
+    }
+
+    /// The recorder is done: what is tallied is added at once, and the
+    /// task adding it ends.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.added.notify_one();
+        self.closing.notify_one();
+    }
 }
 
 /// Records attempts until every sender is gone; returns the counts of
@@ -59,6 +123,11 @@ pub(super) async fn run(
     let mut stats = WorkerStats::default();
     let mut batch = Vec::new();
     let mut items = Vec::new();
+    let tally = recorder.throughput.as_ref().map(|store| {
+        let tally = Arc::new(Tally::default());
+        let task = tokio::spawn(add_throughput(store.clone(), tally.clone()));
+        (tally, task)
+    });
     while attempts.recv_many(&mut batch, ACK_BATCH).await > 0 {
         // The log travels in the item for the call and back into the
         // report afterwards, rather than being copied.
@@ -103,6 +172,15 @@ pub(super) async fn run(
             futures_util::future::join_all(done_follow_ups.iter().map(|l| jobs.leave_tree(l)))
                 .await;
         }
+        if let Some((tally, _)) = &tally {
+            let ends = ended.iter().map(|(a, ack)| {
+                (
+                    &a.served.tenant.name,
+                    AttemptEnd::of(*ack, a.report.is_none()),
+                )
+            });
+            tally.add(minute_of(recorder.clock.now()), ends);
+        }
         for (a, ack) in ended {
             let end = AttemptEnd::of(ack, a.report.is_none());
             stats.add(end);
@@ -117,7 +195,39 @@ pub(super) async fn run(
         }
         recorder.inflight.recorded(recorded);
     }
+    // The last batches' counts are added before the worker's run ends.
+    if let Some((tally, task)) = tally {
+        tally.close();
+        let _ = task.await;
+    }
     stats
+}
+
+/// Adds what `tally` gathers to `store`'s throughput: once something is
+/// tallied, what a second gathers goes in one call per minute it holds
+/// (one, unless a minute turned meanwhile), and whatever is left once the
+/// tally is closed goes at once. A call that fails is logged and its counts are
+/// dropped: they are statistics, and the acks they count are recorded
+/// whatever happens here.
+async fn add_throughput(store: Arc<dyn TenantStore>, tally: Arc<Tally>) {
+    loop {
+        tally.added.notified().await;
+        let mut closed = tally.closed.load(Ordering::Acquire);
+        if !closed {
+            let _ = tokio::time::timeout(THROUGHPUT_EVERY, tally.closing.notified()).await;
+            closed = tally.closed.load(Ordering::Acquire);
+        }
+        let minutes = std::mem::take(&mut *crate::sync::lock(&tally.counts));
+        for (minute, counts) in minutes {
+            let counts: Vec<(TenantName, Throughput)> = counts.into_iter().collect();
+            if let Err(e) = store.add_throughput(minute, &counts).await {
+                tracing::warn!(minute, tenants = counts.len(), error = %e, "could not add attempts to the throughput counts; they are not counted");
+            }
+        }
+        if closed {
+            return;
+        }
+    }
 }
 
 /// Frees the slots of a batch's ended attempts in their tenants' ledgers

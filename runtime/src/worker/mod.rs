@@ -252,6 +252,7 @@ impl Worker {
                 events: self.events.clone(),
                 flight: flight.clone(),
                 budgets: budgets.clone(),
+                throughput: self.tenants.clone(),
             },
             acks_rx,
         ));

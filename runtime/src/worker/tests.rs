@@ -16,7 +16,8 @@ use super::*;
 use crate::config::TenantSettings;
 use crate::job::{JobId, JobState, Lineage, NewJob, Payload, TreeBudget};
 use crate::queue::{
-    Claim, Completion, DueQueue, Lease, ManualClock, MemoryBackend, Page, StateCounts,
+    Claim, Completion, DueQueue, Lease, ManualClock, MemoryBackend, Page, StateCounts, Throughput,
+    minute_of,
 };
 use crate::retry::Backoff;
 use crate::sandbox::RunOutcome;
@@ -744,4 +745,35 @@ async fn a_drain_of_named_queues_waits_for_a_held_tenant_rather_than_ending() {
     rig.give_elsewhere(&acme).await;
     let stats = run.await.expect("the loop").expect("worker");
     assert_eq!(stats.done, 3, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_worker_adds_its_throughput_within_a_second() {
+    let rig = Rig::new(Fake::default());
+    rig.dispatch("acme/q", r#"{"ms":10}"#, 3).await;
+    rig.dispatch("q", r#"{"ms":10}"#, 2).await;
+    let worker = rig.tenant_worker(WorkerConfig {
+        drain: false,
+        ..config(&[])
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let minute = minute_of(rig.clock.now());
+    let acme = TenantName::new("acme").expect("tenant name");
+    let done = |processed| {
+        vec![Throughput {
+            processed,
+            failed: 0,
+        }]
+    };
+    let fleet = rig.inner.throughput(None, minute, 1).await;
+    assert_eq!(fleet.expect("the fleet's"), done(5));
+    let acme = rig.inner.throughput(Some(&acme), minute, 1).await;
+    assert_eq!(acme.expect("acme's"), done(3));
+    let _ = stop.send(());
+    let stats = run.await.expect("the loop").expect("worker");
+    assert_eq!(stats.done, 5, "{stats:?}");
 }

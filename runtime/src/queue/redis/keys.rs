@@ -111,6 +111,12 @@ impl Keys {
         format!("{}{{@t/{tenant}}}", self.prefix)
     }
 
+    /// The fleet's throughput per minute: `<prefix>{@throughput}`, a slot
+    /// of its own (each tenant's is among its own keys).
+    pub fn throughput(&self) -> String {
+        format!("{}{{@throughput}}", self.prefix)
+    }
+
     /// The published modules' index (queue → version): `<prefix>{@modules}`.
     pub fn modules(&self) -> String {
         format!("{}{{@modules}}", self.prefix)

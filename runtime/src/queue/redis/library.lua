@@ -759,6 +759,33 @@ local function runtime(keys, args)
   return used
 end
 
+-- Attempts that ran to an outcome in one minute (KEYS[1], the fleet's
+-- <prefix>{@throughput} or a tenant's <prefix>{@t/<tenant>}:throughput: a
+-- hash of one field per minute modulo the minutes kept, each
+-- "minute|processed|failed"). ARGV[2] the minute, ARGV[3] its field,
+-- ARGV[4] and ARGV[5] the attempts processed and failed to add, ARGV[6]
+-- how long the hash is kept after this write (ms). A field holding an
+-- earlier minute starts again from nothing; one holding a later minute
+-- (added by a clock ahead by all the minutes kept) is left as it is.
+-- Returns 1 if it added, else 0.
+local function throughput(keys, args)
+  local key, minute, field = keys[1], tonumber(args[2]), args[3]
+  local processed, failed = tonumber(args[4]), tonumber(args[5])
+  local held = redis.call('HGET', key, field)
+  if held then
+    local at, p, f = string.match(held, '^(%d+)|(%d+)|(%d+)$')
+    at = tonumber(at)
+    if at == minute then
+      processed, failed = processed + tonumber(p), failed + tonumber(f)
+    elseif at and at > minute then
+      return 0
+    end
+  end
+  redis.call('HSET', key, field, args[2] .. '|' .. processed .. '|' .. failed)
+  redis.call('PEXPIRE', key, args[6])
+  return 1
+end
+
 -- A job tree's count, kept in its root's queue slot (KEYS[1], a hash:
 -- jobs = jobs the tree ever held, root included; live = follow-ups not yet
 -- done) with a copy on the root's record (KEYS[2], the root's `:x` hash,
@@ -822,4 +849,5 @@ redis.register_function(NAME .. '_registry', registry)
 redis.register_function(NAME .. '_bucket', bucket)
 redis.register_function(NAME .. '_flight', flight)
 redis.register_function(NAME .. '_runtime', runtime)
+redis.register_function(NAME .. '_throughput', throughput)
 redis.register_function(NAME .. '_pause', pause)

@@ -48,6 +48,7 @@ pub(super) enum Function {
     Bucket,
     Flight,
     RunTime,
+    Throughput,
     Pause,
 }
 
@@ -73,6 +74,7 @@ impl Function {
             Function::Bucket => "bucket",
             Function::Flight => "flight",
             Function::RunTime => "runtime",
+            Function::Throughput => "throughput",
             Function::Pause => "pause",
         }
     }

@@ -30,6 +30,7 @@
 //! | `P{@tenants}`                | hash | registered tenants: name → record, JSON ([`TenantStore`](super::TenantStore)) |
 //! | `P{@t/<tenant>}:bucket`      | hash | a tenant's dispatch bucket: `tokens`, `at` ([`TenantStore::take_dispatch`](super::TenantStore::take_dispatch)); expires a minute after it would be full |
 //! | `P{@t/<tenant>}:flight`      | hash | a tenant's jobs in flight: holder (worker) → `jobs|expires ms` ([`TenantStore::take_flight`](super::TenantStore::take_flight)); a holder past its time holds nothing |
+//! | `P{@t/<tenant>}:throughput`, `P{@throughput}` | hash, hash | a tenant's and the fleet's attempts per minute: minute modulo 120 → `minute|processed|failed`, a field of an earlier minute reading zero ([`TenantStore::add_throughput`](super::TenantStore::add_throughput)); at most 120 fields, expires 121 minutes after its last write |
 //!
 //! A record is plain strings so that a batch of jobs is read and written
 //! with one `MGET` and one `MSET`. Records written by versions before this

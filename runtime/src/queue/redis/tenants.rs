@@ -2,6 +2,15 @@
 //! tenant name → record (JSON). Creating and replacing a record is one
 //! function call, so two operators racing cannot both create a tenant or
 //! bring a removed one back.
+//!
+//! A tenant's own keys (dispatch bucket, jobs in flight, run time,
+//! throughput) are under `<prefix>{@t/<tenant>}`; the fleet's throughput
+//! is `<prefix>{@throughput}`. Throughput is kept as a hash per tenant and
+//! one for the fleet, of a field per minute modulo [`THROUGHPUT_MINUTES`]
+//! (`minute|processed|failed`, the minute telling a field's current
+//! counts from those of a minute that had it before), each hash expiring
+//! [`THROUGHPUT_KEEP_MS`] after its last write: at most
+//! [`THROUGHPUT_MINUTES`] fields per hash, whatever happens.
 
 use std::time::Duration;
 
@@ -11,10 +20,49 @@ use super::RedisBackend;
 use super::library::Function;
 use crate::error::QueueError;
 use crate::job::{TenantName, UnixMillis};
-use crate::queue::{Rate, Taken, TenantStore};
+use crate::queue::{Rate, THROUGHPUT_MINUTES, Taken, TenantStore, Throughput, throughput_window};
 use crate::tenant::TenantRecord;
 
+/// How long a throughput hash is kept after its last write: the minutes
+/// kept and one more, so a minute is never gone before it is too old to
+/// be read.
+const THROUGHPUT_KEEP_MS: u64 = (THROUGHPUT_MINUTES as u64 + 1) * 60_000;
+
+/// The field of a throughput hash that holds `minute`.
+fn throughput_field(minute: u64) -> String {
+    (minute % THROUGHPUT_MINUTES as u64).to_string()
+}
+
 impl RedisBackend {
+    /// A tenant's throughput hash, or with `None` the fleet's.
+    fn throughput_key(&self, tenant: Option<&TenantName>) -> String {
+        match tenant {
+            Some(tenant) => format!("{}:throughput", self.shared.keys.tenant(tenant)),
+            None => self.shared.keys.throughput(),
+        }
+    }
+
+    /// The counts of `minute` in `held`, a field of a throughput hash
+    /// (`minute|processed|failed`): zero if the field is empty or holds
+    /// another minute.
+    fn throughput_of(&self, minute: u64, held: Option<&str>) -> Result<Throughput, QueueError> {
+        let Some(held) = held else {
+            return Ok(Throughput::default());
+        };
+        let mut parts = held.split('|').map(str::parse::<u64>);
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(at)), Some(Ok(processed)), Some(Ok(failed)), None) => Ok(if at == minute {
+                Throughput { processed, failed }
+            } else {
+                Throughput::default()
+            }),
+            _ => Err(QueueError::Backend {
+                backend: self.shared.name.clone(),
+                message: format!("a throughput count cannot be read ({held:?})"),
+            }),
+        }
+    }
+
     /// Calls the `flight` function on `tenant`'s ledger with `args`;
     /// returns what it granted and the tenant's total.
     async fn flight(
@@ -210,6 +258,75 @@ impl TenantStore for RedisBackend {
         self.reply(Function::RunTime, reply)
     }
 
+    async fn add_throughput(
+        &self,
+        minute: u64,
+        counts: &[(TenantName, Throughput)],
+    ) -> Result<(), QueueError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let now = self.shared.clock.now();
+        let field = throughput_field(minute);
+        let mut fleet = Throughput::default();
+        let mut adds: Vec<(String, Throughput)> = counts
+            .iter()
+            .map(|(tenant, n)| {
+                fleet += *n;
+                (self.throughput_key(Some(tenant)), *n)
+            })
+            .collect();
+        adds.push((self.throughput_key(None), fleet));
+        // One call per hash, each in its own slot, all sent at once.
+        let calls = adds.iter().map(|(key, n)| async {
+            let reply = self
+                .call_key(Function::Throughput, key, now, |cmd| {
+                    cmd.arg(minute)
+                        .arg(&field)
+                        .arg(n.processed)
+                        .arg(n.failed)
+                        .arg(THROUGHPUT_KEEP_MS);
+                })
+                .await?;
+            self.reply::<i64>(Function::Throughput, reply)
+        });
+        futures_util::future::try_join_all(calls).await?;
+        Ok(())
+    }
+
+    async fn throughput(
+        &self,
+        tenant: Option<&TenantName>,
+        from_minute: u64,
+        minutes: usize,
+    ) -> Result<Vec<Throughput>, QueueError> {
+        let window: Vec<Option<u64>> =
+            throughput_window(from_minute, minutes, self.shared.clock.now()).collect();
+        let fields: Vec<String> = window
+            .iter()
+            .flatten()
+            .map(|&m| throughput_field(m))
+            .collect();
+        let held: Vec<Option<String>> = if fields.is_empty() {
+            Vec::new()
+        } else {
+            self.query(
+                redis::cmd("HMGET")
+                    .arg(self.throughput_key(tenant))
+                    .arg(fields),
+            )
+            .await?
+        };
+        let mut held = held.into_iter();
+        window
+            .into_iter()
+            .map(|minute| match minute {
+                Some(m) => self.throughput_of(m, held.next().flatten().as_deref()),
+                None => Ok(Throughput::default()),
+            })
+            .collect()
+    }
+
     async fn remove_tenant(&self, tenant: &TenantName) -> Result<bool, QueueError> {
         let base = self.shared.keys.tenant(tenant);
         let _: i64 = self
@@ -217,7 +334,8 @@ impl TenantStore for RedisBackend {
                 redis::cmd("DEL")
                     .arg(format!("{base}:bucket"))
                     .arg(format!("{base}:flight"))
-                    .arg(format!("{base}:runtime")),
+                    .arg(format!("{base}:runtime"))
+                    .arg(self.throughput_key(Some(tenant))),
             )
             .await?;
         let removed: i64 = self
