@@ -14,6 +14,8 @@ scripts/setup.sh
 # in setup.sh, which the quick start shares and which should not fetch
 # their toolchains. Rebuilds only what changed.
 scripts/foreign.sh
+# Chromium and chromedriver for the dashboard's tests in a real browser.
+scripts/browser.sh
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo build (release: tests drive the real binary and an optimised Cranelift)"

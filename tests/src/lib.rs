@@ -26,12 +26,22 @@
 //!   run through the library (`library`).
 //! - `tests/followups.rs`: job trees' budgets, the sync mode's bounds, and
 //!   guests' follow-ups refused past their limits, in memory and on Redis.
+//! - `tests/serve.rs`: `runtime serve`, its HTTP API called over real
+//!   sockets ([`serve`]) on a real Redis and in memory, with real workers;
+//!   every answer checked against its own OpenAPI document ([`openapi`]);
+//!   the client examples of examples/clients run against it.
+//! - `tests/dashboard.rs`: the dashboard of `runtime serve` in a real
+//!   headless Chromium driven through chromedriver ([`webdriver`]), with
+//!   real workers on a real Redis.
 
 pub mod components;
 pub mod conformance;
 pub mod http;
 pub mod library;
+pub mod openapi;
 pub mod redis;
+pub mod serve;
+pub mod webdriver;
 pub mod workers;
 
 use std::path::{Path, PathBuf};

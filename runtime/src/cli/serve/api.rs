@@ -46,7 +46,7 @@ const MAX_LIMIT: usize = 1_000;
 #[serde(deny_unknown_fields)]
 pub struct DispatchBody {
     /// What the handler gets: any JSON, at most 1 MiB.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     payload: Box<RawValue>,
     /// Higher runs first (default 1).
     priority: Option<i32>,
@@ -107,8 +107,8 @@ pub struct JobView {
     queue: String,
     #[schema(value_type = String, example = "pending")]
     state: JobState,
-    /// The handler's input, as dispatched.
-    #[schema(value_type = Object)]
+    /// The handler's input, as dispatched: any JSON.
+    #[schema(value_type = Value)]
     payload: Box<RawValue>,
     priority: i32,
     /// Attempts started so far.
@@ -352,7 +352,8 @@ fn new_job(queue: &QueueName, body: &[u8], now: u64) -> Result<NewJob, Problem> 
     responses(
         (status = 201, description = "Enqueued (or, with a unique key held, the job holding it)", body = Dispatched),
         (status = 400, description = "Invalid job", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 1 MiB and 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 1 MiB and 64 KiB, or a payload over 1 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "More jobs at once than the tenant's dispatch_burst", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's rate or backlog; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
@@ -405,6 +406,7 @@ pub async fn dispatch(
         (status = 201, description = "Every job enqueued", body = BatchDispatched),
         (status = 400, description = "A job is invalid (its 0-based `index` is named); nothing was enqueued", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Over 16 MiB or 1,000 jobs; nothing was enqueued", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "More jobs than the tenant's dispatch_burst; nothing was enqueued", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the tenant's rate or backlog; nothing was enqueued", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
@@ -826,6 +828,7 @@ pub async fn tenants(
     responses(
         (status = 200, body = TenantView),
         (status = 403, description = "Another tenant's", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant: no token and no queues", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]
@@ -886,7 +889,10 @@ pub async fn tenant_views(
     request_body = NewTenant,
     responses(
         (status = 201, body = TenantCreated),
+        (status = 400, description = "An invalid name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "It exists", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 4 KiB", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])),
 )]

@@ -546,9 +546,15 @@ pub async fn job(
 fn job_page(state: &AppState, viewer: &Viewer, job: &JobRecord, did: Option<&str>) -> Response {
     let id = job.id.to_string();
     let path = format!("/jobs/{}", seg(&id));
-    let payload = serde_json::from_str::<serde_json::Value>(job.payload.as_str())
+    // Shown as JSON of the same value (hidden characters as JSON escapes),
+    // so the text on the page is the payload: `guest_lines` would double
+    // every backslash of JSON's own escapes.
+    let payload = match serde_json::from_str::<serde_json::Value>(job.payload.as_str())
         .and_then(|v| serde_json::to_string_pretty(&v))
-        .unwrap_or_else(|_| job.payload.as_str().to_string());
+    {
+        Ok(pretty) => esc(&text::json_safe(&pretty)),
+        Err(_) => guest_lines(job.payload.as_str()),
+    };
     let mut attempts = String::new();
     for a in &job.history {
         let took = a
@@ -621,7 +627,6 @@ fn job_page(state: &AppState, viewer: &Viewer, job: &JobRecord, did: Option<&str
         created = time(job.created_at),
         run_at = time(job.run_at),
         key = guest(job.unique_key.as_deref().unwrap_or("")),
-        payload = guest_lines(&payload),
         log = guest_lines(&job.log),
     );
     page(state, viewer, &format!("Job {id}"), &body)
@@ -708,6 +713,91 @@ pub async fn tenants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         "<h1>Tenants</h1><table><thead><tr><th>Tenant</th><th>Token</th><th>In flight</th><th>Waiting</th><th>Run time this period</th><th>Modules</th></tr></thead><tbody>{rows}</tbody></table>"
     );
     page(&state, &viewer, "Tenants", &body)
+}
+
+/// Minutes the overview's chart covers.
+const CHART_MINUTES: u64 = 60;
+
+/// `/ui/throughput.svg`: jobs processed and failed per minute over the last
+/// hour, the fleet's for the admin, a tenant's own for its token; drawn
+/// here, so the page needs no script to show it. Only numbers reach the
+/// picture.
+pub async fn throughput_chart(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let viewer = match viewer(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let now_minute = SystemClock.now() / 60_000;
+    let from = now_minute.saturating_sub(CHART_MINUTES - 1);
+    let minutes = match state
+        .backend
+        .tenants
+        .throughput(viewer.caller.tenant(), from, CHART_MINUTES as usize)
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return Problem::from(e).into_response(),
+    };
+    let points: Vec<(u64, u64)> = minutes.iter().map(|t| (t.processed, t.failed)).collect();
+    let mut response = svg_chart(&points).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("image/svg+xml"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A line chart of (processed, failed) per minute, oldest first.
+fn svg_chart(points: &[(u64, u64)]) -> String {
+    let (width, height, left, bottom, top) = (720.0, 200.0, 48.0, 22.0, 12.0);
+    let plot_w = width - left - 8.0;
+    let plot_h = height - bottom - top;
+    let peak = points
+        .iter()
+        .map(|p| p.0.max(p.1))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let step = plot_w / (points.len().max(2) - 1) as f64;
+    let line = |pick: fn(&(u64, u64)) -> u64| -> String {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let x = left + i as f64 * step;
+                let y = top + plot_h * (1.0 - pick(p) as f64 / peak as f64);
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (total, failed) = points
+        .iter()
+        .fold((0u64, 0u64), |(a, b), p| (a + p.0, b + p.1));
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">
+<rect width="{width}" height="{height}" fill="#fff"/>
+<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#d9dde6"/>
+<line x1="{left}" y1="{base}" x2="{right}" y2="{base}" stroke="#d9dde6"/>
+<text x="{lx}" y="{ty}" text-anchor="end" fill="#5b6478">{peak}</text>
+<text x="{lx}" y="{base}" text-anchor="end" fill="#5b6478">0</text>
+<text x="{left}" y="{ly}" fill="#5b6478">60 min ago</text>
+<text x="{right}" y="{ly}" text-anchor="end" fill="#5b6478">now</text>
+<polyline fill="none" stroke="#2456d6" stroke-width="1.5" points="{processed}"/>
+<polyline fill="none" stroke="#b42318" stroke-width="1.5" points="{failed_line}"/>
+<text x="{mid}" y="{ly}" text-anchor="middle"><tspan fill="#2456d6">processed {total}</tspan> <tspan fill="#b42318">failed {failed}</tspan></text>
+</svg>"##,
+        base = top + plot_h,
+        right = width - 8.0,
+        lx = left - 4.0,
+        ty = top + 8.0,
+        ly = height - 6.0,
+        mid = left + plot_w / 2.0,
+        processed = line(|p| p.0),
+        failed_line = line(|p| p.1),
+    )
 }
 
 /// The fields of a URL-encoded form body.
@@ -961,6 +1051,15 @@ mod tests {
         assert_eq!(cookie(&h).as_deref(), Some("rt+x="));
         h.insert(header::COOKIE, HeaderValue::from_static("runtime_token="));
         assert_eq!(cookie(&h), None);
+    }
+
+    #[test]
+    fn the_chart_scales_to_its_peak_and_holds_only_numbers() {
+        let svg = svg_chart(&[(0, 0), (10, 2), (5, 5)]);
+        assert!(svg.contains(">10</text>"), "{svg}");
+        assert!(svg.contains("processed 15") && svg.contains("failed 7"));
+        let empty = svg_chart(&[]);
+        assert!(empty.starts_with("<svg") && empty.contains("processed 0"));
     }
 
     #[test]

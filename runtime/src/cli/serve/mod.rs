@@ -359,6 +359,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/workers", get(dashboard::workers))
         .route("/tenants", get(dashboard::tenants))
         .route("/assets/{name}", get(dashboard::asset))
+        .route("/ui/throughput.svg", get(dashboard::throughput_chart))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -4,6 +4,7 @@
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::api;
@@ -34,7 +35,7 @@ use super::problem::Problem;
         api::create_tenant,
     ),
     components(schemas(Problem)),
-    modifiers(&Bearer),
+    modifiers(&Bearer, &CommonErrors),
 )]
 struct ApiDoc;
 
@@ -48,6 +49,56 @@ impl Modify for Bearer {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// The errors any operation may answer beside its own: a missing or bad
+/// token, a tenant over its request rate, the queue server down; and, with
+/// a name or id in the path, one that is invalid or another tenant's.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let named = path.contains('{');
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses.entry(status.to_string()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/problem+json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("Problem")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                };
+                if named {
+                    add("400", "An invalid name or id in the path");
+                    add("403", "A name or id of another tenant than the token's");
+                }
+                add(
+                    "401",
+                    "No token, or not a valid one (when the server has tokens); see WWW-Authenticate",
+                );
+                add(
+                    "429",
+                    "The token's tenant is over its request rate on this server (serve.tenant_request_rate); see Retry-After",
+                );
+                add("503", "The queue server did not answer");
+            }
+        }
     }
 }
 
