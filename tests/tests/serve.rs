@@ -1565,3 +1565,40 @@ fn the_client_examples_dispatch_and_wait_for_the_outcome() {
     assert_eq!(admin.count("acme/nap", "failed"), 3);
     documented(&server);
 }
+
+#[test]
+fn the_dashboard_login_needs_its_form_token() {
+    let env = Env::new();
+    let server = env.serve(&[], &[("RUNTIME_ADMIN_TOKEN", ADMIN)]);
+    let form = server.request("GET", "/login", &[], b"");
+    assert_eq!(form.status, 200, "{form}");
+    let page = form.text();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the login form carries a CSRF token")
+        .to_string();
+    let form_type = [("Content-Type", "application/x-www-form-urlencoded")];
+    // A form posted from elsewhere cannot know the token: refused, no cookie.
+    let forged = server.request(
+        "POST",
+        "/login",
+        &form_type,
+        format!("token={ADMIN}").as_bytes(),
+    );
+    assert_eq!(forged.status, 403, "{forged}");
+    assert_eq!(forged.header("set-cookie"), None, "{forged}");
+    let logged_in = server.request(
+        "POST",
+        "/login",
+        &form_type,
+        format!("csrf={csrf}&token={ADMIN}").as_bytes(),
+    );
+    assert_eq!(logged_in.status, 303, "{logged_in}");
+    let cookie = logged_in.header("set-cookie").expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}

@@ -531,12 +531,14 @@ pub async fn job(
     match found.await {
         Ok(job) => job_page(&state, &viewer, &job, q.did.as_deref()),
         Err(p) => {
-            if q.did.as_deref() == Some("deleted") {
+            // Deleted, or retried and run to its end since: the action's
+            // notice, and why the job is not there.
+            if p.status == StatusCode::NOT_FOUND.as_u16() && !notice(q.did.as_deref()).is_empty() {
                 let body = format!(
-                    r#"{}<p><a href="/">Back to the queues</a></p>"#,
-                    notice_html(Some("deleted"))
+                    r#"{}<p>The job is no longer there: done jobs are removed.</p><p><a href="/">Back to the queues</a></p>"#,
+                    notice_html(q.did.as_deref())
                 );
-                return page(&state, &viewer, "Deleted", &body);
+                return page(&state, &viewer, "Job", &body);
             }
             error_page(&state, &viewer, &p)
         }
@@ -919,6 +921,16 @@ pub struct LoginQuery {
     expired: Option<String>,
 }
 
+/// Who fills in the login form, for its CSRF token: no other site can
+/// read the token, so none can log a browser in with a token of its
+/// choosing.
+fn login_viewer() -> Viewer {
+    Viewer {
+        caller: Caller::Admin,
+        session: String::new(),
+    }
+}
+
 /// `GET /login`.
 pub async fn login_form(
     State(state): State<Arc<AppState>>,
@@ -927,6 +939,7 @@ pub async fn login_form(
     if !state.auth.required() {
         return Redirect::to("/").into_response();
     }
+    let csrf = login_viewer().csrf(&state);
     let note = if q.expired.is_some() {
         r#"<p class="error">That token is not valid (any more): log in again.</p>"#
     } else {
@@ -938,7 +951,7 @@ pub async fn login_form(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Log in · runtime</title><link rel="stylesheet" href="/assets/app.css"></head>
 <body><main class="login"><h1>runtime</h1>{note}
-<form method="post" action="/login"><label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label> <button type="submit">Log in</button></form>
+<form method="post" action="/login"><input type="hidden" name="csrf" value="{csrf}"><label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label> <button type="submit">Log in</button></form>
 <p>The admin token, or a tenant's token from <code>runtime tenants create</code>.</p></main></body></html>"#
         ),
     )
@@ -964,6 +977,12 @@ pub async fn login(
         Ok(f) => f,
         Err(p) => return p.into_response(),
     };
+    if !login_viewer().csrf_ok(&state, field(&fields, "csrf").unwrap_or("")) {
+        return Problem::forbidden(
+            "the login form's CSRF token is missing or stale: reload the login page and try again",
+        )
+        .into_response();
+    }
     let token = field(&fields, "token").unwrap_or("").trim().to_string();
     match state
         .auth

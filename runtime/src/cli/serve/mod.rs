@@ -411,7 +411,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let answer = tokio::time::timeout(Duration::from_secs(2), state.backend.jobs.queues()).await;
     match answer {
         Ok(Ok(_)) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Ok(Err(e)) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+        // Anyone may ask: the answer names no address; the log has it.
+        Ok(Err(e)) => {
+            tracing::warn!("not ready: {e}");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the queue server is unreachable (the server's log says why)",
+            )
+            .into_response()
+        }
         Err(_) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the queue server did not answer within 2 s",
