@@ -102,12 +102,12 @@ impl ServeSection {
             });
         }
         if let Some(rate) = self.tenant_request_rate
-            && !(rate.is_finite() && rate > 0.0 && rate <= 1e6)
+            && !(rate.is_finite() && (0.001..=1e6).contains(&rate))
         {
             return Err(ConfigError::Value {
                 key: "serve.tenant_request_rate".into(),
                 message: format!(
-                    "{rate} is not a rate: give requests a second, above 0 and at most 1000000"
+                    "{rate} is not a rate: give requests a second, from 0.001 to 1000000"
                 ),
             });
         }

@@ -108,7 +108,8 @@ impl std::fmt::Display for Response {
 }
 
 /// Sends one request to `addr` and reads the whole response. `headers` come
-/// after `Host` and `Connection: close`; `Content-Length` is added.
+/// after `Host` (unless they give their own) and `Connection: close`;
+/// `Content-Length` is added.
 pub fn request(
     addr: SocketAddr,
     method: &str,
@@ -157,7 +158,14 @@ fn exchange(
         .set_read_timeout(Some(WAIT))
         .and_then(|()| stream.set_write_timeout(Some(WAIT)))
         .expect("set socket timeouts");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        head.push_str(&format!("Host: {addr}\r\n"));
+    }
+    head.push_str("Connection: close\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

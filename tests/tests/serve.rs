@@ -1174,6 +1174,18 @@ fn a_tenants_request_rate_on_the_server_answers_429_with_retry_after() {
     assert_eq!(refused.json()["retry_after"], retry_after, "{refused}");
     acme.post("/v1/queues/nap/jobs", &json!({"payload": {}}))
         .problem(429);
+    // The dashboard's pages and picture draw on the same bucket.
+    let gamma = create_tenant(&admin, "gamma");
+    let cookie = format!("runtime_token={gamma}");
+    let page = server.request("GET", "/", &[("Cookie", &cookie)], b"");
+    assert_eq!(page.status, 200, "{page}");
+    let again = server.request("GET", "/ui/throughput.svg", &[("Cookie", &cookie)], b"");
+    assert!(
+        again
+            .problem(429)
+            .starts_with("tenant gamma is over its request rate"),
+        "{again}"
+    );
     // Each tenant has its own bucket; the admin has none.
     beta.get("/v1/queues").expect(200);
     for _ in 0..3 {
@@ -1579,20 +1591,47 @@ fn the_dashboard_login_needs_its_form_token() {
         .and_then(|rest| rest.split('"').next())
         .expect("the login form carries a CSRF token")
         .to_string();
-    let form_type = [("Content-Type", "application/x-www-form-urlencoded")];
-    // A form posted from elsewhere cannot know the token: refused, no cookie.
+    // The token is tied to a cookie sent with the form.
+    let nonce = form
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("the login form's cookie")
+        .to_string();
+    assert!(nonce.starts_with("runtime_login="), "{nonce}");
+    let form_type = ("Content-Type", "application/x-www-form-urlencoded");
+    // A form posted from elsewhere has neither: refused, no session.
     let forged = server.request(
         "POST",
         "/login",
-        &form_type,
+        &[form_type],
         format!("token={ADMIN}").as_bytes(),
     );
     assert_eq!(forged.status, 403, "{forged}");
     assert_eq!(forged.header("set-cookie"), None, "{forged}");
+    // Another browser's token without its cookie: refused too.
+    let borrowed = server.request(
+        "POST",
+        "/login",
+        &[form_type],
+        format!("csrf={csrf}&token={ADMIN}").as_bytes(),
+    );
+    assert_eq!(borrowed.status, 403, "{borrowed}");
+    // And a form sent from another site, whatever it holds.
+    let cross = server.request(
+        "POST",
+        "/login",
+        &[
+            form_type,
+            ("Cookie", &nonce),
+            ("Origin", "https://evil.example"),
+        ],
+        format!("csrf={csrf}&token={ADMIN}").as_bytes(),
+    );
+    assert_eq!(cross.status, 403, "{cross}");
     let logged_in = server.request(
         "POST",
         "/login",
-        &form_type,
+        &[form_type, ("Cookie", &nonce)],
         format!("csrf={csrf}&token={ADMIN}").as_bytes(),
     );
     assert_eq!(logged_in.status, 303, "{logged_in}");
@@ -1600,5 +1639,61 @@ fn the_dashboard_login_needs_its_form_token() {
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
         "{cookie}"
+    );
+}
+
+#[test]
+fn without_tokens_other_sites_and_other_host_names_are_refused() {
+    let env = Env::new();
+    let server = env.serve(&[], &[]);
+    let job = br#"{"payload": {"ms": 1}}"#;
+    let path = format!("/v1/queues/{}/jobs", guests::NAP);
+    // A form another site's page sends, and a fetch marked cross-site.
+    for headers in [
+        vec![
+            ("Origin", "https://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        vec![("Sec-Fetch-Site", "cross-site")],
+    ] {
+        let r = server.request("POST", &path, &headers, job);
+        assert!(r.problem(403).contains("another site"), "{r}");
+    }
+    // A page whose name was pointed at this address (DNS rebinding).
+    let rebound = server.request("GET", "/v1/queues", &[("Host", "rebind.evil.example")], b"");
+    assert!(rebound.problem(403).contains("loopback"), "{rebound}");
+    assert_eq!(
+        env.count(guests::NAP, "pending") + env.count(guests::NAP, "done"),
+        0,
+        "nothing was dispatched"
+    );
+    // This server's own pages, and clients without an Origin, are served.
+    let own = format!("http://{}", server.addr());
+    let r = server.request("POST", &path, &[("Origin", own.as_str())], job);
+    assert_eq!(r.status, 201, "{r}");
+}
+
+#[test]
+fn a_batch_line_is_read_once_however_slowly_it_arrives() {
+    let env = Env::new();
+    let server = env.serve(&[], &[]);
+    // One line of 4 MiB sent in small chunks: read once, refused as too
+    // long for a job as soon as it passes the limit, with its index.
+    let mut line = b"{\"payload\":\"".to_vec();
+    line.resize(4 << 20, b'a');
+    let chunks: Vec<&[u8]> = line.chunks(16 * 1024).collect();
+    let started = Instant::now();
+    let r = server.request_chunked(
+        "POST",
+        &format!("/v1/queues/{}/batch", guests::NAP),
+        &[],
+        &chunks,
+    );
+    assert_eq!(r.status, 413, "{r}");
+    assert_eq!(r.json()["index"], 0, "{r}");
+    assert!(
+        started.elapsed() < BOUND,
+        "a long line took {:?}",
+        started.elapsed()
     );
 }

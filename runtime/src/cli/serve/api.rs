@@ -6,6 +6,8 @@
 //! full (`acme/resize`, percent-encoded in a path as `acme%2Fresize`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -283,15 +285,98 @@ fn no_job(id: &JobId) -> Problem {
     ))
 }
 
-/// Reads a whole body of at most `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, Problem> {
-    let mut stream = body.into_data_stream();
-    let mut all = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}")))?;
-        if all.len() + chunk.len() > limit {
-            return Err(too_large(limit));
+/// Bytes of request bodies held at once by every request being read,
+/// server-wide, at most: past it a request is answered 503, so slow or
+/// stalled uploads cannot pile up memory.
+pub const BODIES_HELD: usize = 256 << 20;
+
+/// How long a request body may take to arrive, in all.
+const BODY_TIME: Duration = Duration::from_secs(60);
+
+/// The bytes of request bodies being read, against [`BODIES_HELD`].
+#[derive(Debug, Default)]
+pub struct BodyBudget {
+    used: AtomicUsize,
+}
+
+/// What one body holds of the budget, given back when it is dropped.
+struct Held<'a> {
+    budget: &'a BodyBudget,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    fn add(&mut self, bytes: usize) -> Result<(), Problem> {
+        let before = self.budget.used.fetch_add(bytes, Ordering::Relaxed);
+        self.bytes += bytes;
+        if before + bytes > BODIES_HELD {
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server is reading too many large request bodies at once: try again shortly",
+            );
+            p.retry_after = Some(1);
+            return Err(p);
         }
+        Ok(())
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A request body read chunk by chunk: at most `limit` bytes, all within
+/// [`BODY_TIME`], held against the server's [`BodyBudget`].
+struct Chunks<'a> {
+    stream: axum::body::BodyDataStream,
+    held: Held<'a>,
+    deadline: tokio::time::Instant,
+    limit: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn new(budget: &'a BodyBudget, body: Body, limit: usize) -> Self {
+        Chunks {
+            stream: body.into_data_stream(),
+            held: Held { budget, bytes: 0 },
+            deadline: tokio::time::Instant::now() + BODY_TIME,
+            limit,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<Bytes>, Problem> {
+        let next = tokio::time::timeout_at(self.deadline, self.stream.next())
+            .await
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body took longer than {} s to arrive",
+                        BODY_TIME.as_secs()
+                    ),
+                )
+            })?;
+        match next {
+            None => Ok(None),
+            Some(Err(e)) => Err(Problem::bad_request(format!("reading the body: {e}"))),
+            Some(Ok(chunk)) => {
+                if self.held.bytes + chunk.len() > self.limit {
+                    return Err(too_large(self.limit));
+                }
+                self.held.add(chunk.len())?;
+                Ok(Some(chunk))
+            }
+        }
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub async fn read_body(budget: &BodyBudget, body: Body, limit: usize) -> Result<Bytes, Problem> {
+    let mut chunks = Chunks::new(budget, body, limit);
+    let mut all = Vec::new();
+    while let Some(chunk) = chunks.next().await? {
         all.extend_from_slice(&chunk);
     }
     Ok(all.into())
@@ -365,7 +450,7 @@ pub async fn dispatch(
     body: Body,
 ) -> Result<(StatusCode, Json<Dispatched>), Problem> {
     let queue = queue_in(&caller, &queue)?;
-    let body = read_body(body, MAX_JOB_BODY).await?;
+    let body = read_body(&state.bodies, body, MAX_JOB_BODY).await?;
     let job = new_job(&queue, &body, SystemClock.now())?;
     let unique = job.options.unique_key.is_some();
     let scheduled = job.options.run_at != RunAt::Now;
@@ -419,7 +504,7 @@ pub async fn batch(
 ) -> Result<(StatusCode, Json<BatchDispatched>), Problem> {
     let queue = queue_in(&caller, &queue)?;
     let now = SystemClock.now();
-    let jobs = read_batch(&queue, body, now).await?;
+    let jobs = read_batch(&state.bodies, &queue, body, now).await?;
     if jobs.is_empty() {
         return Err(Problem::bad_request(
             "the batch has no jobs: send a JSON array of jobs, or one job object per line",
@@ -436,12 +521,19 @@ pub async fn batch(
 }
 
 /// The jobs of a batch body, each checked; the first bad one ends the
-/// read with its index. NDJSON is read line by line as it arrives.
-async fn read_batch(queue: &QueueName, body: Body, now: u64) -> Result<Vec<NewJob>, Problem> {
-    let mut stream = body.into_data_stream();
+/// read with its index. NDJSON is read line by line as it arrives, each
+/// byte looked at once.
+async fn read_batch(
+    budget: &BodyBudget,
+    queue: &QueueName,
+    body: Body,
+    now: u64,
+) -> Result<Vec<NewJob>, Problem> {
+    let mut chunks = Chunks::new(budget, body, MAX_BATCH_BODY);
     let mut jobs = Vec::new();
+    // The bytes not yet taken as lines; the first `scanned` hold no newline.
     let mut pending: Vec<u8> = Vec::new();
-    let mut total = 0usize;
+    let mut scanned = 0usize;
     // `None` until the first non-blank byte says which form it is.
     let mut array: Option<bool> = None;
     let take_line = |line: &[u8], jobs: &mut Vec<NewJob>| -> Result<(), Problem> {
@@ -455,24 +547,35 @@ async fn read_batch(queue: &QueueName, body: Body, now: u64) -> Result<Vec<NewJo
         jobs.push(new_job(queue, line, now).map_err(|p| p.at(index))?);
         Ok(())
     };
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Problem::bad_request(format!("reading the body: {e}")))?;
-        total += chunk.len();
-        if total > MAX_BATCH_BODY {
-            return Err(too_large(MAX_BATCH_BODY));
-        }
-        pending.extend_from_slice(&chunk);
+    while let Some(chunk) = chunks.next().await? {
         if array.is_none() {
-            array = pending
+            array = chunk
                 .iter()
                 .find(|b| !b.is_ascii_whitespace())
                 .map(|&b| b == b'[');
         }
-        if array == Some(false) {
-            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=end).collect();
-                take_line(&line, &mut jobs)?;
-            }
+        pending.extend_from_slice(&chunk);
+        if array != Some(false) {
+            continue;
+        }
+        let mut start = 0;
+        while let Some(at) = pending[scanned..].iter().position(|&b| b == b'\n') {
+            let end = scanned + at;
+            take_line(&pending[start..end], &mut jobs)?;
+            start = end + 1;
+            scanned = start;
+        }
+        pending.drain(..start);
+        scanned = pending.len();
+        if pending.len() > MAX_JOB_BODY {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "a line of the batch is over {}: a job may be at most 1 MiB of payload and its options; nothing was enqueued",
+                    runtime::error::size(MAX_JOB_BODY as u64)
+                ),
+            )
+            .at(jobs.len()));
         }
     }
     if array == Some(true) {
@@ -902,7 +1005,7 @@ pub async fn create_tenant(
     body: Body,
 ) -> Result<(StatusCode, Json<TenantCreated>), Problem> {
     admin_only(&caller)?;
-    let body = read_body(body, 4096).await?;
+    let body = read_body(&state.bodies, body, 4096).await?;
     let new: NewTenant = serde_json::from_slice(&body)
         .map_err(|e| Problem::bad_request(format!("invalid tenant: {e}")))?;
     let name = TenantName::new(new.name)?;

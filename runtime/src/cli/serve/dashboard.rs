@@ -92,10 +92,15 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Respons
         .check(&*state.backend.tenants, admin, &token)
         .await
     {
-        Ok(caller) => Ok(Viewer {
-            caller,
-            session: token,
-        }),
+        Ok(caller) => {
+            if let (Caller::Tenant(tenant), Some(limiter)) = (&caller, &state.limiter) {
+                limiter.take(tenant).map_err(IntoResponse::into_response)?;
+            }
+            Ok(Viewer {
+                caller,
+                session: token,
+            })
+        }
         Err(p) if p.status == StatusCode::UNAUTHORIZED.as_u16() => {
             Err(Redirect::to("/login?expired=1").into_response())
         }
@@ -105,13 +110,18 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Respons
 
 /// The session token of a request's cookie.
 pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    cookie_named(headers, COOKIE)
+}
+
+/// The value of cookie `name`, decoded; `None` if absent or empty.
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| {
             url::form_urlencoded::parse(format!("t={value}").as_bytes())
                 .next()
@@ -803,8 +813,8 @@ fn svg_chart(points: &[(u64, u64)]) -> String {
 }
 
 /// The fields of a URL-encoded form body.
-async fn form(body: Body) -> Result<Vec<(String, String)>, Problem> {
-    let bytes = read_body(body, 16 * 1024).await?;
+async fn form(state: &AppState, body: Body) -> Result<Vec<(String, String)>, Problem> {
+    let bytes = read_body(&state.bodies, body, 16 * 1024).await?;
     Ok(url::form_urlencoded::parse(&bytes)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect())
@@ -817,18 +827,14 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// A POSTed form of the logged-in viewer with its CSRF token, from this
-/// site: the viewer, or the answer to give instead.
+/// A POSTed form of the logged-in viewer with its CSRF token (a form from
+/// another site never gets here: see `same_site`): the viewer, or the
+/// answer to give instead.
 async fn checked_form(state: &AppState, parts: &Parts, body: Body) -> Result<Viewer, Response> {
-    if parts
-        .headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
-    {
-        return Err(Problem::forbidden("a form from another site is refused").into_response());
-    }
     let viewer = viewer(state, &parts.headers).await?;
-    let fields = form(body).await.map_err(IntoResponse::into_response)?;
+    let fields = form(state, body)
+        .await
+        .map_err(IntoResponse::into_response)?;
     if !field(&fields, "csrf").is_some_and(|c| viewer.csrf_ok(state, c)) {
         return Err(Problem::forbidden(
             "the form's CSRF token is missing or stale: reload the page and try again",
@@ -921,31 +927,51 @@ pub struct LoginQuery {
     expired: Option<String>,
 }
 
-/// Who fills in the login form, for its CSRF token: no other site can
-/// read the token, so none can log a browser in with a token of its
-/// choosing.
-fn login_viewer() -> Viewer {
+/// The cookie that ties a login form to the browser it was sent to.
+const LOGIN_COOKIE: &str = "runtime_login";
+
+/// Who fills in the login form whose cookie is `nonce`, for its CSRF
+/// token: the token is tied to a random value only that browser holds, so
+/// no other site can log it in with a token of its choosing.
+fn login_viewer(nonce: &str) -> Viewer {
     Viewer {
         caller: Caller::Admin,
-        session: String::new(),
+        session: format!("login\0{nonce}"),
     }
+}
+
+/// `; Secure` when the request came over HTTPS through a proxy that says
+/// so: the cookie then never travels over plain HTTP.
+fn secure(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if https { "; Secure" } else { "" }
 }
 
 /// `GET /login`.
 pub async fn login_form(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
     if !state.auth.required() {
         return Redirect::to("/").into_response();
     }
-    let csrf = login_viewer().csrf(&state);
+    let nonce = match super::random_secret() {
+        Ok(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        Err(e) => {
+            return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+                .into_response();
+        }
+    };
+    let csrf = login_viewer(&nonce).csrf(&state);
     let note = if q.expired.is_some() {
         r#"<p class="error">That token is not valid (any more): log in again.</p>"#
     } else {
         ""
     };
-    html(
+    let mut response = html(
         StatusCode::OK,
         &format!(
             r#"<!doctype html>
@@ -954,7 +980,14 @@ pub async fn login_form(
 <form method="post" action="/login"><input type="hidden" name="csrf" value="{csrf}"><label>Token <input type="password" name="token" autocomplete="current-password" required autofocus></label> <button type="submit">Log in</button></form>
 <p>The admin token, or a tenant's token from <code>runtime tenants create</code>.</p></main></body></html>"#
         ),
-    )
+    );
+    if let Ok(cookie) = HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={nonce}; Path=/login; HttpOnly; SameSite=Strict{}",
+        secure(&headers)
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// `POST /login`: checks the token, then keeps it in the session cookie.
@@ -966,18 +999,14 @@ pub async fn login(
         return Redirect::to("/").into_response();
     };
     let (parts, body) = request.into_parts();
-    if parts
-        .headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() == b"cross-site")
-    {
-        return Problem::forbidden("a login from another site is refused").into_response();
-    }
-    let fields = match form(body).await {
+    let fields = match form(&state, body).await {
         Ok(f) => f,
         Err(p) => return p.into_response(),
     };
-    if !login_viewer().csrf_ok(&state, field(&fields, "csrf").unwrap_or("")) {
+    let nonce = cookie_named(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
+    if nonce.is_empty()
+        || !login_viewer(&nonce).csrf_ok(&state, field(&fields, "csrf").unwrap_or(""))
+    {
         return Problem::forbidden(
             "the login form's CSRF token is missing or stale: reload the login page and try again",
         )
@@ -993,7 +1022,8 @@ pub async fn login(
             let value: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
             let mut response = Redirect::to("/").into_response();
             if let Ok(cookie) = HeaderValue::from_str(&format!(
-                "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict"
+                "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+                secure(&parts.headers)
             )) {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
             }

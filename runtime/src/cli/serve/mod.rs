@@ -69,6 +69,8 @@ pub struct AppState {
     pub auth: Auth,
     pub limiter: Option<Limiter>,
     pub sources: Sources,
+    /// The request bodies being read, server-wide.
+    pub bodies: api::BodyBudget,
     /// What the dashboard's CSRF tokens are made with: the admin token's
     /// hash (the same on every server of one deployment), else random.
     pub csrf_secret: [u8; 32],
@@ -128,7 +130,7 @@ impl Limiter {
 
     /// Takes one request from `tenant`'s bucket, or says when one is
     /// there again.
-    fn take(&self, tenant: &TenantName) -> Result<(), Problem> {
+    pub fn take(&self, tenant: &TenantName) -> Result<(), Problem> {
         let now = Instant::now();
         let mut buckets = runtime::sync::lock(&self.buckets);
         if buckets.len() >= BUCKETS && !buckets.contains_key(tenant) {
@@ -237,6 +239,7 @@ pub async fn run(cli: &Cli, args: &Args) -> CliResult {
         config,
         auth: Auth::new(admin),
         limiter,
+        bodies: api::BodyBudget::default(),
         csrf_secret: match admin {
             Some(hash) => hash,
             None => random_secret()?,
@@ -320,7 +323,7 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<[u8; 32]>> {
 }
 
 /// 32 bytes from the operating system's random source.
-fn random_secret() -> anyhow::Result<[u8; 32]> {
+pub(super) fn random_secret() -> anyhow::Result<[u8; 32]> {
     let mut secret = [0u8; 32];
     getrandom::getrandom(&mut secret)
         .map_err(|e| anyhow::anyhow!("no random bytes for the dashboard's CSRF tokens: {e}"))?;
@@ -365,13 +368,80 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            same_site,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
 
+/// Refuses what a browser sends on another site's behalf. A change (any
+/// method but GET and HEAD) marked cross-site by the browser, or from an
+/// `Origin` that is not this server's host, is refused. Without tokens,
+/// only requests naming a loopback host are taken at all: a web page whose
+/// name was pointed at 127.0.0.1 (DNS rebinding) names its own host.
+async fn same_site(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(header::HOST))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !state.auth.required() && !loopback_host(host) {
+        return Problem::forbidden(format!(
+            "this server takes requests without tokens, so only under a loopback name (localhost, 127.0.0.1, [::1]), not {host:?}: set an admin token to serve other names"
+        ))
+        .into_response();
+    }
+    let safe = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if !safe {
+        let cross = headers
+            .get("sec-fetch-site")
+            .is_some_and(|v| v.as_bytes() == b"cross-site");
+        let foreign = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            // `null`: a browser that would not say (a sandboxed frame,
+            // some privacy settings); Sec-Fetch-Site decides then.
+            .is_some_and(|origin| {
+                let named = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+                origin != "null" && !named.eq_ignore_ascii_case(host)
+            });
+        if cross || foreign {
+            return Problem::forbidden(
+                "a change sent from another site is refused: send it from this server's own pages, or without an Origin header (curl, an API client)",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` header names a loopback address (`localhost`,
+/// `127.0.0.1`, `[::1]`, any port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Headers on every answer: the dashboard's Content-Security-Policy (no
 /// script but this server's own files), no sniffing, no framing, no
-/// referrer.
+/// referrer to other sites (this server's own requests keep their
+/// `Origin`, which `same_site` checks).
 async fn security_headers(mut response: Response) -> Response {
     let h = response.headers_mut();
     h.insert(
@@ -385,7 +455,7 @@ async fn security_headers(mut response: Response) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     response
 }
@@ -445,4 +515,31 @@ async fn metrics(State(state): State<Arc<AppState>>, Who(caller): Who) -> Respon
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for host in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "127.0.0.2",
+            "[::1]:80",
+            "LOCALHOST",
+        ] {
+            assert!(loopback_host(host), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "10.0.0.1:80",
+            "",
+            "[::2]:80",
+            "localhost.evil.example",
+        ] {
+            assert!(!loopback_host(host), "{host}");
+        }
+    }
 }

@@ -126,8 +126,14 @@ impl From<QueueError> for Problem {
             QueueError::OverBurst { .. } => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             }
+            // The server's address is the operator's business, not every
+            // caller's: the log has it.
             QueueError::Backend { .. } => {
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                tracing::warn!("queue server: {e}");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the queue server is unreachable or failed: try again shortly (the server's log says why)",
+                )
             }
             _ => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         }
