@@ -108,13 +108,18 @@ impl TenantRecord {
     /// compared in time that does not depend on where they differ.
     pub fn accepts(&self, text: &str) -> bool {
         let given = hex(&Sha256::digest(text.as_bytes()));
-        let (a, b) = (given.as_bytes(), self.token_hash.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        same_secret(given.as_bytes(), self.token_hash.as_bytes())
     }
 }
 
+/// Whether two secrets (or their hashes) are equal, in time that does not
+/// depend on where they differ.
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Lowercase hex of `bytes`.
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -279,7 +279,7 @@ fn job_in(caller: &Caller, written: &str) -> Result<JobId, Problem> {
     Ok(JobId::read_in(caller.tenant(), written)?)
 }
 
-fn no_job(id: &JobId) -> Problem {
+pub fn no_job(id: &JobId) -> Problem {
     Problem::not_found(format!(
         "no job {id}: it may be done (done jobs are removed) or deleted"
     ))

@@ -14,7 +14,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -93,9 +93,7 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Respons
         .await
     {
         Ok(caller) => {
-            if let (Caller::Tenant(tenant), Some(limiter)) = (&caller, &state.limiter) {
-                limiter.take(tenant).map_err(IntoResponse::into_response)?;
-            }
+            state.admit(&caller).map_err(IntoResponse::into_response)?;
             Ok(Viewer {
                 caller,
                 session: token,
@@ -105,6 +103,17 @@ async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, Respons
             Err(Redirect::to("/login?expired=1").into_response())
         }
         Err(p) => Err(p.into_response()),
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        viewer(state, &parts.headers).await
     }
 }
 
@@ -131,8 +140,9 @@ fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// A logged-in browser.
-struct Viewer {
+/// A logged-in browser (an extractor: a page's handler takes one, and a
+/// browser without a session is sent to the login page).
+pub struct Viewer {
     caller: Caller,
     /// Its session token ("" without tokens).
     session: String,
@@ -145,18 +155,12 @@ impl Viewer {
         h.update(state.csrf_secret);
         h.update(b"\0");
         h.update(self.session.as_bytes());
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        runtime::tenant::hex(&h.finalize())
     }
 
     /// Whether a form's `csrf` field is this session's.
     fn csrf_ok(&self, state: &AppState, given: &str) -> bool {
-        let want = self.csrf(state);
-        want.len() == given.len()
-            && want
-                .bytes()
-                .zip(given.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        runtime::tenant::same_secret(self.csrf(state).as_bytes(), given.as_bytes())
     }
 }
 
@@ -287,13 +291,9 @@ pub struct DidQuery {
 /// `/`: every queue with live counts, and the throughput chart.
 pub async fn overview(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Query(q): Query<DidQuery>,
 ) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let queues = match api::queue_views(&state, &viewer.caller).await {
         Ok(q) => q,
         Err(p) => return error_page(&state, &viewer, &p),
@@ -340,14 +340,10 @@ pub struct QueueQuery {
 /// actions.
 pub async fn queue(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Path(queue): Path<String>,
     query: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     match queue_page(&state, &viewer, &queue, query).await {
         Ok(r) => r,
         Err(p) => error_page(&state, &viewer, &p),
@@ -493,13 +489,9 @@ pub struct FindQuery {
 /// `/jobs?id=...`: the search box; a bare number is read in `queue`.
 pub async fn find(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    viewer: Viewer,
     query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let Ok(Query(q)) = query else {
         return error_page(
             &state,
@@ -521,21 +513,15 @@ pub async fn find(
 /// `/jobs/{id}`: payload, attempts, error, log, and its actions.
 pub async fn job(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    viewer: Viewer,
     Path(id): Path<String>,
     Query(q): Query<DidQuery>,
 ) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
     let found = async {
         let id = JobId::read_in(viewer.caller.tenant(), &id)?;
         match state.backend.jobs.get(&id).await? {
             Some(job) => Ok(job),
-            None => Err(Problem::not_found(format!(
-                "no job {id}: it may be done (done jobs are removed) or deleted"
-            ))),
+            None => Err(api::no_job(&id)),
         }
     };
     match found.await {
@@ -645,11 +631,7 @@ fn job_page(state: &AppState, viewer: &Viewer, job: &JobRecord, did: Option<&str
 }
 
 /// `/workers`.
-pub async fn workers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn workers(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
     let workers = match api::worker_list(&state, &viewer.caller).await {
         Ok(w) => w,
         Err(p) => return error_page(&state, &viewer, &p),
@@ -679,11 +661,7 @@ pub async fn workers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 }
 
 /// `/tenants` (admin).
-pub async fn tenants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn tenants(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
     if viewer.caller != Caller::Admin {
         return error_page(
             &state,
@@ -734,11 +712,7 @@ const CHART_MINUTES: u64 = 60;
 /// hour, the fleet's for the admin, a tenant's own for its token; drawn
 /// here, so the page needs no script to show it. Only numbers reach the
 /// picture.
-pub async fn throughput_chart(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let viewer = match viewer(&state, &headers).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub async fn throughput_chart(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
     let now_minute = SystemClock.now() / 60_000;
     let from = now_minute.saturating_sub(CHART_MINUTES - 1);
     let minutes = match state
@@ -906,9 +880,7 @@ pub async fn job_action(
             }
             "delete" => {
                 if !jobs.delete(&id).await? {
-                    return Err(Problem::not_found(format!(
-                        "no job {id}: it may be done (done jobs are removed) or deleted"
-                    )));
+                    return Err(api::no_job(&id));
                 }
                 "deleted"
             }
@@ -959,7 +931,7 @@ pub async fn login_form(
         return Redirect::to("/").into_response();
     }
     let nonce = match super::random_secret() {
-        Ok(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        Ok(bytes) => runtime::tenant::hex(&bytes),
         Err(e) => {
             return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
                 .into_response();

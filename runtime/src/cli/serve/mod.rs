@@ -76,6 +76,17 @@ pub struct AppState {
     pub csrf_secret: [u8; 32],
 }
 
+impl AppState {
+    /// Takes one request from `caller`'s tenant's request rate, if it has
+    /// one: every API call and dashboard page of a tenant counts.
+    pub fn admit(&self, caller: &Caller) -> Result<(), Problem> {
+        match (caller, &self.limiter) {
+            (Caller::Tenant(tenant), Some(limiter)) => limiter.take(tenant),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
@@ -101,9 +112,7 @@ impl FromRequestParts<Arc<AppState>> for Who {
                 dashboard::cookie_allowed(&parts.method),
             )
             .await?;
-        if let (Caller::Tenant(tenant), Some(limiter)) = (&caller, &state.limiter) {
-            limiter.take(tenant)?;
-        }
+        state.admit(&caller)?;
         Ok(Who(caller))
     }
 }
@@ -130,7 +139,7 @@ impl Limiter {
 
     /// Takes one request from `tenant`'s bucket, or says when one is
     /// there again.
-    pub fn take(&self, tenant: &TenantName) -> Result<(), Problem> {
+    fn take(&self, tenant: &TenantName) -> Result<(), Problem> {
         let now = Instant::now();
         let mut buckets = runtime::sync::lock(&self.buckets);
         if buckets.len() >= BUCKETS && !buckets.contains_key(tenant) {
