@@ -52,7 +52,7 @@ fn main() {
         .map(|dir| Build::new("baseline", Path::new(&dir).join("runtime")));
 
     println!("(e) redis-benchmark SET -P 32 on the same server:");
-    let set_rate = redis_benchmark(now.redis.port());
+    let set_rate = now.redis.benchmark_set(50, 32, 1_000_000);
     println!("    {set_rate:.0} SET/s");
 
     // builds[i] drains into drains[i]; the baseline (if any) first.
@@ -347,31 +347,6 @@ async fn latency(url: &str, cache: &std::path::Path) {
         pct(99).as_secs_f64() * 1000.0,
         samples[samples.len() - 1].as_secs_f64() * 1000.0
     );
-}
-
-/// `redis-benchmark -t set -P 32`: requests per second.
-fn redis_benchmark(port: u16) -> f64 {
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &port.to_string(),
-            "-t",
-            "set",
-            "-n",
-            "1000000",
-            "-P",
-            "32",
-            "-q",
-        ])
-        .output()
-        .expect("run redis-benchmark (installed with redis-server)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "SET: 1234567.00 requests per second, p50=..." (with \r progress lines)
-    text.rsplit("SET: ")
-        .next()
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read redis-benchmark's output: {text}"))
 }
 
 /// Redis's CPU time so far and, from `INFO commandstats`, the time spent

@@ -18,14 +18,13 @@
 //! `BENCH_JOBS` sets N (default 100000); `BENCH_DEEP_JOBS` the queue size
 //! of (e) (default 1000000); `BENCH_SECONDS` each wrk run (default 10).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Instant;
 
-use runtime_tests::redis::RedisServer;
-use runtime_tests::{TempDir, guests, runtime_bin};
+use runtime_tests::TempDir;
+use runtime_tests::serve::{ServeProcess, request};
+use runtime_tests::workers::Env;
 
 const ORDER: &str = r#"{"id":42,"customer":"ada@example.com","items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}]}"#;
 
@@ -39,8 +38,8 @@ fn main() {
     let seconds = runtime_tests::job_count("BENCH_SECONDS", 10);
     ensure_wrk();
     let dir = TempDir::new("bench-serve");
-    let redis = RedisServer::start();
-    let server = Serve::start(&redis, dir.path());
+    let env = Env::new();
+    let server = env.serve(&[], &[("RUNTIME_ADMIN_TOKEN", ADMIN)]);
     let file = dir.path().join("jobs.jsonl");
     std::fs::write(&file, format!("{ORDER}\n").repeat(n)).expect("write jobs");
     let batch = dir.path().join("batch.ndjson");
@@ -48,23 +47,15 @@ fn main() {
     std::fs::write(&batch, format!("{job}\n").repeat(1000)).expect("write batch");
 
     println!("(a) redis-benchmark SET, 64 clients, no pipelining:");
-    let ceiling = redis_benchmark(redis.port());
+    let ceiling = env.redis.benchmark_set(64, 1, 400_000);
     println!("    {ceiling:.0} SET/s");
 
     let (mut bulk, mut batches, mut singles) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let queue = format!("bulk-{round}");
         let started = Instant::now();
-        let out = runtime(&redis, dir.path())
-            .args(["dispatch", &queue, "--file"])
-            .arg(&file)
-            .output()
-            .expect("runtime dispatch --file");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.run(&["dispatch", &queue, "--file", &file.display().to_string()])
+            .expect_code(0);
         let rate = n as f64 / started.elapsed().as_secs_f64();
         println!("    round {}: (b) CLI bulk {rate:.0} jobs/s", round + 1);
         bulk.push(rate);
@@ -123,17 +114,10 @@ fn main() {
     println!("(e) dashboard pages with {deep} jobs in one queue:");
     let fill = dir.path().join("deep.jsonl");
     std::fs::write(&fill, format!("{ORDER}\n").repeat(deep)).expect("write deep jobs");
-    let out = runtime(&redis, dir.path())
-        .args(["dispatch", "deep", "--file"])
-        .arg(&fill)
-        .output()
-        .expect("filling the deep queue");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.run(&["dispatch", "deep", "--file", &fill.display().to_string()])
+        .expect_code(0);
     let last = deep.saturating_sub(25);
+    let cookie = format!("runtime_token={ADMIN}");
     let pages = [
         ("overview", "/".to_string()),
         ("queue, first page", "/queues/deep".to_string()),
@@ -144,7 +128,7 @@ fn main() {
         let mut times = Vec::new();
         for _ in 0..20 {
             let started = Instant::now();
-            let status = get(&server, &path);
+            let status = request(server.addr(), "GET", &path, &[("Cookie", &cookie)], b"").status;
             times.push(started.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(status, 200, "{path}");
         }
@@ -161,71 +145,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// `runtime --backend REDIS`, with a cache dir of its own.
-fn runtime(redis: &RedisServer, dir: &Path) -> Command {
-    let mut c = Command::new(runtime_bin());
-    c.args(["--backend", &redis.url(), "--handlers", guests::DIR])
-        .env("RUNTIME_CACHE_DIR", dir.join("cache"));
-    c
-}
-
-/// A `runtime serve` process on a free loopback port.
-struct Serve {
-    child: Child,
-    port: u16,
-}
-
-impl Serve {
-    fn start(redis: &RedisServer, dir: &Path) -> Self {
-        let mut child = runtime(redis, dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("RUNTIME_ADMIN_TOKEN", ADMIN)
-            .env("RUNTIME_LOG", "warn,runtime::cli::serve=info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start runtime serve");
-        let stderr = child.stderr.take().expect("serve's stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("runtime serve ended before it said where it listens")
-                .expect("serve's log");
-            if let Some(rest) = line.split("serving http://127.0.0.1:").nth(1) {
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                break digits.parse().expect("a port");
-            }
-        };
-        // Keep draining the log so the server never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
-        Serve { child, port }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The status of `GET path` as the admin (one connection each).
-fn get(server: &Serve, path: &str) -> u16 {
-    let mut s = TcpStream::connect(("127.0.0.1", server.port)).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: runtime_token={ADMIN}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).expect("read");
-    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).to_string();
-    head.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 struct Wrk {
     requests_per_second: f64,
     p50_ms: f64,
@@ -235,7 +154,7 @@ struct Wrk {
 /// wrk POSTing `body` (a file) to `path` on `connections` keep-alive
 /// connections over 2 threads for `seconds`.
 fn wrk(
-    server: &Serve,
+    server: &ServeProcess,
     path: &str,
     body: &Path,
     connections: usize,
@@ -263,7 +182,7 @@ wrk.headers["Authorization"] = "Bearer {ADMIN}"
         .arg("--latency")
         .arg("-s")
         .arg(&script)
-        .arg(format!("http://127.0.0.1:{}{path}", server.port))
+        .arg(format!("{}{path}", server.url()))
         .output()
         .expect("run wrk");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -299,32 +218,6 @@ fn millis(word: &str) -> Option<f64> {
         }
     }
     word.parse().ok()
-}
-
-/// SETs per second from `redis-benchmark`, 64 clients, one command per
-/// round trip.
-fn redis_benchmark(port: u16) -> f64 {
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-p",
-            &port.to_string(),
-            "-t",
-            "set",
-            "-n",
-            "400000",
-            "-c",
-            "64",
-            "-q",
-        ])
-        .output()
-        .expect("redis-benchmark");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    // "SET: 123456.79 requests per second, p50=0.199 msec"
-    text.rsplit("SET: ")
-        .next()
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read redis-benchmark's answer: {text}"))
 }
 
 /// Installs Debian's wrk when it is absent.

@@ -125,6 +125,26 @@ impl RedisServer {
         self.port
     }
 
+    /// SETs a second this server answers: `redis-benchmark -t set` with
+    /// `clients` connections, `pipeline` commands per round trip and
+    /// `requests` in all. What a benchmark puts its own figures beside.
+    pub fn benchmark_set(&self, clients: usize, pipeline: usize, requests: usize) -> f64 {
+        let out = Command::new("redis-benchmark")
+            .args(["-p", &self.port().to_string(), "-t", "set", "-q"])
+            .args(["-c", &clients.to_string()])
+            .args(["-P", &pipeline.to_string()])
+            .args(["-n", &requests.to_string()])
+            .output()
+            .expect("run redis-benchmark (installed with redis-server)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "SET: 1234567.00 requests per second, p50=..." (after \r progress lines)
+        text.rsplit("SET: ")
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read redis-benchmark's output: {text}"))
+    }
+
     /// Its data directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()

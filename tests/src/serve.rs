@@ -11,15 +11,15 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::runtime_command;
-use crate::workers::{Env, eventually};
+use crate::workers::{Env, RuntimeProcess, log_path};
 
 /// How long a start, a request or an exit may take: generous, for a loaded
 /// 2-core machine.
@@ -283,11 +283,11 @@ pub struct Exchange {
     pub response: Response,
 }
 
-/// A `runtime serve` process, killed if still running when dropped.
+/// A `runtime serve` process (killed if still running when dropped), and
+/// every request made through it.
 #[derive(Debug)]
 pub struct ServeProcess {
-    child: Child,
-    log: PathBuf,
+    process: RuntimeProcess,
     addr: Option<SocketAddr>,
     exchanges: Mutex<Vec<Exchange>>,
 }
@@ -297,14 +297,6 @@ impl ServeProcess {
     /// its cache dir, `env` set, and none of the settings this process's
     /// environment might pass down; does not wait for it to listen.
     pub fn spawn(cache: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let log = cache.join(format!(
-            "serve-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ));
-        let file = std::fs::File::create(&log).expect("create the server's log");
         let mut cmd: Command = runtime_command(cache);
         cmd.args(args)
             .current_dir(cache)
@@ -312,17 +304,12 @@ impl ServeProcess {
             .env_remove("RUNTIME_LISTEN")
             .env_remove("RUNTIME_TENANT")
             .env_remove("RUNTIME_LOG")
-            .env_remove("RUNTIME_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file);
+            .env_remove("RUNTIME_LOG_FORMAT");
         for (name, value) in env {
             cmd.env(name, value);
         }
-        let child = cmd.spawn().expect("start runtime serve");
         ServeProcess {
-            child,
-            log,
+            process: RuntimeProcess::spawn(cmd, log_path(cache, "serve")),
             addr: None,
             exchanges: Mutex::new(Vec::new()),
         }
@@ -337,7 +324,7 @@ impl ServeProcess {
                 server.addr = Some(addr);
                 return server;
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
+            if let Some(status) = server.process.exited() {
                 panic!(
                     "runtime {} exited ({status}) before serving; its log:\n{}",
                     args.join(" "),
@@ -366,21 +353,17 @@ impl ServeProcess {
 
     /// What it logged so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// Waits until its log contains `text`.
     pub fn wait_for_log(&self, text: &str) {
-        eventually(
-            WAIT,
-            &format!("the server's log to contain {text:?}"),
-            || self.log().contains(text),
-        );
+        self.process.wait_for_log(text, WAIT);
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends one request (see [`request`]) and records it.
@@ -425,41 +408,19 @@ impl ServeProcess {
 
     /// Sends it a signal: `TERM`, `INT`...
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {}", self.child.id());
+        self.process.signal(name);
     }
 
     /// Waits for the process to exit; its status code (-1 if a signal
     /// ended it).
     pub fn wait(&mut self, limit: Duration) -> i32 {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "runtime serve still running after {limit:?}; its log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait(limit)
     }
 
     /// SIGTERM, then waits for the exit; its status code.
     pub fn terminate(&mut self, limit: Duration) -> i32 {
         self.signal("TERM");
         self.wait(limit)
-    }
-}
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

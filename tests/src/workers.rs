@@ -109,46 +109,64 @@ impl Env {
     }
 
     /// Starts `runtime worker ARGS` in the background.
-    pub fn worker(&self, args: &[&str]) -> WorkerProcess {
-        let log = self.cache.path().join(format!(
-            "worker-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ));
-        let file = std::fs::File::create(&log).expect("create worker log");
-        let child = Command::new(runtime_bin())
-            .args([
-                "--backend",
-                &self.url(),
-                "--handlers",
-                &self.handlers,
-                "worker",
-            ])
-            .args(args)
-            .env("RUNTIME_CACHE_DIR", self.cache.path())
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUNTIME_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start runtime worker");
-        let w = WorkerProcess { child, log };
+    pub fn worker(&self, args: &[&str]) -> RuntimeProcess {
+        let log = log_path(self.cache.path(), "worker");
+        let mut cmd = Command::new(runtime_bin());
+        cmd.args([
+            "--backend",
+            &self.url(),
+            "--handlers",
+            &self.handlers,
+            "worker",
+        ])
+        .args(args)
+        .env("RUNTIME_CACHE_DIR", self.cache.path())
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUNTIME_CONFIG");
+        let w = RuntimeProcess::spawn(cmd, log);
         w.wait_for_log("worker started", Duration::from_secs(30));
         w
     }
 }
 
-/// A `runtime worker` process, killed if still running when dropped.
+/// A new file for a background process's log in `dir`: `KIND-NANOS.log`.
+pub fn log_path(dir: &std::path::Path, kind: &str) -> PathBuf {
+    dir.join(format!(
+        "{kind}-{}.log",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ))
+}
+
+/// A `runtime` process in the background (a worker, a server), its
+/// stderr in a log file; killed if still running when dropped.
 #[derive(Debug)]
-pub struct WorkerProcess {
+pub struct RuntimeProcess {
     child: Child,
     log: PathBuf,
 }
 
-impl WorkerProcess {
+impl RuntimeProcess {
+    /// Starts `cmd` with no stdin or stdout and its stderr in a new file
+    /// at `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let file = std::fs::File::create(&log).expect("create the process's log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start runtime");
+        RuntimeProcess { child, log }
+    }
+
+    /// Whether it has exited, and how.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     /// What it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -157,7 +175,7 @@ impl WorkerProcess {
     /// Waits until its log contains `text`.
     pub fn wait_for_log(&self, text: &str, limit: Duration) {
         let log = || self.log();
-        eventually(limit, &format!("worker log to contain {text:?}"), || {
+        eventually(limit, &format!("the log to contain {text:?}"), || {
             log().contains(text)
         });
     }
@@ -168,7 +186,7 @@ impl WorkerProcess {
             .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(status.success());
+        assert!(status.success(), "kill -{name} {}", self.child.id());
     }
 
     /// kill -9, and reap it.
@@ -196,7 +214,7 @@ impl WorkerProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "worker still running after {limit:?}; log:\n{}",
+                "still running after {limit:?}; its log:\n{}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -204,7 +222,7 @@ impl WorkerProcess {
     }
 }
 
-impl Drop for WorkerProcess {
+impl Drop for RuntimeProcess {
     fn drop(&mut self) {
         self.kill();
     }

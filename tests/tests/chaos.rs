@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use runtime_tests::guests;
 use runtime_tests::redis::RedisServer;
-use runtime_tests::workers::{Env, WorkerProcess, eventually};
+use runtime_tests::workers::{Env, RuntimeProcess, eventually};
 
 const JOBS: u64 = 5000;
 const WORKERS: usize = 3;
@@ -30,7 +30,7 @@ fn dispatch_jobs(env: &Env) {
         .expect_code(0);
 }
 
-fn start_worker(env: &Env, grace: &str) -> WorkerProcess {
+fn start_worker(env: &Env, grace: &str) -> RuntimeProcess {
     env.worker(&[
         guests::RECORD,
         // Short, so killed workers' jobs come back quickly; not so short
@@ -147,7 +147,7 @@ fn none_lost(runs: &BTreeMap<String, Vec<u64>>) -> usize {
 
 /// Kills or stops a random worker every half second until the jobs are
 /// done, starting a replacement each time; returns how many it stopped.
-fn churn(env: &Env, workers: &mut [WorkerProcess], signal: &str, grace: &str) -> usize {
+fn churn(env: &Env, workers: &mut [RuntimeProcess], signal: &str, grace: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut stopped = 0;
     while env.count(guests::RECORD, "done") < JOBS && Instant::now() < deadline {
@@ -277,7 +277,7 @@ fn tenant_config(env: &Env) -> String {
 
 /// A worker serving every tenant's queues, with the short lease of
 /// [`start_worker`].
-fn start_tenant_worker(env: &Env, config: &str) -> WorkerProcess {
+fn start_tenant_worker(env: &Env, config: &str) -> RuntimeProcess {
     env.worker(&[
         "--all",
         "--lease",

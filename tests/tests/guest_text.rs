@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use runtime::sandbox::Limits;
-use runtime_tests::workers::{Env, WorkerProcess};
+use runtime_tests::workers::{Env, RuntimeProcess};
 use runtime_tests::{TempDir, guests, runtime};
 use serde_json::Value;
 
@@ -125,7 +125,7 @@ fn dispatch_reports_hostile_guest_text_as_inert_data() {
 }
 
 /// Runs `runtime worker ARGS --drain` until it exits by itself.
-fn drain(env: &Env, args: &[&str]) -> WorkerProcess {
+fn drain(env: &Env, args: &[&str]) -> RuntimeProcess {
     let mut all = args.to_vec();
     all.push("--drain");
     let mut w = env.worker(&all);
@@ -201,7 +201,7 @@ fn a_worker_log_and_the_admin_commands_show_hostile_guest_text_as_inert_data() {
 }
 
 /// The worker's JSON log, one object per line.
-fn json_lines(w: &WorkerProcess) -> Vec<Value> {
+fn json_lines(w: &RuntimeProcess) -> Vec<Value> {
     w.log()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))

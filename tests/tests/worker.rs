@@ -630,7 +630,7 @@ fn runtime_deploy_publishes_a_module_to_every_worker_and_withdraw_goes_back_to_t
     // their first job.
     let w1 = env.worker(&["dep"]);
     let w2 = env.worker(&["dep"]);
-    let installed = |w: &runtime_tests::workers::WorkerProcess| {
+    let installed = |w: &runtime_tests::workers::RuntimeProcess| {
         w.log().matches("published module installed").count()
     };
     eventually(
